@@ -1,0 +1,1 @@
+"""Headless trainers: ``python -m tipai_core.train <stage>``."""
