@@ -1,0 +1,130 @@
+"""Actions: the knobs of one tournament candidate, and a fixed knob distribution π with log-probs.
+
+An ``Action`` is a plain record (DESIGN.md, step 4): mask dilation and feather (latent pixels),
+CFG inside the mask, prompt emphasis of the regional conditioning, latent noise jitter, seed,
+inversion depth d, and the editor choice ("invert": DDIM inversion of d steps; "renoise": fresh
+noise at σ_{i-d}). TSPO's learned policy replaces ``FixedKnobPolicy`` through the same
+``protocols.Policy`` interface.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+
+EDITORS = ("invert", "renoise")
+SEED_RANGE = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Action:
+    dilation: int = 0
+    feather: int = 0
+    cfg_inside: float = 1.0
+    emphasis: float = 1.0
+    jitter: float = 0.0
+    seed: int = 0
+    depth: int = 1
+    editor: str = "invert"
+
+    def __post_init__(self) -> None:
+        if self.dilation < 0 or self.feather < 0:
+            raise ValueError(f"dilation and feather must be >= 0, got {self.dilation}, {self.feather}")
+        if self.depth < 1:
+            raise ValueError(f"depth d must be >= 1, got {self.depth}")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"jitter must lie in [0, 1], got {self.jitter}")
+        if self.editor not in EDITORS:
+            raise ValueError(f"editor must be one of {EDITORS}, got {self.editor!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Action":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the policy sees before it draws: the step, the noise level and the region (the TSPO state)."""
+
+    step: int
+    n_steps: int
+    t: float
+    sigma: float
+    region_area: float  # fraction of the latent covered by the region
+    region_score: float
+    audit_scale: float
+    max_depth: int  # d may not exceed the steps already taken
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# the knob names a distribution may set, and their types
+KNOBS = {"dilation": int, "feather": int, "cfg_inside": float, "emphasis": float, "jitter": float, "depth": int, "editor": str}
+
+
+@dataclass(frozen=True)
+class FixedKnobPolicy:
+    """π(a) = Π_knob p_knob(a_knob): independent categorical knobs; the seed is uniform on [0, 2³¹-1).
+
+    ``knobs`` maps a knob name to ``(choices, probs)``; knobs left out keep the ``Action``
+    default. The depth is restricted to ``d <= state.max_depth`` by renormalising, and the
+    returned log-prob is under that restricted distribution. The uniform seed adds the same
+    constant to every action, so it is left out of the log-prob.
+    """
+
+    knobs: Mapping[str, tuple[Sequence, Sequence[float]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, (choices, probs) in self.knobs.items():
+            if name not in KNOBS:
+                raise ValueError(f"unknown knob {name!r}; knobs are {sorted(KNOBS)}")
+            if len(choices) == 0 or len(choices) != len(probs):
+                raise ValueError(f"knob {name!r} needs as many probs as choices, at least one")
+            if any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, rel_tol=1e-6):
+                raise ValueError(f"probs of knob {name!r} must be >= 0 and sum to 1, got {probs}")
+
+    def _probs(self, name: str, state: PolicyState) -> tuple[list, torch.Tensor]:
+        choices, probs = self.knobs[name]
+        p = torch.tensor(probs, dtype=torch.float64)
+        if name == "depth":
+            allowed = torch.tensor([c <= state.max_depth for c in choices])
+            p = p * allowed
+            if p.sum() <= 0:
+                raise ValueError(f"no depth choice d <= {state.max_depth} (the steps left) has probability > 0")
+        return list(choices), p / p.sum()
+
+    def propose(self, state: PolicyState, n: int, generator: torch.Generator) -> tuple[list[Action], torch.Tensor]:
+        """Draw n actions; returns them and their log-probs ``[n]`` (float64)."""
+        if n < 1:
+            raise ValueError(f"N must be >= 1, got {n}")
+        picks: dict[str, list] = {}
+        logp = torch.zeros(n, dtype=torch.float64)
+        for name in sorted(self.knobs):
+            choices, p = self._probs(name, state)
+            idx = torch.multinomial(p, n, replacement=True, generator=generator)
+            picks[name] = [KNOBS[name](choices[j]) for j in idx.tolist()]
+            logp = logp + torch.log(p[idx])
+        seeds = torch.randint(0, SEED_RANGE, (n,), generator=generator).tolist()
+        actions = [Action(seed=int(seeds[j]), **{k: v[j] for k, v in picks.items()}) for j in range(n)]
+        return actions, logp
+
+    def log_prob(self, action: Action, state: PolicyState) -> float:
+        """log π(a | state), the same quantity ``propose`` returns."""
+        total = 0.0
+        for name in self.knobs:
+            choices, p = self._probs(name, state)
+            value = getattr(action, name)
+            if value not in choices:
+                return -math.inf
+            pv = float(p[choices.index(value)])
+            if pv == 0.0:
+                return -math.inf
+            total += math.log(pv)
+        return total

@@ -1,0 +1,71 @@
+"""Cost accounting: extra denoiser evaluations, decodes and auditor calls of the audits.
+
+The cost of one audited step is ``O(K · (N·C_Ag + C_As + d·C_inv))`` (DESIGN.md). Counted exactly,
+with the ``DiffusionEditor`` and K regions that each hold N candidates of the same (editor, d):
+
+    denoiser calls  = K · (d·(1 + r)·[invert] + d + 1)      r = refine_iters
+    denoiser evals  = N · denoiser calls                     (batch rows)
+    decode calls    = 1 + K                                  (the control view, then one batched crop decode per region)
+    decoded images  = 1 + K·N
+    auditor calls   = K,  auditor images = K·(N + 1)
+
+and the loop adds one denoiser call (batch 1) at each step where an edit was accepted, because
+sampling restarts from the edited x at σ_i. The control's own x̂0 is free (the sampler made it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+
+@dataclass
+class Costs:
+    denoiser_calls: int = 0
+    denoiser_evals: int = 0
+    decode_calls: int = 0
+    decoded_images: int = 0
+    auditor_calls: int = 0
+    auditor_images: int = 0
+
+    def __add__(self, other: "Costs") -> "Costs":
+        return Costs(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def add(self, other: "Costs") -> "Costs":
+        """In-place sum; returns self."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Costs":
+        return cls(**{f.name: int(d[f.name]) for f in fields(cls)})
+
+
+def expected_step_costs(k: int, n: int, d: int, editor: str = "invert", refine_iters: int = 0) -> Costs:
+    """The formula above for one audited step with K regions (nothing accepted)."""
+    calls = k * ((d * (1 + refine_iters) if editor == "invert" else 0) + d + 1)
+    return Costs(
+        denoiser_calls=calls,
+        denoiser_evals=n * calls,
+        decode_calls=1 + k,
+        decoded_images=1 + k * n,
+        auditor_calls=k,
+        auditor_images=k * (n + 1),
+    )
+
+
+class CountingDenoiser:
+    """Wraps a Denoiser and adds each call (and its batch rows) to ``costs``."""
+
+    def __init__(self, inner, costs: Costs):
+        self.inner, self.costs = inner, costs
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond) -> torch.Tensor:
+        self.costs.denoiser_calls += 1
+        self.costs.denoiser_evals += int(x.shape[0])
+        return self.inner(x, sigma, cond)
