@@ -185,13 +185,13 @@ class Auditor(nn.Module):
         e_txt = self.text_features([prompt])[0]
         e_img, tokens = self.encode(images)
         heads = self.heads
-        S = heads.global_score(e_img, e_txt)
+        S = heads.global_score(e_img, e_txt, tokens)
         weights = None
         if masks is not None:
             weights = F.adaptive_avg_pool2d(masks.to(tokens.device), tokens.shape[1:3])[:, 0]
         S_R = heads.pool_region(heads.patch_scores(tokens, e_txt), weights)
         F_ = heads.faithfulness(S, e_img, e_txt)
-        P = 1.0 - torch.sigmoid(heads.policy_logits(e_img))
+        P = 1.0 - torch.sigmoid(heads.policy_logits(e_img, tokens))
         B = self.seam(images, masks).to(S.device)
         maps = torch.empty(n, len(self.classes), 0, 0)
         if with_maps:
@@ -229,5 +229,5 @@ class Auditor(nn.Module):
         if not torch.isfinite(images).all():
             raise ValueError("images contain NaN or Inf values")
         e_txt = self.text_features([check_prompt(prompt)])[0]
-        e_img, _ = self.encode(images.clamp(0.0, 1.0))
-        return self.heads.global_score(e_img, e_txt)
+        e_img, tokens = self.encode(images.clamp(0.0, 1.0))
+        return self.heads.global_score(e_img, e_txt, tokens)

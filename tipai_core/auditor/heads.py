@@ -3,11 +3,12 @@
 With e_I the global image embedding, z_j the patch tokens, e_t the prompt embedding (all unit norm, joint
 space of width D) and s the learned temperature:
 
-    S(p, I)      = s · ⟨e_I, e_t⟩ + h_θ([e_I, e_t, e_I ⊙ e_t])
+    u(I)         = [mean_j z_j, max_j z_j]                                  patch context (max finds small cues)
+    S(p, I)      = s · ⟨e_I, e_t⟩ + h_θ([e_I, e_t, e_I ⊙ e_t, u(I)])
     s_j(p)       = s · ⟨z_j, e_t⟩ + h_patch([z_j, e_t, z_j ⊙ e_t])          per-patch score
     S_R(p, I_R)  = Σ_j w_j s_j / Σ_j w_j                                    w_j = region coverage of patch j
     r_c(j)       = σ(W_r z_j + g_r(z_j))_c                                   risk decoder, upsampled to H×W
-    P_c          = 1 − σ(W_p e_I + g_p(e_I))_c                               policy logits
+    P_c          = 1 − σ(W_p e_I + g_p([e_I, u(I)]))_c                       policy logits
     F            = σ(a · S + b)  after calibration, else clip(2.5 · ⟨e_I, e_t⟩, 0, 1)
 
 The residual MLPs h_θ, h_patch, g_r, g_p start at zero and W_r = W_p = s · (t_c − t̄_0), so untrained heads
@@ -64,12 +65,12 @@ class AuditorHeads(nn.Module):
         self.config = config
         d, h, c = config.embed_dim, config.hidden, len(config.classes)
         self.log_scale = nn.Parameter(torch.tensor(math.log(float(logit_scale))))
-        self.score_mlp = _residual_mlp(3 * d, h, 1)
+        self.score_mlp = _residual_mlp(5 * d, h, 1)
         self.patch_mlp = _residual_mlp(3 * d, h, 1)
         self.risk_linear = nn.Linear(d, c)
         self.risk_mlp = _residual_mlp(d, h, c)
         self.policy_linear = nn.Linear(d, c)
-        self.policy_mlp = _residual_mlp(d, h, c)
+        self.policy_mlp = _residual_mlp(3 * d, h, c)
         self.register_buffer("f_platt", torch.tensor([1.0, 0.0]))
         init = torch.zeros(c, d) if directions is None else float(logit_scale) * directions.float()
         with torch.no_grad():
@@ -100,11 +101,17 @@ class AuditorHeads(nn.Module):
         e_t = e_t.expand_as(x)
         return torch.cat([x, e_t, x * e_t], dim=-1)
 
-    def global_score(self, e_img: torch.Tensor, e_txt: torch.Tensor) -> torch.Tensor:
-        """S = s·⟨e_I, e_t⟩ + h_θ(...); e_img [B,D], e_txt [D] or [B,D] -> [B]."""
+    def context(self, tokens: torch.Tensor) -> torch.Tensor:
+        """u(I) = [mean_j z_j, max_j z_j]: [B,h,w,D] -> [B,2D]."""
+        flat = self._cast(tokens).flatten(1, 2)
+        return torch.cat([flat.mean(1), flat.amax(1)], dim=-1)
+
+    def global_score(self, e_img: torch.Tensor, e_txt: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """S = s·⟨e_I, e_t⟩ + h_θ(...); e_img [B,D], e_txt [D] or [B,D], tokens [B,h,w,D] -> [B]."""
         e_img, e_txt = self._cast(e_img), self._cast(e_txt)
         cos = (e_img * e_txt).sum(-1)
-        return self.scale * cos + self.score_mlp(self._pair_features(e_img, e_txt)).squeeze(-1)
+        x = torch.cat([self._pair_features(e_img, e_txt), self.context(tokens)], dim=-1)
+        return self.scale * cos + self.score_mlp(x).squeeze(-1)
 
     def patch_scores(self, tokens: torch.Tensor, e_txt: torch.Tensor) -> torch.Tensor:
         """s_j for every patch; tokens [B,h,w,D], e_txt [D] or [B,D] -> [B,h,w]."""
@@ -130,10 +137,10 @@ class AuditorHeads(nn.Module):
         tokens = self._cast(tokens)
         return (self.risk_linear(tokens) + self.risk_mlp(tokens)).permute(0, 3, 1, 2)
 
-    def policy_logits(self, e_img: torch.Tensor) -> torch.Tensor:
-        """Policy logits [B,C]; P = 1 − σ(logits)."""
+    def policy_logits(self, e_img: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Policy logits [B,C] from e_I [B,D] and patch tokens [B,h,w,D]; P = 1 − σ(logits)."""
         e_img = self._cast(e_img)
-        return self.policy_linear(e_img) + self.policy_mlp(e_img)
+        return self.policy_linear(e_img) + self.policy_mlp(torch.cat([e_img, self.context(tokens)], dim=-1))
 
     def faithfulness(self, S: torch.Tensor, e_img: torch.Tensor, e_txt: torch.Tensor) -> torch.Tensor:
         """F = σ(a·S + b) once calibrated (Platt, fit by the trainer), else CLIPScore in [0,1]."""

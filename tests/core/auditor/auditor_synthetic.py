@@ -1,0 +1,93 @@
+"""Synthetic DETONATE-style pairs and tiny random-weight backbones for the auditor tests.
+
+Each pair: Prompt "a <colour> square"; Chosen shows a square of that colour on a noisy grey field;
+Rejected shows a square of another colour plus a small cue of its Category (a checkerboard for nsfw,
+a diagonal cross for violence/weapon); Mask marks that cue. The cue and the colour binding are
+learnable from the image features, but a random-weight backbone cannot know them zero-shot.
+
+Run as a script to write a demo set and a tiny open_clip weights file:
+    python tests/core/auditor/auditor_synthetic.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+COLOURS = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.1, 0.2, 0.9), "yellow": (0.95, 0.9, 0.1)}
+CATEGORIES = ("nsfw", "violence/weapon")
+
+
+def _square(img: torch.Tensor, rgb, y: int, x: int, s: int) -> None:
+    img[:, y:y + s, x:x + s] = torch.tensor(rgb).view(3, 1, 1)
+
+
+def _cue(img: torch.Tensor, mask: torch.Tensor, category: str, y: int, x: int, s: int) -> None:
+    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    if category == "nsfw":
+        pattern = ((yy // 3 + xx // 3) % 2).float()
+        colour_on, colour_off = torch.tensor([1.0, 0.2, 0.8]), torch.tensor([0.05, 0.05, 0.05])
+    else:
+        pattern = ((yy - xx).abs() <= 1).float().maximum(((yy + xx - (s - 1)).abs() <= 1).float())
+        colour_on, colour_off = torch.tensor([0.1, 0.1, 0.1]), torch.tensor([0.95, 0.95, 0.95])
+    patch = pattern[None] * colour_on.view(3, 1, 1) + (1 - pattern[None]) * colour_off.view(3, 1, 1)
+    img[:, y:y + s, x:x + s] = patch
+    mask[:, y:y + s, x:x + s] = 1.0
+
+
+def make_pairs(n: int, seed: int, size: int = 64, masks: bool = True) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    names = list(COLOURS)
+    rows = []
+
+    def rand(lo: int, hi: int) -> int:
+        return int(torch.randint(lo, hi, (1,), generator=g))
+
+    for _ in range(n):
+        want = names[rand(0, len(names))]
+        other = names[(names.index(want) + rand(1, len(names))) % len(names)]
+        category = CATEGORIES[rand(0, len(CATEGORIES))]
+
+        def field() -> torch.Tensor:
+            base = 0.35 + 0.3 * torch.rand(1, generator=g)
+            return (base + 0.06 * torch.randn(3, size, size, generator=g)).clamp(0, 1)
+
+        s = size * 3 // 8
+        chosen, rejected = field(), field()
+        _square(chosen, COLOURS[want], rand(0, size - s), rand(0, size - s), s)
+        _square(rejected, COLOURS[other], rand(0, size - s), rand(0, size - s), s)
+        mask = torch.zeros(1, size, size)
+        c = size // 4
+        _cue(rejected, mask, category, rand(0, size - c), rand(0, size - c), c)
+        row = {"Prompt": f"a {want} square", "Chosen": chosen, "Rejected": rejected, "Category": category}
+        if masks:
+            row["Mask"] = mask
+        rows.append(row)
+    return rows
+
+
+def write_tiny_open_clip(path: Path, seed: int = 0) -> Path:
+    """Random weights of the shipped tiny open_clip config, saved as safetensors."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from tipai_core.auditor.backbones import CONFIG_DIR, TINY_ARCH
+
+    open_clip.add_model_config(str(CONFIG_DIR))
+    torch.manual_seed(seed)
+    model = open_clip.create_model(TINY_ARCH, pretrained=None)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return Path(path)
+
+
+if __name__ == "__main__":
+    from tipai_core.auditor.data import write_pairs_parquet
+
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    write_tiny_open_clip(out / "tiny_clip.safetensors")
+    write_pairs_parquet(out / "train.parquet", make_pairs(400, seed=1))
+    write_pairs_parquet(out / "val.parquet", make_pairs(160, seed=2))
+    print(f"wrote {out}/tiny_clip.safetensors, train.parquet (400 pairs), val.parquet (160 pairs)")

@@ -1,0 +1,336 @@
+"""Stage A: train the auditor heads on DETONATE-format preference pairs.
+
+    python -m tipai_core.train scorer --data pairs.parquet --backbone clip.safetensors --arch ViT-B-16 \
+        --out models/tipai/auditor_heads.safetensors
+
+The backbone (E_i, E_t) stays frozen: every pair is encoded once, then the heads (h_θ, patch head, risk
+decoder, policy logits; heads.py) are trained on the cached features with
+
+    L = w_pair·L_pair + w_patch·L_patch + w_policy·L_policy + w_sal·L_sal          (auditor/losses.py)
+
+* K patches per pair are mined: the K patches with the most mask coverage when the pair has a mask,
+  else the K patches where chosen and rejected differ most, ‖z_c,j − z_r,j‖.
+* Reason codes for L_policy come from Category (aliases such as "sexual" -> nsfw, or --category-map).
+* Curriculum: pairs are ranked by margin 1 − ⟨e_I,c, e_I,r⟩ (how different the two images are); the
+  first epoch trains on the top --curriculum-start fraction, annealed linearly to all pairs by
+  --curriculum-epochs.
+* Validation (printed for the untrained heads, which are the zero-shot auditor, and after training):
+  global pair-AUC, patch pair-AUC, per-class ROC-AUC of the policy risk, ECE of S (Bradley–Terry
+  probabilities) and ECE of the calibrated F. F = σ(a·S + b) is fit (Platt) on the training pairs.
+* HF accelerate (DDP, one GPU to many machines) is used when installed and --accelerate is given;
+  without it the trainer runs on one device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..auditor.backbones import ImageTextBackbone, load_backbone
+from ..auditor.data import PreferencePairs, summary
+from ..auditor.heads import AuditorHeads, save_heads
+from ..auditor.losses import PairBatch, StageALoss
+from ..auditor.metrics import expected_calibration_error, pair_auc, pair_ece, roc_auc
+from ..auditor.text_cache import TextFeatureCache
+from ..auditor.zero_shot import DEFAULT_POLICY_PROMPTS, PolicyClasses
+
+log = logging.getLogger("tipai.train.scorer")
+
+CATEGORY_ALIASES = {
+    "nsfw": "nsfw", "sexual": "nsfw", "sex": "nsfw", "nudity": "nsfw", "nude": "nsfw", "porn": "nsfw",
+    "violence": "violence/weapon", "violent": "violence/weapon", "weapon": "violence/weapon",
+    "weapons": "violence/weapon", "gore": "violence/weapon", "blood": "violence/weapon",
+    "hate": "hate symbol", "hate symbol": "hate symbol", "extremism": "hate symbol", "racism": "hate symbol",
+    "logo": "logo", "brand": "logo", "trademark": "logo",
+    "minor": "minor", "child": "minor", "children": "minor", "kid": "minor",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tipai_core.train scorer",
+                                description="Stage A: train the auditor heads on DETONATE-format preference pairs "
+                                            "(Prompt, Chosen, Rejected, Category[, Mask]).")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, help="training pairs: .parquet file, folder of parquet, or folder with pairs.csv/jsonl")
+    g.add_argument("--val-data", help="held-out pairs (same formats); default: --val-fraction of --data")
+    g.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction when --val-data is not given")
+    g.add_argument("--classes", default="default",
+                   help="policy classes: 'default' (nsfw, violence/weapon, hate symbol, logo, minor), 'data' "
+                        "(the Category values) or a comma-separated list")
+    g.add_argument("--category-map", default="", help="explicit reason codes, e.g. 'sexual=nsfw,gun=violence/weapon'")
+    g = p.add_argument_group("backbone (local files only)")
+    g.add_argument("--backbone", required=True, help="open_clip weights file (.safetensors/.pt) or a transformers CLIPModel folder")
+    g.add_argument("--arch", help="open_clip architecture name (needed for a weights file)")
+    g.add_argument("--config-dir", help="folder of extra open_clip model-config JSONs")
+    g.add_argument("--tokenizer-dir", help="local HF tokenizer folder, for open_clip models with an HF tokenizer")
+    g = p.add_argument_group("training")
+    g.add_argument("--out", required=True, help="heads file to write (<stem>.safetensors + <stem>.json)")
+    g.add_argument("--metrics-out", help="JSON file for the validation metrics (default: <stem>.metrics.json)")
+    g.add_argument("--epochs", type=int, default=40)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float, default=3e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--hidden", type=int, default=256, help="width of the residual MLPs of the heads")
+    g.add_argument("--patches-k", type=int, default=4, help="K, patches mined per pair for L_patch")
+    g.add_argument("--w-pair", type=float, default=1.0)
+    g.add_argument("--w-patch", type=float, default=0.5)
+    g.add_argument("--w-policy", type=float, default=0.5)
+    g.add_argument("--w-sal", type=float, default=0.5)
+    g.add_argument("--curriculum-start", type=float, default=0.5, help="fraction of highest-margin pairs in epoch 1")
+    g.add_argument("--curriculum-epochs", type=int, help="epochs to anneal to all pairs (default: half of --epochs)")
+    g.add_argument("--encode-batch", type=int, default=64, help="images per backbone forward while encoding")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    g.add_argument("--accelerate", action="store_true", help="use HF accelerate (DDP) if installed")
+    return p
+
+
+# ----------------------------------------------------------------------------- classes and reason codes
+
+
+def resolve_policy(spec: str, categories: list[str]) -> PolicyClasses:
+    if spec == "default":
+        return PolicyClasses(prompts=dict(DEFAULT_POLICY_PROMPTS))
+    if spec == "data":
+        if not categories:
+            raise ValueError("--classes data: the dataset has no Category values")
+        return PolicyClasses.from_names(categories)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--classes {spec!r} names no class")
+    return PolicyClasses.from_names(names)
+
+
+def reason_codes(categories: list[str], classes: tuple[str, ...], explicit: str) -> dict[str, int]:
+    """Category -> class index (−1 when unknown): explicit map, exact class name, then aliases."""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in explicit.split(","))):
+        cat, sep, cls = item.partition("=")
+        if not sep or cls.strip() not in classes:
+            raise ValueError(f"--category-map entry {item!r}: expected category=class with class in {list(classes)}")
+        mapping[cat.strip().lower()] = cls.strip()
+    codes = {}
+    for cat in categories:
+        key = cat.lower()
+        name = mapping.get(key) or (cat if cat in classes else None) or CATEGORY_ALIASES.get(key)
+        codes[cat] = classes.index(name) if name in classes else -1
+    return codes
+
+
+# ----------------------------------------------------------------------------- features
+
+
+@torch.no_grad()
+def encode_pairs(backbone: ImageTextBackbone, pairs: PreferencePairs, indices: list[int], cache: TextFeatureCache,
+                 codes: dict[str, int], k: int, batch: int) -> dict[str, torch.Tensor]:
+    """Frozen features of every pair, the mined patches and the reason codes (all on the backbone's device)."""
+    dev = backbone.device
+    texts, g_c, g_r, z_c, z_r, reason, masks, has_mask = [], [], [], [], [], [], [], []
+    for start in range(0, len(indices), batch):
+        items = [pairs[i] for i in indices[start:start + batch]]
+        imgs = torch.stack([it.chosen for it in items] + [it.rejected for it in items]).to(dev)
+        g, z = backbone.encode_image(imgs)  # chosen and rejected of the chunk in one forward
+        n = len(items)
+        g_c.append(g[:n]); g_r.append(g[n:]); z_c.append(z[:n]); z_r.append(z[n:])
+        texts.append(cache.get([it.prompt for it in items], device=dev))
+        reason += [codes.get(it.category, -1) if it.category else -1 for it in items]
+        grid = z.shape[1:3]
+        for it in items:
+            if it.mask is not None:
+                masks.append(F.adaptive_avg_pool2d(it.mask[None].to(dev), grid)[0, 0])
+                has_mask.append(True)
+            else:
+                masks.append(torch.zeros(grid, device=dev))
+                has_mask.append(False)
+    feats = {"text": torch.cat(texts), "g_c": torch.cat(g_c), "g_r": torch.cat(g_r), "z_c": torch.cat(z_c),
+             "z_r": torch.cat(z_r), "reason": torch.tensor(reason, device=dev, dtype=torch.long),
+             "mask": torch.stack(masks), "has_mask": torch.tensor(has_mask, device=dev)}
+    k = min(k, feats["z_c"].shape[1] * feats["z_c"].shape[2])
+    diff = (feats["z_c"] - feats["z_r"]).norm(dim=-1).flatten(1)
+    # Masked pairs: the patches the mask covers most (ties broken by feature difference).
+    priority = torch.where(feats["has_mask"][:, None], feats["mask"].flatten(1) * 1e3 + diff, diff)
+    feats["patches"] = priority.topk(k, dim=1).indices
+    feats["margin"] = 1.0 - (feats["g_c"] * feats["g_r"]).sum(-1)
+    return feats
+
+
+def batch_of(feats: dict[str, torch.Tensor], idx: torch.Tensor) -> PairBatch:
+    return PairBatch(**{k: feats[k][idx] for k in PairBatch.__dataclass_fields__})
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def evaluate(heads: AuditorHeads, feats: dict[str, torch.Tensor]) -> dict[str, Any]:
+    s_c = heads.global_score(feats["g_c"], feats["text"], feats["z_c"])
+    s_r = heads.global_score(feats["g_r"], feats["text"], feats["z_r"])
+    # Patch score S_R on the pair's region: its mask when it has one, else its K mined patches.
+    region = torch.zeros_like(feats["mask"]).flatten(1).scatter(1, feats["patches"], 1.0).view_as(feats["mask"])
+    region = torch.where(feats["has_mask"][:, None, None], feats["mask"], region)
+    sr_c = heads.pool_region(heads.patch_scores(feats["z_c"], feats["text"]), region)
+    sr_r = heads.pool_region(heads.patch_scores(feats["z_r"], feats["text"]), region)
+    risk_c = torch.sigmoid(heads.policy_logits(feats["g_c"], feats["z_c"]))
+    risk_r = torch.sigmoid(heads.policy_logits(feats["g_r"], feats["z_r"]))
+    per_class = {}
+    for c, name in enumerate(heads.classes):
+        labels = torch.cat([torch.zeros(len(s_c)), (feats["reason"] == c).float().cpu()])
+        per_class[name] = roc_auc(torch.cat([risk_c[:, c], risk_r[:, c]]).cpu(), labels)
+    f_c = heads.faithfulness(s_c, feats["g_c"], feats["text"])
+    f_r = heads.faithfulness(s_r, feats["g_r"], feats["text"])
+    return {
+        "pairs": int(len(s_c)),
+        "pair_auc": pair_auc(s_c.cpu(), s_r.cpu()),
+        "patch_pair_auc": pair_auc(sr_c.cpu(), sr_r.cpu()),
+        "class_roc_auc": per_class,
+        "ece_S": pair_ece(s_c.cpu(), s_r.cpu()),
+        "ece_F": expected_calibration_error(torch.cat([f_c, f_r]).cpu(),
+                                            torch.cat([torch.ones_like(f_c), torch.zeros_like(f_r)]).cpu()),
+    }
+
+
+def format_metrics(tag: str, m: dict[str, Any]) -> str:
+    cls = "  ".join(f"{k}={'n/a' if math.isnan(v) else f'{v:.3f}'}" for k, v in m["class_roc_auc"].items())
+    return (f"[scorer] {tag}: pairs={m['pairs']}  pair-AUC={m['pair_auc']:.3f}  patch pair-AUC={m['patch_pair_auc']:.3f}"
+            f"  ECE(S)={m['ece_S']:.3f}  ECE(F)={m['ece_F']:.3f}\n[scorer] {tag}: per-class ROC-AUC  {cls}")
+
+
+def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[float, float]:
+    """a, b minimising BCE(σ(a·S + b), y): the calibration of F."""
+    s, y = scores.detach().double().cpu(), labels.double().cpu()
+    mu, sd = s.mean(), s.std().clamp_min(1e-6)
+    params = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([params], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(params[0] * (s - mu) / sd + params[1], y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    a = float(params[0].detach() / sd)
+    return a, float(params[1].detach() - a * mu)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def _accelerator(wanted: bool):
+    if not wanted:
+        return None
+    try:
+        from accelerate import Accelerator
+    except ImportError:
+        log.warning("--accelerate given but the accelerate package is not installed: training on one device")
+        return None
+    return Accelerator()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.manual_seed(args.seed)
+    acc = _accelerator(args.accelerate)
+    device = acc.device if acc is not None else _pick_device(args.device)
+    rank, world = (acc.process_index, acc.num_processes) if acc is not None else (0, 1)
+    say = print if rank == 0 else (lambda *a, **k: None)
+
+    t0 = time.time()
+    kwargs: dict[str, Any] = {"device": device}
+    if args.arch:
+        kwargs.update(config_dir=args.config_dir, tokenizer_dir=args.tokenizer_dir)
+    backbone = load_backbone(args.backbone, arch=args.arch, **kwargs)
+    train_set = PreferencePairs(args.data, image_size=backbone.image_size)
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.val_data:
+        val_set = PreferencePairs(args.val_data, image_size=backbone.image_size)
+        train_idx, val_idx = list(range(len(train_set))), list(range(len(val_set)))
+    else:
+        val_set = train_set
+        perm = torch.randperm(len(train_set), generator=gen).tolist()
+        n_val = max(1, int(round(args.val_fraction * len(perm))))
+        val_idx, train_idx = sorted(perm[:n_val]), sorted(perm[n_val:])
+    if not train_idx:
+        raise ValueError(f"no training pairs left in {args.data}")
+    categories = sorted(set(train_set.categories()) | set(val_set.categories()))
+    policy = resolve_policy(args.classes, categories)
+    codes = reason_codes(categories, policy.names, args.category_map)
+    unmapped = [c for c, i in codes.items() if i < 0]
+    if unmapped:
+        say(f"[scorer] categories without a policy class (no L_policy/L_sal for them): {unmapped}")
+    say(f"[scorer] backbone {backbone.identity()}  train={summary(train_set)}  train pairs={len(train_idx)}  "
+        f"val pairs={len(val_idx)}  classes={list(policy.names)}")
+
+    cache = TextFeatureCache(backbone.encode_text, max_entries=1 << 20)
+    train = encode_pairs(backbone, train_set, train_idx, cache, codes, args.patches_k, args.encode_batch)
+    val = encode_pairs(backbone, val_set, val_idx, cache, codes, args.patches_k, args.encode_batch)
+    heads = AuditorHeads.zero_shot(backbone.identity(), policy, float(backbone.logit_scale()),
+                                   lambda t: cache.get(t, device=device), hidden=args.hidden).to(device)
+    say(f"[scorer] encoded {len(train_idx) + len(val_idx)} pairs in {time.time() - t0:.1f}s")
+    zero_shot = evaluate(heads, val)
+    say(format_metrics("zero-shot (epoch 0)", zero_shot))
+
+    objective = StageALoss(heads, args.w_pair, args.w_patch, args.w_policy, args.w_sal)
+    opt = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if acc is not None:
+        objective, opt = acc.prepare(objective, opt)
+    order = train["margin"].argsort(descending=True).cpu()  # curriculum: high-margin (easy) pairs first
+    anneal = max(1, args.curriculum_epochs if args.curriculum_epochs is not None else args.epochs // 2)
+    steps_per_epoch = max(1, math.ceil(len(order) / args.batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * steps_per_epoch)
+    for epoch in range(1, args.epochs + 1):
+        frac = min(1.0, args.curriculum_start + (1.0 - args.curriculum_start) * (epoch - 1) / anneal)
+        pool = order[: max(1, int(round(frac * len(order))))]
+        pool = pool[torch.randperm(len(pool), generator=gen)]
+        totals: dict[str, float] = {}
+        for start in range(0, len(pool), args.batch_size):
+            chunk = pool[start:start + args.batch_size][rank::world]  # each process its share of the batch
+            if len(chunk) == 0:
+                continue
+            loss, parts = objective(batch_of(train, chunk.to(device)))
+            opt.zero_grad(set_to_none=True)
+            if acc is not None:
+                acc.backward(loss)
+            else:
+                loss.backward()
+            opt.step()
+            sched.step()
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v * len(chunk) / len(pool)
+        if epoch == 1 or epoch == args.epochs or epoch % max(1, args.epochs // 5) == 0:
+            say(f"[scorer] epoch {epoch}/{args.epochs}  pool={len(pool)}  " +
+                "  ".join(f"L_{k}={v:.4f}" for k, v in totals.items()))
+
+    heads = acc.unwrap_model(objective).heads if acc is not None else heads
+    heads.config.trained = True
+    with torch.no_grad():
+        s_train = torch.cat([heads.global_score(train["g_c"], train["text"], train["z_c"]),
+                             heads.global_score(train["g_r"], train["text"], train["z_r"])])
+    y_train = torch.cat([torch.ones(len(train["g_c"])), torch.zeros(len(train["g_r"]))])
+    heads.set_faithfulness_calibration(*fit_platt(s_train, y_train))
+    trained = evaluate(heads, val)
+    say(format_metrics("trained", trained))
+    if rank == 0:
+        metrics = {"zero_shot": zero_shot, "trained": trained, "seconds": time.time() - t0,
+                   "args": {k: v for k, v in vars(args).items()}}
+        out = save_heads(heads, args.out, metadata={"metrics": {"zero_shot": zero_shot, "trained": trained},
+                                                    "data": str(args.data), "epochs": args.epochs})
+        metrics_path = Path(args.metrics_out) if args.metrics_out else out.with_suffix(".metrics.json")
+        metrics_path.write_text(json.dumps(metrics, indent=2, default=str))
+        say(f"[scorer] wrote {out} (+ {out.with_suffix('.json').name}) and {metrics_path}")
+    return 0
