@@ -172,9 +172,10 @@ def save_heads(heads: AuditorHeads, path: str | Path, metadata: dict[str, Any] |
     state = {k: v.detach().float().cpu().contiguous() for k, v in heads.state_dict().items()}
     save_file(state, str(weights), metadata={"format": FORMAT_NAME, "schema_version": str(SCHEMA_VERSION)})
     data = asdict(heads.config)
+    data["classes"] = list(heads.classes)  # the order of the class axis of every tensor
     if metadata:
         data["extra"] = {**data.get("extra", {}), **metadata}
-    config.write_text(json.dumps(data, indent=2, sort_keys=True))
+    config.write_text(json.dumps(data, indent=2))  # no sort_keys: class order is meaningful
     return weights
 
 
@@ -197,6 +198,12 @@ def load_heads(path: str | Path, backbone_identity: dict[str, Any]) -> AuditorHe
         raise ValueError(f"{config_path} has schema version {raw.get('schema_version')}, this TiPAI reads "
                          f"version {SCHEMA_VERSION}")
     config = HeadsConfig(**{k: v for k, v in raw.items() if k in HeadsConfig.__dataclass_fields__})
+    classes = raw.get("classes")
+    if classes is not None:
+        prompts = config.policy.get("prompts", {})
+        if sorted(classes) != sorted(prompts):
+            raise ValueError(f"{config_path}: 'classes' {classes} do not match the class prompts {list(prompts)}")
+        config.policy = {**config.policy, "prompts": {c: prompts[c] for c in classes}}
     want = {k: config.backbone.get(k) for k in ("kind", "name", "embed_dim")}
     have = {k: backbone_identity.get(k) for k in ("kind", "name", "embed_dim")}
     if want != have:
