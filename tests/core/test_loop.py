@@ -1,0 +1,191 @@
+"""The loop's promises: non-regression bit for bit, blend-mask bit identity, costs, the synthetic world."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from tipai_core.actions import FixedKnobPolicy
+from tipai_core.audit_schedule import AuditSchedule
+from tipai_core.costs import Costs, expected_step_costs
+from tipai_core.editor import DiffusionEditor
+from tipai_core.guard import TournamentGuard
+from tipai_core.loop import AuditSuite, audit_step, sample_with_audits
+from tipai_core.regions import SaliencyMiner
+from tipai_core.sampler import initial_latent, sample
+from tipai_core.synthetic import fix_rates, make_world, world_sigmas, world_suite
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny tensors on a shared 2-core machine: threads only add contention
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("param", ["eps", "flow"])
+@pytest.mark.parametrize("sampler", ["euler", "ddim"])
+def test_loop_that_accepts_nothing_is_the_plain_sampler_bit_for_bit(param, sampler):
+    world = make_world(param)
+    sigmas = world_sigmas(param)
+    suite = dataclasses.replace(world_suite(world, seed=3), guard=TournamentGuard(delta=1e9))
+    x = initial_latent(world.shape, sigmas, param, seed=11)
+    plain = sample(world.denoiser, sigmas, x, world.cond, param, sampler)
+    res = sample_with_audits(
+        world.denoiser, sigmas, x, world.cond, param, "p", suite, sampler, region_payload=world.region_payload
+    )
+    assert res.records, "the audits must have run tournaments"
+    assert res.costs.denoiser_calls > 0
+    assert not any(r.accepted for r in res.records)
+    assert res.accepted_steps == []
+    assert torch.equal(res.latent, plain)
+
+
+@pytest.mark.parametrize("param", ["eps", "flow"])
+def test_accepted_edit_leaves_the_latent_bit_identical_where_the_blend_mask_is_zero(param):
+    world = make_world(param)
+    sigmas = world_sigmas(param)
+    suite = dataclasses.replace(world_suite(world, seed=5), guard=TournamentGuard(delta=0.0), alpha=0.7)
+    x = initial_latent(world.shape, sigmas, param, seed=2)
+    step = 8
+    # the control state at step 8, from the plain sampler
+    seen = {}
+
+    def grab(i, xi, x0i):
+        if i == step:
+            seen["x"], seen["x0"] = xi.clone(), x0i.clone()
+        return None
+
+    sample(world.denoiser, sigmas, x, world.cond, param, callback=grab)
+    xc, x0c = seen["x"], seen["x0"]
+    x_keep, x0_keep = xc.clone(), x0c.clone()
+    new_x, records = audit_step(
+        xc, x0c, step, sigmas, denoiser=world.denoiser, param=param, cond=world.cond, prompt="p", suite=suite,
+        region_payload=world.region_payload,
+    )
+    assert new_x is not None and any(r.accepted for r in records)
+    # audit work never writes into the control tensors
+    assert torch.equal(xc, x_keep) and torch.equal(x0c, x0_keep)
+    # the union of the accepted candidates' blend masks, rebuilt from the records
+    from tipai_core.actions import Action
+    from tipai_core.editor import action_mask
+    from tipai_core.masks import pixel_to_latent
+
+    union = torch.zeros(1, 1, *xc.shape[-2:])
+    regions = suite.miner(suite.decoder(x0c, suite.schedule.scale(step, 20)), "p")
+    for rec, region in zip(records, regions):
+        if rec.accepted:
+            lat = pixel_to_latent(region.mask, rec.region["view_factor"])
+            union = torch.maximum(union, action_mask(lat, Action.from_dict(rec.actions[rec.winner - 1])))
+    outside = (union == 0).expand_as(xc)
+    assert outside.any() and (~outside).any()
+    assert torch.equal(new_x[outside], xc[outside])
+    assert not torch.equal(new_x[~outside], xc[~outside])
+
+
+class _FixedMiner:
+    """K fixed, well separated square regions (so K is known for the cost formula)."""
+
+    def __init__(self, k: int, size: int, factor: int):
+        self.k, self.size, self.factor = k, size, factor
+
+    def __call__(self, image, prompt, user_mask=None):
+        from tipai_core.regions import Region
+
+        f = image.shape[-1] // self.size
+        out = []
+        # the first box is the synthetic world's planted square, so edits there can win
+        for y0, x0, y1, x1 in [(4, 4, 8, 8), (0, 0, 2, 2), (9, 0, 11, 3)][: self.k]:
+            m = torch.zeros(1, 1, *image.shape[-2:])
+            m[..., y0 * f : y1 * f, x0 * f : x1 * f] = 1
+            out.append(Region.from_mask(m))
+        return out
+
+
+@pytest.mark.parametrize(("editor_kind", "refine"), [("invert", 0), ("invert", 2), ("renoise", 0)])
+@pytest.mark.parametrize(("k", "n", "d"), [(1, 1, 1), (2, 5, 3), (3, 4, 2)])
+def test_cost_accounting_matches_the_formula(editor_kind, refine, k, n, d):
+    world = make_world("eps")
+    sigmas = world_sigmas("eps")
+    policy = FixedKnobPolicy({"depth": ((d,), (1.0,)), "editor": ((editor_kind,), (1.0,))})
+    suite = dataclasses.replace(
+        world_suite(world, n_candidates=n),
+        miner=_FixedMiner(k, world.shape[-1], world.decoder.factor),
+        policy=policy,
+        editor=DiffusionEditor(refine_iters=refine),
+        guard=TournamentGuard(delta=1e9),
+        schedule=AuditSchedule(every=3, first=4, skip_last=1, scales=(0.5, 1.0)),
+    )
+    x = initial_latent(world.shape, sigmas, "eps", seed=0)
+    res = sample_with_audits(world.denoiser, sigmas, x, world.cond, "eps", "p", suite)
+    steps = suite.schedule.steps(20)
+    per_step = expected_step_costs(k, n, d, editor_kind, refine)
+    expected = Costs()
+    for _ in steps:
+        expected.add(per_step)
+    assert res.costs == expected
+    assert len(res.records) == k * len(steps)
+    per_region = expected_step_costs(1, n, d, editor_kind, refine)
+    for rec in res.records:
+        assert rec.costs.denoiser_calls == per_region.denoiser_calls
+        assert rec.costs.denoiser_evals == per_region.denoiser_evals
+        assert rec.costs.decode_calls == 1 and rec.costs.decoded_images == n
+        assert rec.costs.auditor_images == n + 1
+
+
+def test_cost_of_accepted_steps_adds_one_restart_call_each():
+    world = make_world("eps")
+    sigmas = world_sigmas("eps")
+    k, n, d = 1, 3, 2
+    policy = FixedKnobPolicy({"depth": ((d,), (1.0,)), "editor": (("invert",), (1.0,)), "emphasis": ((2.0,), (1.0,))})
+    suite = dataclasses.replace(
+        world_suite(world, n_candidates=n),
+        miner=_FixedMiner(k, world.shape[-1], world.decoder.factor),
+        policy=policy,
+        guard=TournamentGuard(delta=0.0),
+    )
+    x = initial_latent(world.shape, sigmas, "eps", seed=0)
+    res = sample_with_audits(world.denoiser, sigmas, x, world.cond, "eps", "p", suite, region_payload=world.region_payload)
+    assert res.accepted_steps
+    base = expected_step_costs(k, n, d)
+    n_audits = len(suite.schedule.steps(20))
+    assert res.costs.denoiser_calls == n_audits * base.denoiser_calls + len(res.accepted_steps)
+    assert res.costs.denoiser_evals == n_audits * base.denoiser_evals + len(res.accepted_steps)
+    assert res.costs.decode_calls == n_audits * base.decode_calls
+
+
+@pytest.mark.parametrize("param", ["eps", "flow"])
+def test_synthetic_world_the_loop_fixes_the_planted_region_and_the_plain_sampler_never_does(param):
+    rates = fix_rates(param, seeds=50, n_candidates=5)
+    print(
+        f"\nsynthetic world ({param}, 50 seeds, N=5): plain fixes {rates.plain:.2f}, loop fixes {rates.loop:.2f}; "
+        f"mean correct share of the square: plain {rates.plain_mean_fraction:.3f}, loop {rates.loop_mean_fraction:.3f}"
+    )
+    assert rates.plain == 0.0
+    assert rates.loop >= 0.8
+    assert rates.loop - rates.plain >= 0.5
+
+
+def test_audit_step_rejects_bad_input():
+    world = make_world("eps")
+    sigmas = world_sigmas("eps")
+    suite = world_suite(world)
+    x = initial_latent(world.shape, sigmas, "eps", seed=0)
+    x0 = world.denoiser(x, sigmas[4], world.cond)
+    kw = dict(denoiser=world.denoiser, param="eps", cond=world.cond, prompt="p", suite=suite)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        audit_step(bad, x0, 4, sigmas, **kw)
+    with pytest.raises(ValueError, match="user_mask"):
+        audit_step(x, x0, 4, sigmas, user_mask=torch.ones(1, 1, 50, 50), **kw)
+    with pytest.raises(ValueError, match="N"):
+        dataclasses.replace(suite, n_candidates=0)
+    with pytest.raises(ValueError, match="step"):
+        audit_step(x, x0, 20, sigmas, **kw)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        sample_with_audits(world.denoiser, sigmas, bad, world.cond, "eps", "p", suite)
