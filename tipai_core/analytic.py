@@ -26,8 +26,9 @@ class GaussianDenoiser:
     """Exact posterior mean for elementwise Gaussian data ``x0 ~ N(mean, var)``; ignores conditioning."""
 
     def __init__(self, mean: torch.Tensor | float, var: torch.Tensor | float, param: Parametrisation | str = "eps"):
-        self.mean = torch.as_tensor(mean)
-        self.var = torch.as_tensor(var)
+        # python scalars are kept in float64 and cast to the latent's dtype at call time
+        self.mean = mean if isinstance(mean, torch.Tensor) else torch.tensor(float(mean), dtype=torch.float64)
+        self.var = var if isinstance(var, torch.Tensor) else torch.tensor(float(var), dtype=torch.float64)
         if (self.var <= 0).any():
             raise ValueError("var must be > 0")
         self.param = Parametrisation.parse(param)
