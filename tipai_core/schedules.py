@@ -29,6 +29,13 @@ class Schedule:
     values: tuple[Any, ...]
 
     def __post_init__(self) -> None:
+        # store plain floats / tuples of floats, so schedules compare, hash and serialise alike
+        norm = tuple(
+            tuple(float(u) for u in torch.as_tensor(v).reshape(-1).tolist()) if torch.as_tensor(v).dim() else float(v)
+            for v in self.values
+        )
+        object.__setattr__(self, "values", norm)
+        object.__setattr__(self, "knots", tuple(float(k) for k in self.knots))
         if len(self.knots) < 1 or len(self.knots) != len(self.values):
             raise ValueError("a Schedule needs as many values as knots, at least one")
         if any(b <= a for a, b in zip(self.knots, self.knots[1:])):
@@ -57,9 +64,8 @@ class Schedule:
         return vals[j] + w * (vals[j + 1] - vals[j])
 
     def to_dict(self) -> dict:
-        return {"knots": list(self.knots), "values": [torch.as_tensor(v).tolist() for v in self.values]}
+        return {"knots": list(self.knots), "values": [list(v) if isinstance(v, tuple) else v for v in self.values]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Schedule":
-        vals = tuple(tuple(v) if isinstance(v, list) else v for v in d["values"])
-        return cls(tuple(float(k) for k in d["knots"]), vals)
+        return cls(tuple(d["knots"]), tuple(d["values"]))
