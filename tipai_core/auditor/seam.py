@@ -71,9 +71,13 @@ def load_lpips(backbone_file: str | Path, net: str = "alex") -> torch.nn.Module:
     if not backbone_file.is_file():
         raise FileNotFoundError(f"LPIPS backbone file not found: {backbone_file} (a torchvision {net} state dict "
                                 f"as .safetensors or .pth)")
+    import warnings
+
     import lpips
 
-    model = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, spatial=True, verbose=False)
+    with warnings.catch_warnings():  # torchvision's deprecation notes about lpips's pretrained= argument
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, spatial=True, verbose=False)
     # The calibrated linear layers ship inside the lpips package; read them safely ourselves.
     lin_file = Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
     if lin_file.is_file():

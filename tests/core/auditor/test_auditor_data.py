@@ -1,0 +1,57 @@
+"""(5) DETONATE-format data: formats, and a corrupt row is named."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from auditor_synthetic import make_pairs
+from tipai_core.auditor.data import DatasetRowError, PreferencePairs, write_pairs_parquet
+
+
+def test_parquet_pairs_round_trip(tmp_path):
+    rows = make_pairs(3, seed=0, size=32)
+    ds = PreferencePairs(write_pairs_parquet(tmp_path / "p.parquet", rows))
+    assert len(ds) == 3 and ds.has_masks and ds.categories() == sorted({r["Category"] for r in rows})
+    item = ds[1]
+    assert item.prompt == rows[1]["Prompt"] and item.category == rows[1]["Category"]
+    assert torch.allclose(item.chosen, rows[1]["Chosen"], atol=1 / 255 + 1e-6)
+    assert torch.equal(item.mask > 0.5, rows[1]["Mask"] > 0.5)
+    assert PreferencePairs(tmp_path / "p.parquet", image_size=16)[0].rejected.shape == (3, 16, 16)
+
+
+def test_corrupt_row_names_the_row(tmp_path):
+    path = write_pairs_parquet(tmp_path / "p.parquet", make_pairs(5, seed=0, size=32))
+    df = pd.read_parquet(path)
+    df.at[3, "Rejected"] = {"bytes": b"\x89PNG this is not an image", "path": None}
+    df.to_parquet(path)
+    ds = PreferencePairs(path)
+    ds[2]  # the rows around it still read
+    with pytest.raises(DatasetRowError, match=r"row 3 .*'Rejected'"):
+        ds[3]
+
+
+def test_folder_with_csv_and_image_paths(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "img" / "a.png")
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "img" / "b.png")
+    pd.DataFrame({"prompt": ["a red square", ""], "chosen": ["img/a.png", "img/a.png"],
+                  "rejected": ["img/b.png", "img/missing.png"], "category": ["nsfw", "logo"]}
+                 ).to_csv(tmp_path / "pairs.csv", index=False)
+    ds = PreferencePairs(tmp_path)
+    assert ds[0].chosen[0].mean() == pytest.approx(1.0) and ds[0].rejected[2].mean() == pytest.approx(1.0)
+    with pytest.raises(DatasetRowError, match="row 1 .*Prompt"):
+        ds[1]
+    with pytest.raises(DatasetRowError, match="row 1 .*missing.png"):
+        ds._image(1, "Rejected")
+
+
+def test_missing_columns_and_sources(tmp_path):
+    pd.DataFrame({"Prompt": ["x"], "Chosen": [b""]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=r"\['Rejected', 'Category'\]"):
+        PreferencePairs(tmp_path / "bad.parquet")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        PreferencePairs(tmp_path / "nowhere")
