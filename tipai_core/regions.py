@@ -43,6 +43,22 @@ class Region:
         return cls(binary, box, area, float(area if score is None else score))
 
 
+def regions_from_masks(masks: torch.Tensor) -> list[Region]:
+    """One region per mask of ``[K, 1, H, W]`` (e.g. user-drawn masks), in order.
+
+    Raises ValueError for an empty set (K = 0) or a mask that is all zero.
+    """
+    check_mask(masks, "masks")
+    if masks.shape[0] == 0:
+        raise ValueError("masks is an empty region set")
+    out = []
+    for k in range(masks.shape[0]):
+        if not (masks[k] > 0).any():
+            raise ValueError(f"masks[{k}] is all zero: every region needs at least one pixel")
+        out.append(Region.from_mask((masks[k : k + 1] > 0).to(masks.dtype)))
+    return out
+
+
 def connected_components(mask: torch.Tensor) -> torch.Tensor:
     """8-connected labels ``[B, 1, H, W]`` (int64, 0 = background) of a binary mask, exact (kornia union-find)."""
     check_mask(mask)
@@ -201,3 +217,24 @@ class SaliencyMiner:
         max_area = max(min_area, math.floor(self.max_area_frac * total + 1e-9))
         sal = self.saliency(image, prompt, user_mask)
         return top_k_regions(sal, self.k, self.threshold, min_area, max_area, self.merge_margin)
+
+
+class FixedRegionsMiner:
+    """A miner that returns given regions (user masks at any resolution), resized to each audit view.
+
+    ``masks [K, 1, H, W]``; an empty set or an all-zero mask raises ValueError at construction.
+    """
+
+    def __init__(self, masks: torch.Tensor):
+        regions_from_masks(masks)  # validates
+        self.masks = masks
+
+    def __call__(self, image: torch.Tensor, prompt: str, user_mask: torch.Tensor | None = None) -> list[Region]:
+        h, w = image.shape[-2:]
+        m = self.masks.to(image.dtype)
+        if m.shape[-2:] != (h, w):
+            # area-average then any-coverage, so a small mask never vanishes at a coarse view
+            m = (torch.nn.functional.adaptive_avg_pool2d(m, (h, w)) > 0).to(image.dtype) if m.shape[-2] >= h else (
+                torch.nn.functional.interpolate(m, size=(h, w), mode="nearest")
+            )
+        return regions_from_masks(m)

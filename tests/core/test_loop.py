@@ -189,3 +189,19 @@ def test_audit_step_rejects_bad_input():
         audit_step(x, x0, 20, sigmas, **kw)
     with pytest.raises(ValueError, match="x contains NaN"):
         sample_with_audits(world.denoiser, sigmas, bad, world.cond, "eps", "p", suite)
+
+
+def test_batches_are_audited_per_image_and_stay_bit_identical_when_nothing_is_accepted():
+    world = make_world("eps")
+    sigmas = world_sigmas("eps")
+    x = initial_latent((2, *world.shape[1:]), sigmas, "eps", seed=4)
+    reject = dataclasses.replace(world_suite(world, seed=1), guard=TournamentGuard(delta=1e9))
+    plain = sample(world.denoiser, sigmas, x, world.cond, "eps")
+    res = sample_with_audits(world.denoiser, sigmas, x, world.cond, "eps", "p", reject, region_payload=world.region_payload)
+    assert {r.batch_index for r in res.records} == {0, 1}
+    assert torch.equal(res.latent, plain)
+    accept = world_suite(world, seed=1)
+    res = sample_with_audits(world.denoiser, sigmas, x, world.cond, "eps", "p", accept, region_payload=world.region_payload)
+    assert res.accepted_steps
+    assert world.is_fixed(res.latent[0:1]) and world.is_fixed(res.latent[1:2])
+    assert not world.is_fixed(plain[0:1]) and not world.is_fixed(plain[1:2])

@@ -1,0 +1,48 @@
+"""The engine modules import no ComfyUI and only relative imports inside tipai_core."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINE = [
+    "protocols", "diffusion", "analytic", "ddim", "sampler", "masks", "regions", "schedules", "blend",
+    "audit_schedule", "actions", "editor", "guard", "costs", "record", "preview", "loop", "synthetic",
+]
+FORBIDDEN = {"comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "execution", "nodes"}
+
+
+def test_engine_sources_use_relative_imports_and_no_comfy():
+    for name in ENGINE:
+        tree = ast.parse((REPO / "tipai_core" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            assert "tipai_core" not in roots, f"{name}.py imports tipai_core absolutely"
+            assert not roots & FORBIDDEN, f"{name}.py imports {roots & FORBIDDEN}"
+
+
+def test_engine_imports_as_a_subpackage_of_the_pack(tmp_path):
+    # the ComfyUI pack imports the library as <pack>.tipai_core
+    pack = tmp_path / "somepack"
+    pack.mkdir()
+    (pack / "__init__.py").write_text("")
+    (pack / "tipai_core").symlink_to(REPO / "tipai_core")
+    mods = ", ".join(f"somepack.tipai_core.{m}" for m in ENGINE)
+    code = (
+        f"import sys; sys.path.insert(0, r'{tmp_path}')\n"
+        f"import {mods}\n"
+        "from somepack.tipai_core.loop import sample_with_audits, audit_step\n"
+        f"bad = sorted(n for n in sys.modules if n.split('.')[0] in {sorted(FORBIDDEN)!r} or n == 'tipai_core')\n"
+        "print(bad)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
