@@ -117,15 +117,17 @@ def top_k_regions(
     if min_area < 1 or (max_area is not None and max_area < min_area):
         raise ValueError(f"need 1 <= min_area <= max_area, got min_area={min_area}, max_area={max_area}")
     labels = connected_components((saliency >= threshold).to(saliency.dtype))[0, 0]
-    found = []
-    for lab in torch.unique(labels):
-        if lab == 0:
-            continue
-        on = labels == lab
-        area = int(on.sum())
-        if area < min_area or (max_area is not None and area > max_area):
-            continue
-        found.append(Region.from_mask(on.to(saliency.dtype)[None, None], score=float(saliency[0, 0][on].sum())))
+    # areas and masses of all components at once; only the survivors become Region objects
+    ids, inverse = torch.unique(labels, return_inverse=True)
+    areas = torch.bincount(inverse.reshape(-1), minlength=ids.numel())
+    masses = torch.bincount(inverse.reshape(-1), weights=saliency[0, 0].reshape(-1).double(), minlength=ids.numel())
+    keep = (ids != 0) & (areas >= min_area)
+    if max_area is not None:
+        keep &= areas <= max_area
+    found = [
+        Region.from_mask((inverse == j).to(saliency.dtype)[None, None], score=float(masses[j]))
+        for j in torch.nonzero(keep).reshape(-1).tolist()
+    ]
     found = merge_overlapping(found, merge_margin)
     found.sort(key=lambda r: (-r.score, r.bbox))
     return found[:k]
