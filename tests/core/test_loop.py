@@ -7,13 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from tipai_core.actions import FixedKnobPolicy
+from tipai_core.actions import Action, FixedKnobPolicy
 from tipai_core.audit_schedule import AuditSchedule
 from tipai_core.costs import Costs, expected_step_costs
-from tipai_core.editor import DiffusionEditor
+from tipai_core.editor import DiffusionEditor, action_mask
 from tipai_core.guard import TournamentGuard
-from tipai_core.loop import AuditSuite, audit_step, sample_with_audits
-from tipai_core.regions import SaliencyMiner
+from tipai_core.loop import audit_step, sample_with_audits
+from tipai_core.masks import pixel_to_latent
+from tipai_core.regions import Region
 from tipai_core.sampler import initial_latent, sample
 from tipai_core.synthetic import fix_rates, make_world, world_sigmas, world_suite
 
@@ -71,10 +72,6 @@ def test_accepted_edit_leaves_the_latent_bit_identical_where_the_blend_mask_is_z
     # audit work never writes into the control tensors
     assert torch.equal(xc, x_keep) and torch.equal(x0c, x0_keep)
     # the union of the accepted candidates' blend masks, rebuilt from the records
-    from tipai_core.actions import Action
-    from tipai_core.editor import action_mask
-    from tipai_core.masks import pixel_to_latent
-
     union = torch.zeros(1, 1, *xc.shape[-2:])
     regions = suite.miner(suite.decoder(x0c, suite.schedule.scale(step, 20)), "p")
     for rec, region in zip(records, regions):
@@ -94,8 +91,6 @@ class _FixedMiner:
         self.k, self.size, self.factor = k, size, factor
 
     def __call__(self, image, prompt, user_mask=None):
-        from tipai_core.regions import Region
-
         f = image.shape[-1] // self.size
         out = []
         # the first box is the synthetic world's planted square, so edits there can win
@@ -127,6 +122,10 @@ def test_cost_accounting_matches_the_formula(editor_kind, refine, k, n, d):
     expected = Costs()
     for _ in steps:
         expected.add(per_step)
+    print(
+        f"\ncosts K={k} N={n} d={d} {editor_kind} r={refine}: per audited step {per_step} "
+        f"(formula K·(d·(1+r)·[invert] + d + 1) denoiser calls); {len(steps)} audits -> {res.costs}"
+    )
     assert res.costs == expected
     assert len(res.records) == k * len(steps)
     per_region = expected_step_costs(1, n, d, editor_kind, refine)
