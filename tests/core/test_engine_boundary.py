@@ -46,3 +46,18 @@ def test_engine_imports_as_a_subpackage_of_the_pack(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_shipped_implementations_satisfy_the_loop_protocols():
+    from tipai_core import protocols as pr
+    from tipai_core.synthetic import make_world, world_suite
+
+    world = make_world("eps")
+    suite = world_suite(world)
+    pairs = [
+        (world.denoiser, pr.Denoiser), (suite.decoder, pr.AuditDecoder), (suite.miner, pr.Miner),
+        (suite.auditor, pr.Auditor), (suite.editor, pr.Editor), (suite.policy, pr.Policy), (suite.guard, pr.Guard),
+    ]
+    for obj, proto in pairs:
+        assert isinstance(obj, proto), f"{type(obj).__name__} is not a {proto.__name__}"
+    assert not isinstance(world.denoiser, pr.Auditor)
