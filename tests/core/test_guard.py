@@ -24,8 +24,9 @@ def _check_promise(scores: AuditScores, guard: TournamentGuard, t: float) -> Non
     S, F, P, B = scores.S.double(), scores.F.double(), scores.P.double(), scores.B.double()
     valid = [
         i for i in range(1, len(scores))
-        if S[i] >= S[0] + guard.delta and S[i] - S[0] - guard.delta > 0 and bool((P[i] >= tau_P).all())
-        and F[i] >= tau_F and B[i] > 0
+        if S[i] >= S[0] + guard.delta and bool((P[i] >= tau_P).all()) and F[i] >= tau_F
+        # a utility that rounds or underflows to 0 (e.g. B subnormal) is no win
+        and (S[i] - S[0] - guard.delta) * B[i] > 0
     ]
     if dec.accepted:
         w = dec.winner
