@@ -69,17 +69,25 @@ def comfy_inproc(host_dir, comfy_dir, tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pack_node_ids(comfy_dir) -> list[str]:
-    """The node ids the pack itself registers, read from its own extension (not a copy)."""
-    import asyncio
+def pack(comfy_inproc):
+    """This checkout imported as a package (as ComfyUI imports a custom node folder), so tests can
+    reach its modules: ``importlib.import_module(pack.__name__ + ".nodes.sampler_hook")``."""
     import importlib.util
 
-    if str(comfy_dir) not in sys.path:
-        sys.path.insert(0, str(comfy_dir))
-    spec = importlib.util.spec_from_file_location("tipai_pack_under_test", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
+    name = "tipai_pack_under_test"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
-    extension = asyncio.run(module.comfy_entrypoint())
+    return module
+
+
+@pytest.fixture(scope="session")
+def pack_node_ids(pack) -> list[str]:
+    """The node ids the pack itself registers, read from its own extension (not a copy)."""
+    import asyncio
+
+    extension = asyncio.run(pack.comfy_entrypoint())
     return [cls.GET_SCHEMA().node_id for cls in asyncio.run(extension.get_node_list())]
