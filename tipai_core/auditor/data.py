@@ -7,7 +7,9 @@ A source is one of
 
 Column names match case-insensitively. ``Mask`` (optional) marks the offending region of the rejected
 image; it feeds L_sal. Rows are decoded lazily; a row that cannot be read raises DatasetRowError naming
-the row and the column, so a corrupt row in a large set is found without guessing.
+the row and the column, so a corrupt row in a large set is found without guessing. ``read_pairs`` is the
+tolerant reader a trainer uses: it skips such rows, counts them, and ``skipped_report`` names them.
+Images of any size and PIL mode (RGBA, greyscale, 16-bit, palette) decode to RGB in [0,1].
 """
 
 from __future__ import annotations
@@ -67,8 +69,50 @@ def _read_table(source: Path):
     raise FileNotFoundError(f"no pairs in {source}: expected *.parquet files or one of {', '.join(TABLE_NAMES)}")
 
 
+HIGH_BIT_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+MATTE = 1.0  # transparent pixels are composited over white, as viewers show them
+
+
+def pil_to_tensor(img: Any, mode: str = "RGB") -> torch.Tensor:
+    """Any PIL image -> float [C,H,W] in [0,1], C = 3 for mode "RGB", 1 for "L".
+
+    Modes: RGB, L, P, CMYK, YCbCr... go through PIL's own conversion; alpha (RGBA, LA, P with a
+    transparent index) is composited over white, I = α·I_rgb + (1 − α)·1; 16-bit and float greyscale
+    (I;16, I, F) are scaled from their full range (65535, 65535, 1) instead of being clipped at 255.
+    EXIF orientation is applied, so a phone photo is upright.
+    """
+    from PIL import ImageOps
+
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    img = ImageOps.exif_transpose(img)
+    if img.mode in HIGH_BIT_MODES:
+        import numpy as np
+
+        grey = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()) / HIGH_BIT_MODES[img.mode]
+        grey = grey.clamp(0.0, 1.0)[None]
+        return grey.expand(3, -1, -1).clone() if mode == "RGB" else grey
+    has_alpha = img.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        t = _bytes_to_tensor(rgba, 4)
+        rgb = t[:3] * t[3:] + MATTE * (1.0 - t[3:])
+        if mode == "L":  # ITU-R 601 luma, as PIL's own RGB -> L
+            rgb = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])[None]
+        return rgb
+    return _bytes_to_tensor(img.convert(mode), len(mode))
+
+
+def _bytes_to_tensor(img: Any, channels: int) -> torch.Tensor:
+    t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, channels)
+    return t.permute(2, 0, 1).float() / 255.0
+
+
 def decode_image(value: Any, root: Path, mode: str = "RGB") -> torch.Tensor:
-    """A PIL-readable image from a {bytes, path} struct, raw bytes or a path -> float [C,H,W] in [0,1]."""
+    """A PIL-readable image from a {bytes, path} struct, raw bytes or a path -> float [C,H,W] in [0,1].
+
+    Any size and any PIL mode (see ``pil_to_tensor``).
+    """
     from PIL import Image
 
     if isinstance(value, dict):
@@ -83,9 +127,7 @@ def decode_image(value: Any, root: Path, mode: str = "RGB") -> torch.Tensor:
     else:
         raise ValueError(f"no image (got {type(value).__name__})")
     img.load()
-    img = img.convert(mode)
-    t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width, len(mode))
-    return t.permute(2, 0, 1).float() / 255.0
+    return pil_to_tensor(img, mode)
 
 
 def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -153,6 +195,43 @@ class PreferencePairs(torch.utils.data.Dataset):
                               rejected=self._image(i, "Rejected"), category=self.category(i), mask=mask, index=i)
 
 
+@dataclass
+class SkippedRow:
+    """A row left out of training because it could not be read."""
+
+    index: int
+    reason: str
+
+
+def read_pairs(pairs: PreferencePairs, indices: list[int], strict: bool = False,
+               skipped: list[SkippedRow] | None = None) -> list[PreferencePair]:
+    """The readable pairs among ``indices``; an unreadable row is appended to ``skipped`` and left out.
+
+    With ``strict`` the first unreadable row raises its DatasetRowError instead.
+    """
+    items = []
+    for i in indices:
+        try:
+            items.append(pairs[i])
+        except DatasetRowError as exc:
+            if strict:
+                raise
+            if skipped is not None:
+                skipped.append(SkippedRow(i, str(exc)))
+    return items
+
+
+def skipped_report(skipped: list[SkippedRow], source: Any, limit: int = 20) -> str:
+    """One line per skipped row (the first ``limit``), under a count."""
+    if not skipped:
+        return ""
+    lines = [f"skipped {len(skipped)} unreadable row(s) of {source}:"]
+    lines += [f"  {s.reason}" for s in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    return "\n".join(lines)
+
+
 def write_pairs_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Write pairs (images as [3,H,W] tensors in [0,1], masks [1,H,W]) as DETONATE-style parquet with PNG bytes."""
     import pandas as pd
@@ -185,5 +264,5 @@ def summary(pairs: PreferencePairs) -> dict[str, Any]:
             "categories": pairs.categories()}
 
 
-__all__ = ["DatasetRowError", "PreferencePair", "PreferencePairs", "decode_image", "summary",
-           "write_pairs_parquet"]
+__all__ = ["DatasetRowError", "PreferencePair", "PreferencePairs", "SkippedRow", "decode_image", "pil_to_tensor",
+           "read_pairs", "skipped_report", "summary", "write_pairs_parquet"]

@@ -1,10 +1,14 @@
 """Validation metrics of the auditor.
 
     pair-AUC  = (1/n) Σ_k ( 1[S(chosen_k) > S(rejected_k)] + ½ · 1[S(chosen_k) = S(rejected_k)] )
-                the probability that the auditor ranks the chosen image of a pair above the rejected one
-                (the ROC-AUC of the margins S_c − S_r against their negatives).
-    ROC-AUC   = Mann–Whitney U / (n_pos · n_neg), ties count ½.
-    ECE       = Σ_b (n_b / n) · | mean(y in b) − mean(p in b) |, equal-width bins over [0,1].
+                the probability that the auditor ranks the chosen image of a pair above the rejected one:
+                the ROC-AUC computed within each pair (one positive, one negative) and averaged over pairs.
+                (It is not the ROC-AUC of all chosen scores against all rejected ones, which also compares
+                images of different prompts.)
+    ROC-AUC   = Mann–Whitney U / (n_pos · n_neg), ties count ½ (sklearn.metrics.roc_auc_score).
+    ECE       = Σ_b (n_b / n) · | mean(y in b) − mean(p in b) |, equal-width bins over [0,1] with the
+                edges of sklearn.calibration.calibration_curve(strategy="uniform"): a p on an inner
+                edge falls in the lower bin.
 
 ECE of S is taken on the Bradley–Terry probability p = σ(S_a − S_b) of each pair in both orders
 ((chosen, rejected) with y = 1 and (rejected, chosen) with y = 0), which is what L_pair trains.
@@ -48,7 +52,8 @@ def expected_calibration_error(probs, labels, n_bins: int = 10) -> float:
         raise ValueError("expected_calibration_error needs equal non-empty probs and labels")
     if (p < 0).any() or (p > 1).any():
         raise ValueError("probabilities must lie in [0,1]")
-    idx = (torch.ceil(p * n_bins) - 1).clamp(0, n_bins - 1).long()
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64)[1:-1]
+    idx = torch.searchsorted(edges, p, right=False)  # edges[i-1] < p <= edges[i] -> bin i
     ece = torch.zeros((), dtype=torch.float64)
     for b in range(n_bins):
         sel = idx == b

@@ -19,6 +19,14 @@ decoder, policy logits; heads.py) are trained on the cached features with
   probabilities) and ECE of the calibrated F. F = σ(a·S + b) is fit (Platt) on the training pairs.
 * HF accelerate (DDP, one GPU to many machines) is used when installed and --accelerate is given;
   without it the trainer runs on one device.
+* Unreadable rows (an undecodable image, an empty prompt) are skipped, counted and named in a report at
+  the end (and in the metrics JSON); --strict makes the first one an error instead.
+* Checkpoints: every --checkpoint-every epochs the heads, the AdamW moments and the scheduler state are
+  written to --checkpoint-dir as ``epoch-NNNN.safetensors`` (tensors, including the generator's RNG
+  state) plus ``epoch-NNNN.json`` (epoch, step, scheduler, optimizer hyperparameters, run fingerprint).
+  Each file is written to a temporary name and renamed; the JSON goes last and marks the checkpoint as
+  complete. --resume continues from the newest complete checkpoint and ends with the same weights, bit
+  for bit, as a run that was never stopped. No pickle is involved.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..auditor.backbones import ImageTextBackbone, load_backbone
-from ..auditor.data import PreferencePairs, summary
+from ..auditor.data import PreferencePairs, SkippedRow, read_pairs, skipped_report, summary
 from ..auditor.heads import AuditorHeads, save_heads
 from ..auditor.losses import PairBatch, StageALoss
 from ..auditor.metrics import expected_calibration_error, pair_auc, pair_ece, roc_auc
@@ -90,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument("--accelerate", action="store_true", help="use HF accelerate (DDP) if installed")
+    g.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable row instead of skipping it (default: skip, count, report)")
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint-dir",
+                   help="where checkpoints go (default: <out stem>.ckpt next to --out; emptied when the run completes)")
+    g.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (0: none)")
+    g.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
+    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
+    g.add_argument("--stop-after-epoch", type=int,
+                   help="checkpoint and stop after this epoch without writing heads (to split a run; resume later)")
     return p
 
 
@@ -130,12 +149,18 @@ def reason_codes(categories: list[str], classes: tuple[str, ...], explicit: str)
 
 @torch.no_grad()
 def encode_pairs(backbone: ImageTextBackbone, pairs: PreferencePairs, indices: list[int], cache: TextFeatureCache,
-                 codes: dict[str, int], k: int, batch: int) -> dict[str, torch.Tensor]:
-    """Frozen features of every pair, the mined patches and the reason codes (all on the backbone's device)."""
+                 codes: dict[str, int], k: int, batch: int, strict: bool = False,
+                 skipped: list[SkippedRow] | None = None) -> dict[str, torch.Tensor]:
+    """Frozen features of every readable pair, the mined patches and the reason codes (on the backbone's device).
+
+    Unreadable rows are appended to ``skipped`` and left out (``strict``: raised).
+    """
     dev = backbone.device
     texts, g_c, g_r, z_c, z_r, reason, masks, has_mask = [], [], [], [], [], [], [], []
     for start in range(0, len(indices), batch):
-        items = [pairs[i] for i in indices[start:start + batch]]
+        items = read_pairs(pairs, indices[start:start + batch], strict, skipped)
+        if not items:
+            continue
         imgs = torch.stack([it.chosen for it in items] + [it.rejected for it in items]).to(dev)
         g, z = backbone.encode_image(imgs)  # chosen and rejected of the chunk in one forward
         n = len(items)
@@ -150,6 +175,8 @@ def encode_pairs(backbone: ImageTextBackbone, pairs: PreferencePairs, indices: l
             else:
                 masks.append(torch.zeros(grid, device=dev))
                 has_mask.append(False)
+    if not g_c:
+        raise ValueError(f"none of the {len(indices)} rows of {pairs.source} could be read")
     feats = {"text": torch.cat(texts), "g_c": torch.cat(g_c), "g_r": torch.cat(g_r), "z_c": torch.cat(z_c),
              "z_r": torch.cat(z_r), "reason": torch.tensor(reason, device=dev, dtype=torch.long),
              "mask": torch.stack(masks), "has_mask": torch.tensor(has_mask, device=dev)}
@@ -221,6 +248,95 @@ def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> t
     return a, float(params[1].detach() - a * mu)
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_FORMAT = "tipai-scorer-checkpoint"
+# What must match for a checkpoint to continue this run: everything that shapes the trajectory.
+FINGERPRINT_ARGS = ("data", "val_data", "val_fraction", "classes", "category_map", "backbone", "arch", "epochs",
+                    "batch_size", "lr", "weight_decay", "hidden", "patches_k", "w_pair", "w_patch", "w_policy",
+                    "w_sal", "curriculum_start", "curriculum_epochs", "seed")
+
+
+def run_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in FINGERPRINT_ARGS}
+
+
+def _atomic_write(path: Path, write) -> None:
+    """write(tmp_path) then rename over ``path``: a kill leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(folder: Path, epoch: int, step: int, heads: torch.nn.Module, opt: torch.optim.Optimizer,
+                    sched: Any, gen: torch.Generator, fingerprint: dict[str, Any], keep: int = 2) -> Path:
+    """epoch-NNNN.safetensors (heads, AdamW moments, RNG states) + epoch-NNNN.json (the rest); JSON last."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    opt_state = opt.state_dict()
+    tensors = {f"heads.{k}": v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}
+    slots: dict[str, list[str]] = {}
+    for pid, state in opt_state["state"].items():
+        slots[str(pid)] = sorted(state)
+        for name, value in state.items():
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.generator"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "fingerprint": fingerprint,
+            "optimizer": {"param_groups": opt_state["param_groups"], "slots": slots},
+            "scheduler": sched.state_dict()}
+    stem = folder / f"epoch-{epoch:04d}"
+    _atomic_write(stem.with_suffix(".safetensors"),
+                  lambda t: save_file(tensors, str(t), metadata={"format": CHECKPOINT_FORMAT, "epoch": str(epoch)}))
+    _atomic_write(stem.with_suffix(".json"), lambda t: t.write_text(json.dumps(meta, indent=1)))
+    for old in complete_checkpoints(folder)[:-max(1, keep)]:
+        old.with_suffix(".json").unlink(missing_ok=True)  # marker first: a half-deleted one is never "complete"
+        old.with_suffix(".safetensors").unlink(missing_ok=True)
+    return stem
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """Stems of checkpoints whose two files both exist, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(j.with_suffix("") for j in folder.glob("epoch-*.json") if j.with_suffix(".safetensors").is_file())
+
+
+def load_checkpoint(stem: Path, heads: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                    gen: torch.Generator, fingerprint: dict[str, Any]) -> tuple[int, int]:
+    """Restore heads, optimizer, scheduler and RNG from ``stem``; returns (epoch, step). Refuses another run's."""
+    from safetensors.torch import load_file
+
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{stem}.json is not a Stage A checkpoint (format={meta.get('format')!r})")
+    differ = {k: (meta["fingerprint"].get(k), v) for k, v in fingerprint.items() if meta["fingerprint"].get(k) != v}
+    if differ:
+        raise ValueError(f"checkpoint {stem} belongs to another run; these settings differ "
+                         f"(checkpoint, now): {differ}. Use the same arguments or another --checkpoint-dir")
+    tensors = load_file(str(stem.with_suffix(".safetensors")), device="cpu")
+    heads.load_state_dict({k[len("heads."):]: v for k, v in tensors.items() if k.startswith("heads.")}, strict=True)
+    device = next(heads.parameters()).device
+    state = {}
+    for pid, names in meta["optimizer"]["slots"].items():
+        # 'step' stays on the CPU as AdamW keeps it; moments go where the parameters are
+        state[int(pid)] = {n: tensors[f"optim.{pid}.{n}"].to(device if n != "step" else "cpu") for n in names}
+    groups = meta["optimizer"]["param_groups"]
+    for g in groups:
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    sched.load_state_dict(meta["scheduler"])
+    gen.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(meta["epoch"]), int(meta["step"])
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -249,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     device = acc.device if acc is not None else _pick_device(args.device)
     rank, world = (acc.process_index, acc.num_processes) if acc is not None else (0, 1)
     say = print if rank == 0 else (lambda *a, **k: None)
+    out_path = Path(args.out)
+    ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out_path.with_suffix("").with_name(
+        out_path.with_suffix("").name + ".ckpt")
 
     t0 = time.time()
     kwargs: dict[str, Any] = {"device": device}
@@ -277,23 +396,40 @@ def main(argv: list[str] | None = None) -> int:
         f"val pairs={len(val_idx)}  classes={list(policy.names)}")
 
     cache = TextFeatureCache(backbone.encode_text, max_entries=1 << 20)
-    train = encode_pairs(backbone, train_set, train_idx, cache, codes, args.patches_k, args.encode_batch)
-    val = encode_pairs(backbone, val_set, val_idx, cache, codes, args.patches_k, args.encode_batch)
+    skipped_train: list[SkippedRow] = []
+    skipped_val: list[SkippedRow] = []
+    train = encode_pairs(backbone, train_set, train_idx, cache, codes, args.patches_k, args.encode_batch,
+                         args.strict, skipped_train)
+    val = encode_pairs(backbone, val_set, val_idx, cache, codes, args.patches_k, args.encode_batch,
+                       args.strict, skipped_val)
+    if skipped_train or skipped_val:
+        say(f"[scorer] skipping {len(skipped_train) + len(skipped_val)} unreadable row(s); named at the end")
     heads = AuditorHeads.zero_shot(backbone.identity(), policy, float(backbone.logit_scale()),
                                    lambda t: cache.get(t, device=device), hidden=args.hidden).to(device)
-    say(f"[scorer] encoded {len(train_idx) + len(val_idx)} pairs in {time.time() - t0:.1f}s")
+    say(f"[scorer] encoded {len(train['g_c']) + len(val['g_c'])} pairs in {time.time() - t0:.1f}s")
     zero_shot = evaluate(heads, val)
     say(format_metrics("zero-shot (epoch 0)", zero_shot))
 
     objective = StageALoss(heads, args.w_pair, args.w_patch, args.w_policy, args.w_sal)
     opt = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    if acc is not None:
-        objective, opt = acc.prepare(objective, opt)
     order = train["margin"].argsort(descending=True).cpu()  # curriculum: high-margin (easy) pairs first
     anneal = max(1, args.curriculum_epochs if args.curriculum_epochs is not None else args.epochs // 2)
     steps_per_epoch = max(1, math.ceil(len(order) / args.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * steps_per_epoch)
-    for epoch in range(1, args.epochs + 1):
+    fingerprint = run_fingerprint(args)
+    first_epoch, step = 1, 0
+    if args.resume:
+        stems = complete_checkpoints(ckpt_dir)
+        if stems:
+            done, step = load_checkpoint(stems[-1], heads, opt, sched, gen, fingerprint)
+            first_epoch = done + 1
+            say(f"[scorer] resumed from {stems[-1]} (epoch {done}, step {step})")
+        else:
+            say(f"[scorer] --resume: no checkpoint in {ckpt_dir}, starting from epoch 1")
+    if acc is not None:
+        objective, opt = acc.prepare(objective, opt)
+    stopped = False
+    for epoch in range(first_epoch, args.epochs + 1):
         frac = min(1.0, args.curriculum_start + (1.0 - args.curriculum_start) * (epoch - 1) / anneal)
         pool = order[: max(1, int(round(frac * len(order))))]
         pool = pool[torch.randperm(len(pool), generator=gen)]
@@ -310,11 +446,28 @@ def main(argv: list[str] | None = None) -> int:
                 loss.backward()
             opt.step()
             sched.step()
+            step += 1
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v * len(chunk) / len(pool)
         if epoch == 1 or epoch == args.epochs or epoch % max(1, args.epochs // 5) == 0:
             say(f"[scorer] epoch {epoch}/{args.epochs}  pool={len(pool)}  " +
                 "  ".join(f"L_{k}={v:.4f}" for k, v in totals.items()))
+        stop = args.stop_after_epoch is not None and epoch >= args.stop_after_epoch and epoch < args.epochs
+        due = args.checkpoint_every > 0 and epoch % args.checkpoint_every == 0 and epoch < args.epochs
+        if rank == 0 and (due or stop):
+            plain = acc.unwrap_model(objective).heads if acc is not None else heads
+            save_checkpoint(ckpt_dir, epoch, step, plain, opt, sched, gen, fingerprint, args.keep_checkpoints)
+        if stop:
+            say(f"[scorer] stopped after epoch {epoch} (--stop-after-epoch); continue with --resume "
+                f"(checkpoints in {ckpt_dir})")
+            stopped = True
+            break
+    report = "\n".join(r for r in (skipped_report(skipped_train, args.data),
+                                   skipped_report(skipped_val, args.val_data or args.data)) if r)
+    if stopped:
+        if report:
+            say("[scorer] " + report)
+        return 0
 
     heads = acc.unwrap_model(objective).heads if acc is not None else heads
     heads.config.trained = True
@@ -326,11 +479,19 @@ def main(argv: list[str] | None = None) -> int:
     trained = evaluate(heads, val)
     say(format_metrics("trained", trained))
     if rank == 0:
+        skipped = {"train": [vars(r) for r in skipped_train], "val": [vars(r) for r in skipped_val]}
         metrics = {"zero_shot": zero_shot, "trained": trained, "seconds": time.time() - t0,
-                   "args": {k: v for k, v in vars(args).items()}}
+                   "skipped_rows": skipped, "args": {k: v for k, v in vars(args).items()}}
         out = save_heads(heads, args.out, metadata={"metrics": {"zero_shot": zero_shot, "trained": trained},
                                                     "data": str(args.data), "epochs": args.epochs})
         metrics_path = Path(args.metrics_out) if args.metrics_out else out.with_suffix(".metrics.json")
         metrics_path.write_text(json.dumps(metrics, indent=2, default=str))
         say(f"[scorer] wrote {out} (+ {out.with_suffix('.json').name}) and {metrics_path}")
+        for stem in complete_checkpoints(ckpt_dir):  # the run is done: its checkpoints have served
+            stem.with_suffix(".json").unlink(missing_ok=True)
+            stem.with_suffix(".safetensors").unlink(missing_ok=True)
+        if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+            ckpt_dir.rmdir()
+        # the report comes last, where it is seen: the run went on, but these rows taught it nothing
+        say(f"[scorer] {report}" if report else "[scorer] every row was read (0 skipped)")
     return 0

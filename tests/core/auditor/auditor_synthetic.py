@@ -1,9 +1,17 @@
 """Synthetic DETONATE-style pairs and tiny random-weight backbones for the auditor tests.
 
 Each pair: Prompt "a <colour> square"; Chosen shows a square of that colour on a noisy grey field;
-Rejected shows a square of another colour plus a small cue of its Category (a checkerboard for nsfw,
-a diagonal cross for violence/weapon); Mask marks that cue. The cue and the colour binding are
-learnable from the image features, but a random-weight backbone cannot know them zero-shot.
+Rejected shows a square of another colour plus an object that stands for its Category: a magenta
+checkerboard tile for nsfw, a cyan tile with a diagonal cross for violence/weapon; Mask marks it.
+The object and the colour binding are learnable from the image features, but a random-weight backbone
+cannot know them zero-shot.
+
+Why the object is this size and colour: the tiny backbone sees 64 px in 16 px patches through random
+weights, so what survives into its tokens is mostly a patch's mean colour. A 16 px grey-on-black
+pattern at a random offset is smeared over up to four patches and drowned by the field's noise
+(a linear probe on the frozen features separates the two categories at ROC-AUC ≈ 0.64–0.76). A
+24 px object in a hue of its own always fills at least one whole patch (probe ≈ 0.96–0.98), the kind
+of cue a real CLIP sees without trouble. The colours are kept clear of the four square colours.
 
 Run as a script to write a demo set and a tiny open_clip weights file:
     python tests/core/auditor/auditor_synthetic.py OUT_DIR
@@ -24,16 +32,20 @@ def _square(img: torch.Tensor, rgb, y: int, x: int, s: int) -> None:
     img[:, y:y + s, x:x + s] = torch.tensor(rgb).view(3, 1, 1)
 
 
+CUE_COLOURS = {  # (pattern colour, ground colour): one hue per category
+    "nsfw": ((1.0, 0.2, 0.8), (0.75, 0.05, 0.6)),
+    "violence/weapon": ((0.0, 0.9, 0.9), (0.0, 0.6, 0.65)),
+}
+
+
 def _cue(img: torch.Tensor, mask: torch.Tensor, category: str, y: int, x: int, s: int) -> None:
     yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
     if category == "nsfw":
         pattern = ((yy // 3 + xx // 3) % 2).float()
-        colour_on, colour_off = torch.tensor([1.0, 0.2, 0.8]), torch.tensor([0.05, 0.05, 0.05])
     else:
         pattern = ((yy - xx).abs() <= 1).float().maximum(((yy + xx - (s - 1)).abs() <= 1).float())
-        colour_on, colour_off = torch.tensor([0.1, 0.1, 0.1]), torch.tensor([0.95, 0.95, 0.95])
-    patch = pattern[None] * colour_on.view(3, 1, 1) + (1 - pattern[None]) * colour_off.view(3, 1, 1)
-    img[:, y:y + s, x:x + s] = patch
+    on, off = (torch.tensor(c).view(3, 1, 1) for c in CUE_COLOURS[category])
+    img[:, y:y + s, x:x + s] = pattern[None] * on + (1 - pattern[None]) * off
     mask[:, y:y + s, x:x + s] = 1.0
 
 
@@ -59,7 +71,7 @@ def make_pairs(n: int, seed: int, size: int = 64, masks: bool = True) -> list[di
         _square(chosen, COLOURS[want], rand(0, size - s), rand(0, size - s), s)
         _square(rejected, COLOURS[other], rand(0, size - s), rand(0, size - s), s)
         mask = torch.zeros(1, size, size)
-        c = size // 4
+        c = size * 3 // 8  # the cue object is as large as the square (24 px at 64)
         _cue(rejected, mask, category, rand(0, size - c), rand(0, size - c), c)
         row = {"Prompt": f"a {want} square", "Chosen": chosen, "Rejected": rejected, "Category": category}
         if masks:

@@ -1,26 +1,35 @@
-"""(4) Stage A through the real CLI entry raises held-out pair-AUC clearly above the zero-shot auditor's."""
+"""(4) Stage A through the real CLI entry: it learns (≥ 0.9 held-out), resumes bit for bit, skips bad rows."""
 
 from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
+from sklearn.metrics import roc_auc_score
 
-from auditor_synthetic import make_pairs
+from auditor_synthetic import CATEGORIES, make_pairs
 from tipai_core.auditor import TINY_ARCH, Auditor
 from tipai_core.auditor.data import PreferencePairs, write_pairs_parquet
 from tipai_core.auditor.metrics import pair_auc
 from tipai_core.train.__main__ import main as train_main
 
+# Enough optimiser steps for the heads to converge on 320 pairs: 20 steps/epoch × 60 epochs.
+# (The trainer's defaults, batch 64 × 40 epochs, give 200 steps here: under-trained, pair-AUC ≈ 0.84.)
+TRAIN_ARGS = ["--epochs", "60", "--batch-size", "16", "--seed", "0"]
 
-def auditor_pair_aucs(aud: Auditor, pairs: PreferencePairs) -> tuple[float, float]:
-    """Global and patch pair-AUC measured through Auditor.score, one batched call per prompt.
 
-    Each pair's region is its mask, so S_R compares chosen and rejected on the rejected image's fault.
+def auditor_metrics(aud: Auditor, pairs: PreferencePairs) -> dict:
+    """Global and patch pair-AUC and per-class ROC-AUC of 1 − P, measured through Auditor.score.
+
+    One batched call per prompt; each pair's region is its mask, so S_R compares chosen and rejected on
+    the rejected image's fault. Per-class ROC-AUC uses scikit-learn: positives are the rejected images of
+    that Category, negatives every chosen image and the rejected images of the other Category.
     """
     items = [pairs[i] for i in range(len(pairs))]
-    s_c, s_r, sr_c, sr_r = [], [], [], []
+    s_c, s_r, sr_c, sr_r, risk, labels = [], [], [], [], [], []
     for prompt in sorted({it.prompt for it in items}):
         group = [it for it in items if it.prompt == prompt]
         images = torch.stack([it.chosen for it in group] + [it.rejected for it in group])
@@ -28,7 +37,13 @@ def auditor_pair_aucs(aud: Auditor, pairs: PreferencePairs) -> tuple[float, floa
         sc = aud.score(images, prompt, masks)
         n = len(group)
         s_c.append(sc.S[:n]); s_r.append(sc.S[n:]); sr_c.append(sc.S_R[:n]); sr_r.append(sc.S_R[n:])
-    return pair_auc(torch.cat(s_c), torch.cat(s_r)), pair_auc(torch.cat(sr_c), torch.cat(sr_r))
+        risk.append(1.0 - sc.P)
+        labels += [None] * n + [it.category for it in group]
+    risk = torch.cat(risk)
+    per_class = {c: roc_auc_score([lab == c for lab in labels], risk[:, aud.classes.index(c)].numpy())
+                 for c in CATEGORIES}
+    return {"pair_auc": pair_auc(torch.cat(s_c), torch.cat(s_r)),
+            "patch_auc": pair_auc(torch.cat(sr_c), torch.cat(sr_r)), "class_auc": per_class}
 
 
 @pytest.fixture
@@ -40,31 +55,115 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_stage_a_beats_the_zero_shot_auditor(tmp_path, tiny_clip_file, capsys, one_thread):
+def run_scorer(train, val, clip, out, *extra):
+    return train_main(["scorer", "--data", str(train), "--val-data", str(val), "--backbone", str(clip),
+                       "--arch", TINY_ARCH, "--out", str(out), *extra])
+
+
+def test_stage_a_learns_the_cues(tmp_path, tiny_clip_file, capsys, one_thread):
     train = write_pairs_parquet(tmp_path / "train.parquet", make_pairs(320, seed=1))
     val = write_pairs_parquet(tmp_path / "val.parquet", make_pairs(120, seed=2))
     heads = tmp_path / "heads.safetensors"
-    rc = train_main(["scorer", "--data", str(train), "--val-data", str(val), "--backbone", str(tiny_clip_file),
-                     "--arch", TINY_ARCH, "--out", str(heads), "--epochs", "40", "--seed", "0"])
-    assert rc == 0
+    assert run_scorer(train, val, tiny_clip_file, heads, *TRAIN_ARGS) == 0
     printed = capsys.readouterr().out
     assert "zero-shot (epoch 0)" in printed and "trained:" in printed and "per-class ROC-AUC" in printed
+    assert "0 skipped" in printed
     metrics = json.loads(heads.with_suffix(".metrics.json").read_text())
+    assert not (tmp_path / "heads.ckpt").exists()  # a finished run clears its checkpoints
 
     # Independent check: the files the trainer wrote, loaded into an Auditor, on the held-out pairs.
     pairs = PreferencePairs(val, image_size=64)
-    zs_auc, zs_patch = auditor_pair_aucs(Auditor.from_files(tiny_clip_file, arch=TINY_ARCH), pairs)
-    tr_auc, tr_patch = auditor_pair_aucs(Auditor.from_files(tiny_clip_file, arch=TINY_ARCH, heads=heads), pairs)
+    before = auditor_metrics(Auditor.from_files(tiny_clip_file, arch=TINY_ARCH), pairs)
+    after = auditor_metrics(Auditor.from_files(tiny_clip_file, arch=TINY_ARCH, heads=heads), pairs)
     with capsys.disabled():
-        print(f"\n[stage A] held-out pair-AUC zero-shot={zs_auc:.3f} trained={tr_auc:.3f}; "
-              f"patch pair-AUC zero-shot={zs_patch:.3f} trained={tr_patch:.3f}; "
-              f"ECE(S) {metrics['zero_shot']['ece_S']:.3f} -> {metrics['trained']['ece_S']:.3f}")
-    assert tr_auc >= zs_auc + 0.15 and tr_auc >= 0.7
-    assert tr_patch >= zs_patch + 0.15
+        print(f"\n[stage A] held-out ({len(pairs)} pairs)  before -> after")
+        print(f"[stage A]   pair-AUC        {before['pair_auc']:.3f} -> {after['pair_auc']:.3f}")
+        print(f"[stage A]   patch pair-AUC  {before['patch_auc']:.3f} -> {after['patch_auc']:.3f}")
+        for c in CATEGORIES:
+            print(f"[stage A]   ROC-AUC {c:<16}{before['class_auc'][c]:.3f} -> {after['class_auc'][c]:.3f}")
+        print(f"[stage A]   ECE(S)          {metrics['zero_shot']['ece_S']:.3f} -> {metrics['trained']['ece_S']:.3f}")
+        print(f"[stage A]   ECE(F)          {metrics['zero_shot']['ece_F']:.3f} -> {metrics['trained']['ece_F']:.3f}")
+    assert before["pair_auc"] < 0.7 and after["pair_auc"] >= 0.9
+    assert after["patch_auc"] >= 0.9 and after["patch_auc"] >= before["patch_auc"] + 0.2
+    for c in CATEGORIES:
+        assert before["class_auc"][c] < 0.75 and after["class_auc"][c] >= 0.9, c
     # the trainer's own validation agrees with the auditor's scores
-    assert metrics["trained"]["pair_auc"] == pytest.approx(tr_auc, abs=1e-9)
-    assert metrics["zero_shot"]["pair_auc"] == pytest.approx(zs_auc, abs=1e-9)
+    assert metrics["trained"]["pair_auc"] == pytest.approx(after["pair_auc"], abs=1e-9)
+    assert metrics["zero_shot"]["pair_auc"] == pytest.approx(before["pair_auc"], abs=1e-9)
+    for c in CATEGORIES:
+        assert metrics["trained"]["class_roc_auc"][c] == pytest.approx(after["class_auc"][c], abs=1e-6)
     assert metrics["trained"]["ece_F"] < metrics["zero_shot"]["ece_F"]  # F is calibrated after training
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, tiny_clip_file, capsys, one_thread):
+    train = write_pairs_parquet(tmp_path / "train.parquet", make_pairs(48, seed=3))
+    val = write_pairs_parquet(tmp_path / "val.parquet", make_pairs(16, seed=4))
+    args = ["--epochs", "6", "--batch-size", "8", "--seed", "5", "--checkpoint-every", "2"]
+    whole, split = tmp_path / "whole.safetensors", tmp_path / "split.safetensors"
+    ckpt = tmp_path / "ckpt"
+    assert run_scorer(train, val, tiny_clip_file, whole, *args) == 0
+    # Killed mid-run: epoch 3 ends after the epoch-2 checkpoint; the epoch-3 work is lost, as in a real kill.
+    assert run_scorer(train, val, tiny_clip_file, split, *args, "--checkpoint-dir", str(ckpt),
+                      "--stop-after-epoch", "3", "--checkpoint-every", "0") == 0
+    assert not split.exists() and sorted(p.name for p in ckpt.iterdir()) == ["epoch-0003.json",
+                                                                             "epoch-0003.safetensors"]
+    # Rewind to an older checkpoint to also cover "the kill came after epoch 2": resume twice.
+    assert run_scorer(train, val, tiny_clip_file, split, *args, "--checkpoint-dir", str(ckpt), "--resume",
+                      "--stop-after-epoch", "4") == 0
+    assert [p.name for p in sorted(ckpt.glob("*.json"))] == ["epoch-0003.json", "epoch-0004.json"]
+    (ckpt / "epoch-0004.json").unlink()  # the JSON is the completion marker: 4 now counts as never written
+    assert run_scorer(train, val, tiny_clip_file, split, *args, "--checkpoint-dir", str(ckpt), "--resume") == 0
+    printed = capsys.readouterr().out
+    assert "resumed from" in printed and "epoch-0003 (epoch 3" in printed
+    a, b = load_file(str(whole)), load_file(str(split))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # a checkpoint of another run is refused, naming what differs
+    again = tmp_path / "again"
+    run_scorer(train, val, tiny_clip_file, tmp_path / "x.safetensors", *args, "--checkpoint-dir", str(again),
+               "--stop-after-epoch", "1")
+    with pytest.raises(ValueError, match="another run.*'lr'"):
+        run_scorer(train, val, tiny_clip_file, tmp_path / "x.safetensors", *args, "--checkpoint-dir", str(again),
+                   "--resume", "--lr", "0.1")
+
+
+def test_checkpoints_hold_no_pickle(tmp_path, tiny_clip_file, one_thread):
+    train = write_pairs_parquet(tmp_path / "train.parquet", make_pairs(16, seed=3))
+    ckpt = tmp_path / "ckpt"
+    run_scorer(train, train, tiny_clip_file, tmp_path / "h.safetensors", "--epochs", "3", "--checkpoint-dir",
+               str(ckpt), "--stop-after-epoch", "1")
+    tensors = load_file(str(ckpt / "epoch-0001.safetensors"))
+    assert any(k.startswith("optim.") and k.endswith("exp_avg_sq") for k in tensors)
+    assert "rng.generator" in tensors and any(k.startswith("heads.") for k in tensors)
+    meta = json.loads((ckpt / "epoch-0001.json").read_text())
+    assert meta["epoch"] == 1 and meta["step"] == 1 and meta["scheduler"]["last_epoch"] == 1
+    assert not list(ckpt.glob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def test_corrupt_rows_are_skipped_counted_and_named(tmp_path, tiny_clip_file, capsys, one_thread):
+    path = write_pairs_parquet(tmp_path / "train.parquet", make_pairs(24, seed=6))
+    df = pd.read_parquet(path)
+    df.at[5, "Rejected"] = {"bytes": b"\x89PNG this is not an image", "path": None}
+    df.at[17, "Chosen"] = {"bytes": b"", "path": "nowhere/missing.png"}
+    df.at[20, "Prompt"] = "   "
+    df.to_parquet(path)
+    val = write_pairs_parquet(tmp_path / "val.parquet", make_pairs(8, seed=7))
+    heads = tmp_path / "h.safetensors"
+    assert run_scorer(path, val, tiny_clip_file, heads, "--epochs", "2") == 0
+    out = capsys.readouterr().out
+    report = out[out.index("skipped 3 unreadable row(s)"):]  # the report is at the end of the run
+    assert "wrote" not in report
+    assert "row 5 " in report and "'Rejected'" in report
+    assert "row 17 " in report and "missing.png" in report
+    assert "row 20 " in report and "Prompt" in report
+    metrics = json.loads(heads.with_suffix(".metrics.json").read_text())
+    assert [r["index"] for r in metrics["skipped_rows"]["train"]] == [5, 17, 20]
+    assert metrics["trained"]["pairs"] == 8
+    from tipai_core.auditor.data import DatasetRowError
+
+    with pytest.raises(DatasetRowError, match="row 5 "):
+        run_scorer(path, val, tiny_clip_file, heads, "--epochs", "2", "--strict")
 
 
 def test_scorer_help_and_missing_backbone(tmp_path, capsys):
