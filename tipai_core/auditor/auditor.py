@@ -53,21 +53,71 @@ def as_policy(classes: PolicyClasses | Mapping[str, Any] | list[str] | tuple[str
     return PolicyClasses.from_names(list(classes))
 
 
-def check_images(images: torch.Tensor) -> torch.Tensor:
-    """Images must be float [B,3,H,W] in [0,1] and finite; returns them clamped to [0,1]."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a float tensor [B,3,H,W], got {shape}")
-    if images.shape[0] == 0:
+def _composite(x: torch.Tensor) -> torch.Tensor:
+    """[B,C,H,W] with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA) -> [B,3,H,W].
+
+    Alpha is composited over white, I = α·I_c + (1 − α)·1, as the dataset decoder does; differentiable.
+    """
+    c = x.shape[1]
+    if c in (2, 4):
+        colour, alpha = x[:, :-1], x[:, -1:]
+        x = colour * alpha + (1.0 - alpha)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def to_image_tensor(images: Any) -> torch.Tensor:
+    """What the auditor accepts as images -> a tensor [B,C,H,W] with C ∈ {1,2,3,4}.
+
+    * a tensor [B,C,H,W] or one image [C,H,W] (channels first, C ∈ {1,2,3,4}); float in [0,1] or uint8;
+    * a PIL image of any size and mode, or a list of PIL images and/or [C,H,W] tensors of any sizes: each
+      is made RGB and all are resized (bilinear, antialiased) to the first one's size.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("images is an empty list")
+        items = [to_image_tensor(im) for im in images]
+        if any(t.shape[0] != 1 or not t.is_floating_point() for t in items):
+            raise ValueError("a list of images must hold single images ([C,H,W] float/uint8 tensors or PIL images)")
+        items = [_composite(t) for t in items]  # RGB first: items may differ in channels as well as size
+        h, w = items[0].shape[-2:]
+        return torch.cat([t if t.shape[-2:] == (h, w) else
+                          F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+                          for t in items])
+    if not isinstance(images, torch.Tensor):
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - PIL ships with torchvision
+            Image = None
+        if Image is not None and isinstance(images, Image.Image):
+            from .data import pil_to_tensor
+
+            return pil_to_tensor(images, "RGB")[None]
+        raise ValueError(f"images must be a tensor [B,C,H,W], a PIL image or a list of them, "
+                         f"got {type(images).__name__}")
+    x = images[None] if images.dim() == 3 else images
+    if x.dim() != 4 or x.shape[1] not in (1, 2, 3, 4):
+        hint = (" (channels last, as ComfyUI's IMAGE? permute to [B,C,H,W])"
+                if x.dim() == 4 and x.shape[-1] in (1, 3, 4) else "")
+        raise ValueError(f"images must be a tensor [B,C,H,W] with C in 1..4 (grey, grey+alpha, RGB, RGBA), "
+                         f"got {tuple(images.shape)}{hint}")
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    return x
+
+
+def check_images(images: Any) -> torch.Tensor:
+    """Images as ``to_image_tensor`` accepts them, finite and in [0,1] -> float [B,3,H,W] clamped to [0,1]."""
+    x = to_image_tensor(images)
+    if x.shape[0] == 0:
         raise ValueError("images is an empty batch")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be float in [0,1], got dtype {images.dtype}")
-    if not torch.isfinite(images).all():
+    if not x.is_floating_point():
+        raise ValueError(f"images must be float in [0,1] or uint8, got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
         raise ValueError("images contain NaN or Inf values")
-    lo, hi = float(images.min()), float(images.max())
+    lo, hi = float(x.min()), float(x.max())
     if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
         raise ValueError(f"images must be in [0,1], got values in [{lo:.3g}, {hi:.3g}]")
-    return images.clamp(0.0, 1.0)
+    return _composite(x.clamp(0.0, 1.0))
 
 
 def check_prompt(prompt: str) -> str:
@@ -209,7 +259,11 @@ class Auditor(nn.Module):
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, prompt: str, mask: torch.Tensor | None = None) -> AuditScores:
-        """AuditScores for images [B,3,H,W] in [0,1] (index 0 = control C_0), one E_i forward."""
+        """AuditScores for images [B,3,H,W] in [0,1] (index 0 = control C_0), one E_i forward.
+
+        Grey, grey+alpha and RGBA tensors, uint8 tensors and PIL images of any size are accepted too
+        (``to_image_tensor``); a mask is resized to the images' size.
+        """
         return self._judge(images, prompt, mask, with_maps=False).scores
 
     @torch.no_grad()
@@ -226,8 +280,9 @@ class Auditor(nn.Module):
 
     def similarity(self, images: torch.Tensor, prompt: str) -> torch.Tensor:
         """Differentiable S(p, I) [B] (gradients flow to the images): for referee refinement and Grad-CAM."""
-        if not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or Inf values")
+        x = to_image_tensor(images)
+        if not x.is_floating_point() or not torch.isfinite(x).all():
+            raise ValueError("images must be float and contain no NaN or Inf values")
         e_txt = self.text_features([check_prompt(prompt)])[0]
-        e_img, tokens = self.encode(images.clamp(0.0, 1.0))
+        e_img, tokens = self.encode(_composite(x.clamp(0.0, 1.0)))
         return self.heads.global_score(e_img, e_txt, tokens)

@@ -55,3 +55,35 @@ def test_missing_columns_and_sources(tmp_path):
         PreferencePairs(tmp_path / "bad.parquet")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         PreferencePairs(tmp_path / "nowhere")
+
+
+def test_images_of_any_size_and_mode_decode_to_rgb(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def png(img):
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    half_red = np.zeros((20, 50, 4), dtype=np.uint8)
+    half_red[..., 0], half_red[..., 3] = 255, 128                       # red at alpha 128/255
+    grey16 = np.full((31, 17), 32768, dtype=np.uint16)                  # mid grey in 16 bits
+    palette = Image.new("P", (9, 70), 0)
+    palette.putpalette([0, 0, 255] + [0] * 765)
+    cells = {"RGBA": png(Image.fromarray(half_red, "RGBA")), "L": png(Image.new("L", (13, 7), 64)),
+             "I;16": png(Image.fromarray(grey16)), "P": png(palette)}
+    pd.DataFrame({"Prompt": ["x"] * 4, "Chosen": list(cells.values()), "Rejected": list(cells.values()),
+                  "Category": ["nsfw"] * 4}).to_parquet(tmp_path / "modes.parquet")
+    ds = PreferencePairs(tmp_path / "modes.parquet", image_size=24)
+    rgba, grey, g16, pal = (ds[i].chosen for i in range(4))
+    assert all(t.shape == (3, 24, 24) for t in (rgba, grey, g16, pal))
+    a = 128 / 255                                                       # composited over white
+    assert torch.allclose(rgba[:, 12, 12], torch.tensor([1.0, 1 - a, 1 - a]), atol=1e-3)
+    assert torch.allclose(grey[:, 3, 3], torch.full((3,), 64 / 255), atol=1e-3)
+    assert torch.allclose(g16[:, 5, 5], torch.full((3,), 32768 / 65535), atol=1e-3)  # not clipped to white
+    assert torch.allclose(pal[:, 5, 5], torch.tensor([0.0, 0.0, 1.0]), atol=1e-3)
+    assert ds[0].rejected.shape == (3, 24, 24)
+    assert PreferencePairs(tmp_path / "modes.parquet")[2].chosen.shape == (3, 31, 17)  # native size kept

@@ -113,3 +113,52 @@ def test_similarity_is_differentiable(zero_shot_auditor):
     x = torch.rand(2, 3, 64, 64, requires_grad=True)
     zero_shot_auditor.similarity(x, "a red square").sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_images_of_any_channel_count_dtype_and_size(zero_shot_auditor):
+    aud = zero_shot_auditor
+    g = torch.Generator().manual_seed(4)
+    rgb = torch.rand(2, 3, 48, 80, generator=g)
+    grey = torch.rand(2, 1, 48, 80, generator=g)
+    prompt = "a red square"
+
+    def S(x):
+        return aud.score(x, prompt).S
+
+    assert torch.allclose(S(grey), S(grey.expand(-1, 3, -1, -1)), atol=1e-5)             # 1 channel = grey RGB
+    alpha = torch.rand(2, 1, 48, 80, generator=g)
+    over_white = rgb * alpha + (1 - alpha)
+    assert torch.allclose(S(torch.cat([rgb, alpha], 1)), S(over_white), atol=1e-5)       # RGBA over white
+    assert torch.allclose(S(torch.cat([grey, alpha], 1)), S(grey * alpha + 1 - alpha), atol=1e-5)  # LA
+    assert torch.allclose(S(torch.cat([rgb, torch.ones_like(alpha)], 1)), S(rgb), atol=1e-5)  # opaque = RGB
+    u8 = (rgb * 255).round().to(torch.uint8)
+    assert torch.allclose(S(u8), S(u8.float() / 255), atol=1e-5)                          # uint8 is /255
+    assert torch.allclose(S(rgb[0]), S(rgb[:1]), atol=1e-5)                                # one image [C,H,W]
+    with pytest.raises(ValueError, match="channels last"):
+        aud.score(rgb.permute(0, 2, 3, 1), prompt)                                         # a ComfyUI IMAGE
+    with pytest.raises(ValueError, match="C in 1..4"):
+        aud.score(torch.rand(1, 5, 32, 32), prompt)
+
+
+def test_pil_images_of_any_size_and_mode_in_one_forward(zero_shot_auditor):
+    import numpy as np
+    from PIL import Image
+
+    aud = zero_shot_auditor
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), "RGB")
+    rgba = Image.fromarray(rng.integers(0, 256, (90, 30, 4), dtype=np.uint8), "RGBA")
+    grey16 = Image.fromarray(rng.integers(0, 65536, (33, 33), dtype=np.uint16))
+    assert grey16.mode.startswith("I")
+    calls, handle = count_image_forwards(aud)
+    try:
+        scores = aud.score([rgb, rgba, grey16, rgb.convert("L")], "a red square")
+    finally:
+        handle.remove()
+    assert calls == [4] and scores.S.shape == (4,) and torch.isfinite(scores.S).all()
+    # the control's score does not depend on what else is in the batch, nor on being a PIL image
+    alone = aud.score(torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1), "a red square")
+    assert scores.S[0] == pytest.approx(float(alone.S[0]), abs=1e-4)
+    mask = torch.zeros(40, 60)
+    mask[:20] = 1
+    assert aud.audit([rgb, rgba], "a red square", mask).risk_maps.shape == (2, 5, 40, 60)  # first image's size
