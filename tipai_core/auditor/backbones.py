@@ -209,7 +209,8 @@ def load_open_clip(arch: str, weights: str | Path, *, config_dir: str | Path | N
 
     weights = Path(weights)
     if not weights.is_file():
-        raise FileNotFoundError(f"open_clip weights for {arch!r} not found: {weights}")
+        raise FileNotFoundError(f"open_clip weights for {arch!r} not found: {weights} (expected the file "
+                                f"{weights.name!r} in the folder {weights.parent}; weights are never downloaded)")
     register_config_dir(CONFIG_DIR)
     if config_dir is not None:
         register_config_dir(config_dir)

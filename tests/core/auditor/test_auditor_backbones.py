@@ -34,8 +34,9 @@ def test_open_clip_torch_checkpoint_is_read_with_weights_only(tiny_clip_file, tm
 
 def test_missing_files_name_the_path(tmp_path):
     missing = tmp_path / "models" / "tipai" / "clip.safetensors"
-    with pytest.raises(FileNotFoundError, match=str(missing)):
+    with pytest.raises(FileNotFoundError, match=str(missing)) as info:
         Auditor.from_files(missing, arch=TINY_ARCH)
+    assert f"'clip.safetensors' in the folder {missing.parent}" in str(info.value)
     with pytest.raises(FileNotFoundError, match="nope"):
         load_hf_clip(tmp_path / "nope")
 
