@@ -3,4 +3,21 @@ an id that has shipped is never renamed or removed."""
 
 from __future__ import annotations
 
-NODES: list = []
+from . import model_files
+from .auditor_nodes import TiPAIAuditorLoader, TiPAIAuditorScore
+from .sampler_nodes import TiPAIKSampler, TiPAIPatchModel, TiPAISaveTournamentLog
+from .settings_nodes import TiPAIAuditorInpaint, TiPAIRegionMiner, TiPAITournamentGuard, TiPAITSPOSampler
+
+model_files.register()
+
+NODES: list = [
+    TiPAIAuditorLoader,
+    TiPAIAuditorScore,
+    TiPAIRegionMiner,
+    TiPAIAuditorInpaint,
+    TiPAITournamentGuard,
+    TiPAITSPOSampler,
+    TiPAIKSampler,
+    TiPAIPatchModel,
+    TiPAISaveTournamentLog,
+]

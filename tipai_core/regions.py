@@ -218,7 +218,18 @@ class SaliencyMiner:
         min_area = max(1, math.ceil(self.min_area_frac * total - 1e-9))
         max_area = max(min_area, math.floor(self.max_area_frac * total + 1e-9))
         sal = self.saliency(image, prompt, user_mask)
-        return top_k_regions(sal, self.k, self.threshold, min_area, max_area, self.merge_margin)
+        threshold = self.threshold
+        if self.max_area_frac < 1.0:
+            # A flat map (e.g. an early, noisy view) would put most pixels above a fixed threshold
+            # in one component larger than max_area, which is then dropped and nothing is mined.
+            # Raising the threshold to the (1 - max_area) quantile keeps the most salient part.
+            flat = sal.flatten().float()
+            q = torch.quantile(flat, 1.0 - self.max_area_frac)
+            if float((flat >= q).float().mean()) > self.max_area_frac:
+                above = flat[flat > q]  # ties at the quantile: step to the next distinct value
+                q = above.min() if above.numel() else q
+            threshold = max(threshold, float(q))
+        return top_k_regions(sal, self.k, threshold, min_area, max_area, self.merge_margin)
 
 
 class FixedRegionsMiner:

@@ -91,3 +91,15 @@ def pack_node_ids(pack) -> list[str]:
 
     extension = asyncio.run(pack.comfy_entrypoint())
     return [cls.GET_SCHEMA().node_id for cls in asyncio.run(extension.get_node_list())]
+
+
+TINY_AUDITOR = "tipai_tiny_auditor.safetensors"
+TINY_ARCH = "tipai-tiny-vit"
+
+
+@pytest.fixture(scope="session")
+def tiny_auditor(comfy_dir) -> str:
+    """The built-in default auditor (random tiny open_clip weights) in the host's models/tipai."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "tiny_auditor.py"), str(comfy_dir / "models" / "tipai")],
+                   check=True, stdout=subprocess.DEVNULL)
+    return TINY_AUDITOR

@@ -1,0 +1,121 @@
+"""Auditor nodes: load A_s from models/tipai, and score images with it."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from comfy_api.latest import io
+
+from ..tipai_core.auditor import Auditor
+from ..tipai_core.overlay import mask_overlay
+from . import model_files
+from .tipai_run import AuditorHandle
+from .types import Auditor as AuditorType
+from .types import image_from_core, image_to_core, mask_from_core, mask_to_core
+
+
+def _backbone_choices() -> list[str]:
+    return model_files.list_files(".safetensors") + model_files.list_hf_folders()
+
+
+class TiPAIAuditorLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TiPAIAuditorLoader",
+            display_name="TiPAI Auditor Loader",
+            category="TiPAI",
+            description="Loads the auditor A_s (an image–text model) from models/tipai. Without trained heads it "
+                        "works zero-shot.",
+            inputs=[
+                io.Combo.Input("backbone", options=_backbone_choices(),
+                               tooltip="open_clip weights (.safetensors) in models/tipai, or a transformers CLIP "
+                                       "folder (with config.json) in models/tipai."),
+                io.String.Input("arch", default="ViT-B-32",
+                                tooltip="open_clip architecture name of the weights (ignored for a transformers "
+                                        "folder). The pack ships 'tipai-tiny-vit' for tests."),
+                io.Combo.Input("heads", options=model_files.list_files(".safetensors", optional=True),
+                               default=model_files.NONE,
+                               tooltip="Trained auditor heads from Stage A (python -m tipai_core.train scorer); "
+                                       "'none' = zero-shot."),
+                io.Combo.Input("lpips_backbone", options=model_files.list_files(".safetensors", optional=True),
+                               default=model_files.NONE,
+                               tooltip="Local LPIPS backbone weights for the seam score B. 'none' uses the "
+                                       "weight-free DSSIM fallback (nothing is downloaded)."),
+                io.Float.Input("kappa", default=1.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="κ in B = exp(-κ · seam distance on a ring around the mask)."),
+            ],
+            outputs=[AuditorType.Output(display_name="auditor")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, backbone: str, heads: str, lpips_backbone: str) -> bool | str:
+        # Our own check instead of ComfyUI's list check, so the message names the folder.
+        try:
+            model_files.resolve(backbone, "auditor backbone")
+            for name, what in ((heads, "auditor heads"), (lpips_backbone, "LPIPS backbone")):
+                if name != model_files.NONE:
+                    model_files.resolve(name, what)
+        except FileNotFoundError as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def execute(cls, backbone: str, arch: str, heads: str, lpips_backbone: str, kappa: float) -> io.NodeOutput:
+        path = model_files.resolve(backbone, "auditor backbone")
+        auditor = Auditor.from_files(
+            path, arch=None if backbone.endswith("/") else arch.strip(),
+            heads=None if heads == model_files.NONE else model_files.resolve(heads, "auditor heads"),
+            lpips_backbone=None if lpips_backbone == model_files.NONE else model_files.resolve(lpips_backbone, "LPIPS backbone"),
+            kappa=kappa)
+        auditor.eval()
+        return io.NodeOutput(AuditorHandle.wrap(auditor, backbone))
+
+
+class TiPAIAuditorScore(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TiPAIAuditorScore",
+            display_name="TiPAI Auditor Score",
+            category="TiPAI",
+            description="Scores images against a prompt: S, F, P per policy class, and per-class risk maps.",
+            inputs=[
+                io.Image.Input("image", tooltip="Images to score (a batch is scored in one forward pass)."),
+                io.String.Input("prompt", multiline=True, tooltip="The text the images should show."),
+                AuditorType.Input("auditor", tooltip="From TiPAI Auditor Loader."),
+                io.Mask.Input("mask", optional=True, tooltip="Optional region R for the patch score S_R."),
+            ],
+            outputs=[
+                io.Float.Output(display_name="S", tooltip="Global score of the first image."),
+                io.Float.Output(display_name="F", tooltip="Faithfulness of the first image."),
+                io.Float.Output(display_name="P_min", tooltip="Lowest policy safety over classes, first image."),
+                io.String.Output(display_name="scores_json", tooltip="All scores of every image, as JSON."),
+                io.Mask.Output(display_name="risk", tooltip="Highest per-class risk map per image."),
+                io.Image.Output(display_name="overlay", tooltip="The images with the risk map tinted in."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, prompt: str, auditor: AuditorHandle, mask=None) -> io.NodeOutput:
+        if not prompt or not prompt.strip():
+            raise ValueError("TiPAI Auditor Score: the prompt is empty; give the text the image should show")
+        images = image_to_core(image)
+        m = None
+        if mask is not None:
+            m = mask_to_core(mask)
+            if m.shape[-2:] != images.shape[-2:]:
+                raise ValueError(f"TiPAI Auditor Score: the mask is {m.shape[-1]}x{m.shape[-2]} but the image is "
+                                 f"{images.shape[-1]}x{images.shape[-2]}; resize the mask to the image")
+        aud = auditor.ready()
+        with torch.no_grad():
+            res = aud.audit(images.to(aud.device, aud.dtype), prompt, None if m is None else m.to(aud.device, aud.dtype))
+        sc = res.scores
+        table = [{"S": float(sc.S[i]), "S_R": float(sc.S_R[i]), "F": float(sc.F[i]),
+                  "P": {c: float(sc.P[i, j]) for j, c in enumerate(sc.classes)}} for i in range(len(sc))]
+        risk = res.risk_maps.max(dim=1, keepdim=True).values.float().cpu()
+        overlay = torch.cat([mask_overlay(images[i:i + 1].cpu(), risk[i:i + 1], colors=[(1.0, 0.0, 0.0)])
+                             for i in range(images.shape[0])])
+        return io.NodeOutput(float(sc.S[0]), float(sc.F[0]), float(sc.P[0].min()), json.dumps(table, indent=1),
+                             mask_from_core(risk), image_from_core(overlay))

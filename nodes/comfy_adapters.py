@@ -1,0 +1,88 @@
+"""Adapters from ComfyUI's sampler objects to tipai_core's protocols (DESIGN.md, "The boundary").
+
+- ``ComfyDenoiser``: the guider's model as ``Denoiser(x, σ, cond) -> x̂0``, with CFG as a
+  per-pixel map ``x̂0 = x̂0_u + w(p)·(x̂0_c - x̂0_u)``, so CFG inside a mask can differ.
+- ``ComfyAuditDecoder``: model-space latent -> RGB audit view, through the VAE (TAESD when the
+  checkpoint carries it) or the model's cheap latent-to-RGB factors.
+- ``parametrisation``: eps (``x = x0 + σ·ε``) or flow (``x = (1-σ)·x0 + σ·ε``) from model_sampling.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import comfy.model_management
+import comfy.model_sampling
+import comfy.samplers
+
+from ..tipai_core.costs import Costs
+from ..tipai_core.diffusion import Conditioning, Parametrisation
+from ..tipai_core.preview import view_factor
+
+
+def parametrisation(model_sampling) -> Parametrisation:
+    return Parametrisation.parse("flow" if isinstance(model_sampling, comfy.model_sampling.CONST) else "eps")
+
+
+class ComfyDenoiser:
+    """x̂0 from ComfyUI's model for the editor's candidates; checks for interruption per call."""
+
+    def __init__(self, guider, model_options: dict):
+        self.guider = guider
+        self.model_options = model_options
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
+        # Between candidate batches is where a user's Cancel must take effect.
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        self.calls += 1
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+        if sigma.numel() == 1:
+            sigma = sigma.expand(x.shape[0])
+        conds = self.guider.conds
+        positive, negative = conds.get("positive"), conds.get("negative")
+        cfg = self.guider.cfg if cond is None else cond.cfg
+        model = self.guider.inner_model
+        if negative is None or (not isinstance(cfg, torch.Tensor) and float(cfg) == 1.0):
+            return comfy.samplers.calc_cond_batch(model, [positive], x, sigma, self.model_options)[0]
+        x0_c, x0_u = comfy.samplers.calc_cond_batch(model, [positive, negative], x, sigma, self.model_options)
+        w = cfg.to(x) if isinstance(cfg, torch.Tensor) else float(cfg)
+        if cond is not None and cond.region_mask is not None:
+            # prompt emphasis scales the guidance inside the region: w(p)·(1 + m(p)·(e - 1))
+            e = torch.as_tensor(cond.emphasis, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+            w = w * (1 + cond.region_mask.to(x) * (e - 1))
+        return x0_u + w * (x0_c - x0_u)
+
+
+class ComfyAuditDecoder:
+    """``AuditDecoder``: a model-space latent (or a crop) -> RGB ``[B, 3, f·h, f·w]`` in [0, 1]."""
+
+    def __init__(self, vae, model, mode: str = "vae", costs: Costs | None = None):
+        if mode not in ("vae", "latent_rgb"):
+            raise ValueError(f"audit decoder mode must be 'vae' or 'latent_rgb', got {mode!r}")
+        self.vae, self.model, self.mode = vae, model, mode
+        self.factor = int(getattr(vae, "downscale_ratio", 8)) if vae is not None else 8
+        if mode == "latent_rgb":
+            fmt = model.latent_format
+            if fmt.latent_rgb_factors is None:
+                raise ValueError("this model has no latent_rgb_factors; use the 'vae' audit decoder")
+            self.weight = torch.tensor(fmt.latent_rgb_factors, dtype=torch.float32).t()  # [3, C]
+            bias = getattr(fmt, "latent_rgb_factors_bias", None)
+            self.bias = torch.tensor(bias if bias is not None else [0.0, 0.0, 0.0], dtype=torch.float32)
+
+    def __call__(self, latent: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        f = view_factor(self.factor, scale)
+        h, w = latent.shape[-2:]
+        if self.mode == "vae":
+            img = self.vae.decode(self.model.process_latent_out(latent.float()))  # model space -> VAE space
+            img = img.reshape(-1, *img.shape[-3:]).movedim(-1, 1).float()
+        else:
+            # the preview factors act on the model-space latent, as ComfyUI's latent previewer uses them
+            lat = latent.float()
+            rgb = torch.einsum("oc,bchw->bohw", self.weight.to(lat), lat) + self.bias.to(lat)[None, :, None, None]
+            img = (rgb + 1.0) / 2.0  # ComfyUI's preview factors map to [-1, 1]
+        img = img.to(latent.device).clamp(0, 1)
+        if img.shape[-2:] != (f * h, f * w):
+            img = F.interpolate(img, size=(f * h, f * w), mode="bilinear", align_corners=False, antialias=True)
+        return img

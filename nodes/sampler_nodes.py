@@ -1,0 +1,156 @@
+"""The whole loop as nodes: the TiPAI KSampler, and the Patch Model wrapper for any sampler node."""
+
+from __future__ import annotations
+
+import os
+
+import comfy.samplers
+import folder_paths
+import nodes as comfy_nodes  # ComfyUI's own nodes.py (this pack's glue lives in <pack>.nodes)
+from comfy_api.latest import io
+
+from ..tipai_core.overlay import draw_overlay
+from ..tipai_core.report import build_report, write_log
+from .tipai_run import EditorSpec, GuardSpec, MinerSpec, PolicySpec, TiPAIRun, TiPAISettings, patch_model
+from .types import Auditor, Editor, Guard, Miner, Policy, Report, image_from_core, image_to_core
+
+LOG_FOLDER = "tipai_logs"
+
+
+def _loop_inputs() -> list:
+    """The inputs the KSampler and the Patch Model share."""
+    return [
+        io.String.Input("prompt", multiline=True,
+                        tooltip="The prompt as text: the auditor judges every candidate against it."),
+        io.Vae.Input("vae", tooltip="Decodes the audit views (TAESD when the checkpoint carries it)."),
+        Auditor.Input("auditor", tooltip="From TiPAI Auditor Loader."),
+        Miner.Input("miner", optional=True, tooltip="From TiPAI Region Miner (defaults if left out)."),
+        Editor.Input("editor", optional=True, tooltip="From TiPAI Auditor Inpaint (defaults if left out)."),
+        Guard.Input("guard", optional=True, tooltip="From TiPAI Tournament Guard (defaults if left out)."),
+        Policy.Input("policy", optional=True, tooltip="From TiPAI TSPO Sampler (defaults if left out)."),
+    ]
+
+
+def _settings(prompt, vae, auditor, miner, editor, guard, policy) -> TiPAISettings:
+    return TiPAISettings(prompt=prompt, auditor=auditor, vae=vae, miner=miner or MinerSpec(),
+                         editor=editor or EditorSpec(), guard=guard or GuardSpec(), policy=policy or PolicySpec())
+
+
+def run_report(run: TiPAIRun) -> dict:
+    return build_report(run.records, run.costs, n_steps=run.n_steps, base_model_calls=run.base_model_calls,
+                        audited_steps=run.audited, accepted_steps=run.accepted, seconds=run.seconds,
+                        extra={"extra_apply_model_calls": run.extra_model_calls, "prompt": run.s.prompt})
+
+
+def next_log_stem(folder: str, prefix: str) -> str:
+    os.makedirs(folder, exist_ok=True)
+    i = 1
+    while os.path.exists(os.path.join(folder, f"{prefix}_{i:05d}.report.json")):
+        i += 1
+    return f"{prefix}_{i:05d}"
+
+
+class TiPAIKSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TiPAIKSampler",
+            display_name="TiPAI KSampler",
+            category="TiPAI",
+            description="KSampler with TiPAI: at the audited steps, mine regions, run a tournament of N inpaints plus "
+                        "the unedited control, and accept the best only if the guard says it wins. With nothing "
+                        "accepted the result is bit-identical to the plain KSampler.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="The noise seed, as in KSampler."),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps."),
+                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale (outside the edited regions)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, tooltip="The sampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, tooltip="The scheduler."),
+                io.Conditioning.Input("positive", tooltip="Positive conditioning."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning."),
+                io.Latent.Input("latent_image", tooltip="The latent to denoise (an inpainting latent keeps its mask)."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Denoising strength."),
+                *_loop_inputs(),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="LATENT"),
+                Report.Output(display_name="report", tooltip="Every tournament: regions, candidates, scores, "
+                                                             "utilities, winners, costs."),
+                io.Image.Output(display_name="overlay", tooltip="The decoded result with audited regions boxed: "
+                                                                "green accepted, orange rejected."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
+                prompt, vae, auditor, miner=None, editor=None, guard=None, policy=None) -> io.NodeOutput:
+        patched, slot = patch_model(model, _settings(prompt, vae, auditor, miner, editor, guard, policy))
+        out = comfy_nodes.common_ksampler(patched, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                          latent_image, denoise=denoise)[0]
+        run = slot.last
+        report = run_report(run)
+        image = image_to_core(vae.decode(out["samples"]))
+        overlay = image_from_core(draw_overlay(image, run.records))
+        return io.NodeOutput(out, report, overlay, ui={"tipai_report": [report["summary"]]})
+
+
+class TiPAIPatchModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TiPAIPatchModel",
+            display_name="TiPAI Patch Model",
+            category="TiPAI",
+            description="Returns a copy of the model that runs the TiPAI loop inside any sampler node (KSampler, "
+                        "SamplerCustomAdvanced, detailers). The input model is not changed.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to patch (it is cloned, not changed)."),
+                *_loop_inputs(),
+                io.Boolean.Input("save_log", default=False, optional=True,
+                                 tooltip=f"Write each run's tournament log to output/{LOG_FOLDER}/."),
+            ],
+            outputs=[io.Model.Output(display_name="MODEL")],
+        )
+
+    @classmethod
+    def execute(cls, model, prompt, vae, auditor, miner=None, editor=None, guard=None, policy=None,
+                save_log=False) -> io.NodeOutput:
+        patched, slot = patch_model(model, _settings(prompt, vae, auditor, miner, editor, guard, policy))
+        if save_log:
+            slot.on_finished = lambda run: write_log(
+                run_report(run), os.path.join(folder_paths.get_output_directory(), LOG_FOLDER),
+                next_log_stem(os.path.join(folder_paths.get_output_directory(), LOG_FOLDER), "patch_model"))
+        return io.NodeOutput(patched)
+
+
+class TiPAISaveTournamentLog(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TiPAISaveTournamentLog",
+            display_name="TiPAI Save Tournament Log",
+            category="TiPAI",
+            description=f"Writes the report and its tournament records (JSONL) to output/{LOG_FOLDER}/: the data "
+                        "TSPO and calibration learn from.",
+            inputs=[
+                Report.Input("report", tooltip="From TiPAI KSampler."),
+                io.String.Input("filename_prefix", default="tipai",
+                                tooltip="File name prefix (letters, digits, '-' and '_' only)."),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, report: dict, filename_prefix: str) -> io.NodeOutput:
+        prefix = filename_prefix.strip()
+        if not prefix or not all(c.isalnum() or c in "-_" for c in prefix):
+            raise ValueError(f"TiPAI Save Tournament Log: filename_prefix {filename_prefix!r} may only hold "
+                             "letters, digits, '-' and '_'")
+        folder = os.path.join(folder_paths.get_output_directory(), LOG_FOLDER)
+        paths = write_log(report, folder, next_log_stem(folder, prefix))
+        files = [{"filename": os.path.basename(p), "subfolder": LOG_FOLDER, "type": "output"} for p in paths]
+        return io.NodeOutput(ui={"tipai_logs": files, "tipai_report": [report["summary"]]})

@@ -1,0 +1,188 @@
+"""The TiPAI nodes inside a real ComfyUI, called as ComfyUI calls them: bit-identity with ComfyUI's
+own KSampler when the guard accepts nothing, a complete report when it audits, the loop under
+SamplerCustomAdvanced, interruption mid-tournament, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def sd(comfy_inproc, tiny_checkpoint):
+    n = comfy_inproc.nodes
+    model, clip, vae = n.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoint)[:3]
+    pos = n.CLIPTextEncode().encode(clip, "a red circle left of a blue square")[0]
+    neg = n.CLIPTextEncode().encode(clip, "blurry")[0]
+    latent = n.EmptyLatentImage().generate(64, 64, 2)[0]
+    return {"model": model, "vae": vae, "pos": pos, "neg": neg, "latent": latent}
+
+
+@pytest.fixture(scope="module")
+def node(comfy_inproc):
+    def get(node_id):
+        return comfy_inproc.node_class(node_id)
+    return get
+
+
+@pytest.fixture(scope="module")
+def auditor(node, tiny_auditor):
+    return node("TiPAIAuditorLoader").execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0).args[0]
+
+
+def guard(node, delta, every=2, first=2):
+    return node("TiPAITournamentGuard").execute(delta, 0.0, 0.0, 0.0, 0.0, 1.0, every, first, 1, "1.0").args[0]
+
+
+def policy(node, n=3):
+    return node("TiPAITSPOSampler").execute(n, 0, "1, 2", "3.0, 6.0", "0.0", "0", "1", "invert").args[0]
+
+
+def miner(node, k=2, user_mask=None):
+    return node("TiPAIRegionMiner").execute(k, 0.6, 0.02, 0.5, 2, 1.0, 1.0, user_mask).args[0]
+
+
+def tipai_ksampler(node, sd, auditor, sampler, delta, seed=5, prompt="a red circle left of a blue square", **kw):
+    out = node("TiPAIKSampler").execute(
+        sd["model"], seed, STEPS, 5.0, sampler, "normal", sd["pos"], sd["neg"], sd["latent"], 1.0,
+        prompt, sd["vae"], auditor, kw.get("miner") or miner(node), None, guard(node, delta), kw.get("policy") or policy(node))
+    return out.args
+
+
+def plain_ksampler(comfy_inproc, sd, sampler, seed=5, model=None):
+    return comfy_inproc.nodes.common_ksampler(model or sd["model"], seed, STEPS, 5.0, sampler, "normal", sd["pos"],
+                                              sd["neg"], sd["latent"])[0]["samples"]
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m", "ddim"])
+def test_tipai_ksampler_is_bit_identical_when_nothing_is_accepted(comfy_inproc, sd, node, auditor, sampler):
+    latent, report, overlay = tipai_ksampler(node, sd, auditor, sampler, delta=1e6)
+    assert torch.equal(latent["samples"], plain_ksampler(comfy_inproc, sd, sampler))
+    s = report["summary"]
+    assert s["audited_steps"] == 2 and s["regions"] > 0 and s["accepted"] == 0  # audits did run
+    assert overlay.shape == (2, 64, 64, 3)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m"])
+def test_patch_model_under_ksampler_is_bit_identical(comfy_inproc, sd, node, auditor, sampler):
+    before = copy.deepcopy(sd["model"].model_options)
+    patched = node("TiPAIPatchModel").execute(sd["model"], "a red circle", sd["vae"], auditor, miner(node), None,
+                                              guard(node, 1e6), policy(node)).args[0]
+    assert torch.equal(plain_ksampler(comfy_inproc, sd, sampler, model=patched), plain_ksampler(comfy_inproc, sd, sampler))
+    assert sd["model"].model_options == before  # the input model is untouched
+
+
+def test_report_is_complete(comfy_inproc, sd, node, auditor):
+    n = 3
+    latent, report, _ = tipai_ksampler(node, sd, auditor, "euler", delta=0.0, policy=policy(node, n))
+    s = report["summary"]
+    steps = [st["step"] for st in report["steps"]]
+    assert steps == [2, 4]  # audit_first=2, every=2, skip_last=1 of 6 steps
+    assert s["regions"] == len(report["records"]) > 0
+    assert s["candidates"] == n * s["regions"]
+    for rec in report["records"]:
+        assert len(rec["utilities"]) == n + 1 and len(rec["scores"]["S"]) == n + 1
+        assert len(rec["actions"]) == n and len(rec["log_probs"]) == n
+        assert 0 <= rec["winner"] <= n and rec["accepted"] == (rec["winner"] > 0)
+    # extra model calls: the editor's calls per tournament plus one restart per accepted step
+    per_record = sum(r["costs"]["denoiser_calls"] for r in report["records"])
+    assert s["extra_model_calls"] == per_record + len({r["step"] for r in report["records"] if r["accepted"]})
+    assert s["base_model_calls"] == STEPS  # euler: one (batched cond+uncond) model call per step
+    json.dumps(report)  # the report is plain JSON
+
+
+def test_loop_runs_under_sampler_custom_advanced(comfy_inproc, sd, node, auditor, tiny_checkpoint, tiny_auditor):
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_checkpoint}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "4": {"class_type": "TiPAIAuditorLoader", "inputs": {"backbone": tiny_auditor, "arch": "tipai-tiny-vit",
+                                                             "heads": "none", "lpips_backbone": "none", "kappa": 1.0}},
+        "5": {"class_type": "TiPAITournamentGuard", "inputs": {
+            "delta": 0.0, "tau_P_start": 0.0, "tau_P_end": 0.0, "tau_F_start": 0.0, "tau_F_end": 0.0, "alpha": 1.0,
+            "audit_every": 2, "audit_first": 2, "skip_last": 1, "audit_scales": "1.0"}},
+        "6": {"class_type": "TiPAIPatchModel", "inputs": {"model": ["1", 0], "prompt": "a red circle", "vae": ["1", 2],
+                                                          "auditor": ["4", 0], "guard": ["5", 0], "save_log": True}},
+        "7": {"class_type": "CFGGuider", "inputs": {"model": ["6", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 5.0}},
+        "8": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "9": {"class_type": "BasicScheduler", "inputs": {"model": ["6", 0], "scheduler": "normal", "steps": STEPS, "denoise": 1.0}},
+        "10": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+        "11": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "12": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["10", 0], "guider": ["7", 0], "sampler": ["8", 0],
+                                                                 "sigmas": ["9", 0], "latent_image": ["11", 0]}},
+        "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["1", 2]}},
+        "14": {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "sca"}},
+    }
+    logs = Path(comfy_inproc.output_dir) / "tipai_logs"
+    before = set(logs.glob("patch_model_*.records.jsonl")) if logs.exists() else set()
+    comfy_inproc.run(graph)
+    new = set(logs.glob("patch_model_*.records.jsonl")) - before
+    assert len(new) == 1
+    records = [json.loads(line) for line in new.pop().read_text().splitlines() if line.strip()]
+    assert records and {r["step"] for r in records} == {2, 4}
+
+
+def test_interrupt_mid_tournament_restores_and_next_run_matches(comfy_inproc, sd, node, auditor):
+    import comfy.model_management as mm
+
+    before = copy.deepcopy(sd["model"].model_options)
+    patched = node("TiPAIPatchModel").execute(sd["model"], "a red circle", sd["vae"], auditor, miner(node), None,
+                                              guard(node, 0.0), policy(node)).args[0]
+    patched_before = copy.deepcopy(patched.model_options)
+    # The flag is first checked by the editor's denoiser, i.e. inside the first tournament.
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            plain_ksampler(comfy_inproc, sd, "euler", model=patched)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert sd["model"].model_options == before
+    assert patched.model_options == patched_before
+    again = plain_ksampler(comfy_inproc, sd, "euler", model=patched)
+    fresh = node("TiPAIPatchModel").execute(sd["model"], "a red circle", sd["vae"], auditor, miner(node), None,
+                                            guard(node, 0.0), policy(node)).args[0]
+    assert torch.equal(again, plain_ksampler(comfy_inproc, sd, "euler", model=fresh))
+
+
+def _graph_error(comfy_inproc, graph) -> str:
+    with pytest.raises(RuntimeError) as info:
+        comfy_inproc.run(graph)
+    return str(info.value)
+
+
+def _api_workflow() -> dict:
+    path = Path(__file__).resolve().parents[2] / "workflows" / "api" / "tipai_txt2img.json"
+    return json.loads(path.read_text())
+
+
+def test_missing_auditor_file_names_the_folder(comfy_inproc, tiny_checkpoint, tiny_auditor):
+    g = _api_workflow()
+    g["6"]["inputs"]["backbone"] = "no_such_auditor.safetensors"
+    msg = _graph_error(comfy_inproc, g)
+    assert "no_such_auditor.safetensors" in msg and "models/tipai" in msg
+
+
+def test_zero_candidates_is_refused(comfy_inproc, tiny_checkpoint, tiny_auditor):
+    g = _api_workflow()
+    g["10"]["inputs"]["n"] = 0
+    msg = _graph_error(comfy_inproc, g)
+    assert "n" in msg and ("min" in msg.lower() or "smaller" in msg.lower())
+
+
+def test_empty_prompt_is_refused(comfy_inproc, tiny_checkpoint, tiny_auditor):
+    g = _api_workflow()
+    g["2"]["inputs"]["value"] = "   "
+    msg = _graph_error(comfy_inproc, g)
+    assert "prompt" in msg and "empty" in msg
+
+
+def test_user_mask_of_wrong_size_is_refused(comfy_inproc, sd, node, auditor):
+    wrong = torch.ones(1, 32, 32)
+    with pytest.raises(ValueError, match="resize the mask"):
+        tipai_ksampler(node, sd, auditor, "euler", delta=0.0, miner=miner(node, user_mask=wrong))
