@@ -102,16 +102,18 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, tiny_clip_file, cap
     whole, split = tmp_path / "whole.safetensors", tmp_path / "split.safetensors"
     ckpt = tmp_path / "ckpt"
     assert run_scorer(train, val, tiny_clip_file, whole, *args) == 0
-    # Killed mid-run: epoch 3 ends after the epoch-2 checkpoint; the epoch-3 work is lost, as in a real kill.
+    # First leg: stopped after epoch 3 (its checkpoint is the only one: --checkpoint-every 0 here).
     assert run_scorer(train, val, tiny_clip_file, split, *args, "--checkpoint-dir", str(ckpt),
                       "--stop-after-epoch", "3", "--checkpoint-every", "0") == 0
     assert not split.exists() and sorted(p.name for p in ckpt.iterdir()) == ["epoch-0003.json",
                                                                              "epoch-0003.safetensors"]
-    # Rewind to an older checkpoint to also cover "the kill came after epoch 2": resume twice.
+    # Second leg: resumed, then stopped after epoch 4.
     assert run_scorer(train, val, tiny_clip_file, split, *args, "--checkpoint-dir", str(ckpt), "--resume",
                       "--stop-after-epoch", "4") == 0
     assert [p.name for p in sorted(ckpt.glob("*.json"))] == ["epoch-0003.json", "epoch-0004.json"]
-    (ckpt / "epoch-0004.json").unlink()  # the JSON is the completion marker: 4 now counts as never written
+    # A kill between epoch 4's two files: without its JSON (written last) the checkpoint does not count,
+    # so the last leg resumes from epoch 3 and redoes epoch 4.
+    (ckpt / "epoch-0004.json").unlink()
     assert run_scorer(train, val, tiny_clip_file, split, *args, "--checkpoint-dir", str(ckpt), "--resume") == 0
     printed = capsys.readouterr().out
     assert "resumed from" in printed and "epoch-0003 (epoch 3" in printed
