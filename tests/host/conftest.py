@@ -52,7 +52,7 @@ def tiny_checkpoint(host_dir, comfy_dir) -> str:
 
 
 @pytest.fixture(scope="session")
-def comfy_server(host_dir, comfy_dir, tiny_checkpoint, tmp_path_factory):
+def comfy_server(host_dir, comfy_dir, tiny_checkpoint, tiny_auditor, tmp_path_factory):
     server = ComfyServer(sys.executable, comfy_dir, tmp_path_factory.mktemp("comfy_server"))
     server.start()
     try:
