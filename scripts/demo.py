@@ -55,27 +55,26 @@ def load_graph(ckpt: str) -> dict:
 
 def summarise(entry: dict, server: ComfyServer, out: Path, seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    report = None
-    for node_id, outputs in entry["outputs"].items():
-        for image in outputs.get("images", []):
-            target = out / image["filename"]
-            target.write_bytes(server.image_bytes(image))
+    written, summary = [], None
+    for outputs in entry["outputs"].values():
+        for item in outputs.get("images", []) + outputs.get("tipai_logs", []):
+            if item.get("type", "output") != "output":
+                continue
+            target = out / item["filename"]
+            target.write_bytes(server.image_bytes(item))
             written.append(target)
         for rep in outputs.get("tipai_report", []):
-            report = rep
-    if report is not None:
-        (out / "report.json").write_text(json.dumps(report, indent=1))
-        written.append(out / "report.json")
+            summary = rep
     print(f"\nTiPAI demo finished in {seconds:.1f} s")
-    if report is not None:
-        s = report.get("summary", {})
-        print(f"  audited steps:     {s.get('audited_steps')}")
-        print(f"  regions:           {s.get('regions')}")
-        print(f"  candidates:        {s.get('candidates')}")
-        print(f"  accepted edits:    {s.get('accepted')}")
-        print(f"  extra model calls: {s.get('extra_model_calls')}  (plain sampling: {s.get('base_model_calls')})")
-    for path in written:
+    if summary is not None:
+        print(f"  audited steps:     {summary.get('audited_steps')}")
+        print(f"  regions:           {summary.get('regions')}")
+        print(f"  candidates:        {summary.get('candidates')}")
+        print(f"  accepted edits:    {summary.get('accepted')}")
+        print(f"  extra model calls: {summary.get('extra_model_calls')} "
+              f"(plain sampling: {summary.get('base_model_calls')}, ratio {summary.get('extra_call_ratio')})")
+        print(f"  audit time:        {summary.get('seconds', 0):.2f} s")
+    for path in sorted(set(written)):
         print(f"  wrote {path}")
 
 
