@@ -186,3 +186,18 @@ def test_user_mask_of_wrong_size_is_refused(comfy_inproc, sd, node, auditor):
     wrong = torch.ones(1, 32, 32)
     with pytest.raises(ValueError, match="resize the mask"):
         tipai_ksampler(node, sd, auditor, "euler", delta=0.0, miner=miner(node, user_mask=wrong))
+
+
+def test_flow_model_nothing_accepted_is_bit_identical_and_audits_run(comfy_inproc, sd, node, auditor):
+    """ModelSamplingSD3 switches the tiny model to flow (CONST) sampling: x = (1-σ)·x0 + σ·ε."""
+    import comfy.model_sampling
+
+    flow = node("ModelSamplingSD3")().patch(sd["model"], 3.0)[0]
+    assert isinstance(flow.get_model_object("model_sampling"), comfy.model_sampling.CONST)
+    flow_sd = dict(sd, model=flow)
+    latent, report, _ = tipai_ksampler(node, flow_sd, auditor, "euler", delta=1e6)
+    assert torch.equal(latent["samples"], plain_ksampler(comfy_inproc, flow_sd, "euler"))
+    assert report["summary"]["regions"] > 0
+    edited, report, _ = tipai_ksampler(node, flow_sd, auditor, "euler", delta=0.0)
+    assert torch.isfinite(edited["samples"]).all()
+    assert report["summary"]["accepted"] == 0 or not torch.equal(edited["samples"], latent["samples"])
