@@ -6,7 +6,10 @@ from __future__ import annotations
 from . import model_files
 from .auditor_nodes import TiPAIAuditorLoader, TiPAIAuditorScore
 from .sampler_nodes import TiPAIKSampler, TiPAIPatchModel, TiPAISaveTournamentLog
-from .settings_nodes import TiPAIAuditorInpaint, TiPAIRegionMiner, TiPAITournamentGuard, TiPAITSPOSampler
+from .editor_node import TiPAIAuditorInpaint
+from .guard_node import TiPAITournamentGuard
+from .miner_node import TiPAIRegionMiner
+from .policy_node import TiPAITSPOSampler
 
 model_files.register()
 

@@ -1,0 +1,59 @@
+"""TiPAI Tournament Guard: δ, τ_P(t), τ_F(t), α and the audit schedule (steps 5–6)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..tipai_core.audit_schedule import AuditSchedule
+from ..tipai_core.guard import TournamentGuard
+from ..tipai_core.schedules import Schedule
+from .tipai_run import GuardSpec
+from .types import Guard
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"TiPAI Tournament Guard: audit_scales must be numbers like '0.5, 1.0', got {text!r}") from None
+    if not values:
+        raise ValueError("TiPAI Tournament Guard: audit_scales is empty; give at least one scale, e.g. '1.0'")
+    return values
+
+
+class TiPAITournamentGuard(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TiPAITournamentGuard",
+            display_name="TiPAI Tournament Guard",
+            category="TiPAI",
+            description="Accepts a candidate only if u_i = (S_i - S_0 - δ)_+ · 1[P_i ≥ τ_P(t)] · 1[F_i ≥ τ_F(t)] · B_i "
+                        "is positive for the best one; otherwise the latent stays exactly as it was.",
+            inputs=[
+                io.Float.Input("delta", default=0.02, min=0.0, max=10.0, step=0.001,
+                               tooltip="δ: how much a candidate must beat the unedited control by."),
+                io.Float.Input("tau_P_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="τ_P at the start of sampling: minimum policy safety of every class."),
+                io.Float.Input("tau_P_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="τ_P at the end."),
+                io.Float.Input("tau_F_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="τ_F at the start of sampling: minimum faithfulness."),
+                io.Float.Input("tau_F_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="τ_F at the end."),
+                io.Float.Input("alpha", default=1.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="α in z ← (1-α·m)·z_ctrl + α·m·z_edit when an edit is accepted."),
+                io.Int.Input("audit_every", default=3, min=1, max=100, tooltip="Audit every this many steps."),
+                io.Int.Input("audit_first", default=2, min=1, max=1000, tooltip="First audited step."),
+                io.Int.Input("skip_last", default=1, min=0, max=1000, tooltip="Never audit the last this many steps."),
+                io.String.Input("audit_scales", default="0.5, 1.0",
+                                tooltip="Audit resolution over time, coarse early to fine late (1.0 = full size)."),
+            ],
+            outputs=[Guard.Output(display_name="guard")],
+        )
+
+    @classmethod
+    def execute(cls, delta, tau_P_start, tau_P_end, tau_F_start, tau_F_end, alpha, audit_every, audit_first,
+                skip_last, audit_scales) -> io.NodeOutput:
+        guard = TournamentGuard(delta=delta, tau_P=Schedule.linear(tau_P_start, tau_P_end),
+                                tau_F=Schedule.linear(tau_F_start, tau_F_end))
+        schedule = AuditSchedule(every=audit_every, first=audit_first, skip_last=skip_last, scales=_scales(audit_scales))
+        return io.NodeOutput(GuardSpec(guard, schedule, alpha))

@@ -1,0 +1,76 @@
+"""TiPAI Region Miner: the settings of step 3 (mine regions), and standalone mining of an image."""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..tipai_core.overlay import mask_overlay
+from .tipai_run import AuditorHandle, MinerSpec
+from .types import Auditor, Miner, image_from_core, image_to_core, mask_from_core, mask_to_core
+
+
+class TiPAIRegionMiner(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TiPAIRegionMiner",
+            display_name="TiPAI Region Miner",
+            category="TiPAI",
+            description="Finds the regions to repair: fused auditor saliency (risk maps, low prompt match) plus an "
+                        "optional user mask, top-K connected regions. With an image and an auditor it also mines "
+                        "that image on its own.",
+            inputs=[
+                io.Int.Input("k", default=2, min=1, max=16, tooltip="At most K regions per audited step."),
+                io.Float.Input("threshold", default=0.6, min=0.0, max=1.0, step=0.01,
+                               tooltip="Saliency above this is suspect."),
+                io.Float.Input("min_area", default=0.02, min=0.0, max=1.0, step=0.005,
+                               tooltip="Smallest region, as a fraction of the image."),
+                io.Float.Input("max_area", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="Largest region, as a fraction of the image."),
+                io.Int.Input("merge_margin", default=2, min=0, max=64,
+                             tooltip="Regions closer than this many pixels are merged."),
+                io.Float.Input("risk_weight", default=1.0, min=0.0, max=10.0, step=0.1,
+                               tooltip="Weight of the auditor's policy-risk maps in the fused saliency."),
+                io.Float.Input("faithfulness_weight", default=1.0, min=0.0, max=10.0, step=0.1,
+                               tooltip="Weight of the low prompt-match map in the fused saliency."),
+                io.Mask.Input("user_mask", optional=True,
+                              tooltip="A mask you drew (mask editor, a segmentation node): always a region."),
+                io.Image.Input("image", optional=True, tooltip="Standalone use: an image to mine now."),
+                Auditor.Input("auditor", optional=True, tooltip="Needed for standalone mining of an image."),
+                io.String.Input("prompt", optional=True, default="", multiline=True,
+                                tooltip="Standalone use: the prompt the image should show."),
+            ],
+            outputs=[
+                Miner.Output(display_name="miner"),
+                io.Mask.Output(display_name="regions", tooltip="Standalone: one mask per mined region."),
+                io.Image.Output(display_name="overlay", tooltip="Standalone: the image with the regions tinted."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, k, threshold, min_area, max_area, merge_margin, risk_weight, faithfulness_weight,
+                user_mask=None, image=None, auditor: AuditorHandle | None = None, prompt: str = "") -> io.NodeOutput:
+        if min_area > max_area:
+            raise ValueError(f"TiPAI Region Miner: min_area ({min_area}) is larger than max_area ({max_area})")
+        spec = MinerSpec(k, threshold, min_area, max_area, merge_margin, risk_weight, faithfulness_weight,
+                         None if user_mask is None else mask_to_core(user_mask))
+        if image is None:
+            return io.NodeOutput(spec, torch.zeros(1, 64, 64), torch.zeros(1, 64, 64, 3))
+        if auditor is None:
+            raise ValueError("TiPAI Region Miner: to mine an image, connect an auditor")
+        if not prompt or not prompt.strip():
+            raise ValueError("TiPAI Region Miner: the prompt is empty; give the text the image should show")
+        img = image_to_core(image)[:1]
+        um = spec.user_mask
+        if um is not None and um.shape[-2:] != img.shape[-2:]:
+            raise ValueError(f"TiPAI Region Miner: the user mask is {um.shape[-1]}x{um.shape[-2]} but the image is "
+                             f"{img.shape[-1]}x{img.shape[-2]}; resize the mask to the image")
+        aud = auditor.ready()
+        with torch.no_grad():
+            regions = spec.build(aud)(img.to(aud.device, aud.dtype), prompt, None if um is None else um[:1].to(img))
+        if not regions:
+            masks = torch.zeros(1, 1, *img.shape[-2:])
+        else:
+            masks = torch.cat([r.mask.float().cpu().reshape(1, 1, *img.shape[-2:]) for r in regions])
+        return io.NodeOutput(spec, mask_from_core(masks), image_from_core(mask_overlay(img.cpu(), masks)))
