@@ -50,7 +50,12 @@ class Action:
 
 @dataclass(frozen=True)
 class PolicyState:
-    """What the policy sees before it draws: the step, the noise level and the region (the TSPO state)."""
+    """What the policy sees before it draws: the step, the noise level and the region (the TSPO state s).
+
+    The control's own scores (S_0, F_0, P_0 per class; the risk vector is 1 - P_0) and the saliency
+    signals that raised the region are optional: they cost an auditor call before the draw, which
+    only a policy that reads them (``wants_control_scores``) asks the loop for.
+    """
 
     step: int
     n_steps: int
@@ -60,9 +65,25 @@ class PolicyState:
     region_score: float
     audit_scale: float
     max_depth: int  # d may not exceed the steps already taken
+    control_S: float | None = None
+    control_F: float | None = None
+    control_P: tuple[float, ...] = ()
+    signals: tuple[tuple[str, float], ...] = ()  # (signal name, its share of the region's saliency)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["control_P"] = list(self.control_P)
+        d["signals"] = {k: float(v) for k, v in self.signals}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "PolicyState":
+        """The inverse of ``to_dict``; states logged before the optional fields existed read as well."""
+        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        kw["control_P"] = tuple(float(v) for v in (kw.get("control_P") or ()))
+        sig = kw.get("signals") or ()
+        kw["signals"] = tuple((str(k), float(v)) for k, v in (sig.items() if isinstance(sig, Mapping) else sig))
+        return cls(**kw)
 
 
 # the knob names a distribution may set, and their types

@@ -139,6 +139,15 @@ def audit_step(
         for r, region in enumerate(regions):
             rc = Costs()
             lat_mask = pixel_to_latent(region.mask.to(x.dtype), f, "max")
+            control = {}
+            if getattr(suite.policy, "wants_control_scores", False):
+                # a learned π reads S_0, F_0 and P_0 before it draws: one more (single-image) auditor call
+                c = suite.auditor.score(view, prompt, region.mask.to(view.dtype))
+                rc.auditor_calls += 1
+                rc.auditor_images += 1
+                control = {"control_S": float(c.S[0]), "control_F": float(c.F[0]),
+                           "control_P": tuple(float(v) for v in c.P[0].reshape(-1).tolist())}
+            signals = getattr(region, "signals", None) or {}
             state = PolicyState(
                 step=step,
                 n_steps=n_steps,
@@ -148,6 +157,8 @@ def audit_step(
                 region_score=float(region.score),
                 audit_scale=float(scale),
                 max_depth=step,
+                signals=tuple((str(k), float(v)) for k, v in dict(signals).items()),
+                **control,
             )
             pseed = policy_seed(suite.seed, step, b, r)
             actions, logp = suite.policy.propose(state, n, torch.Generator().manual_seed(pseed))

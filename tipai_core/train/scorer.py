@@ -35,7 +35,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,8 @@ from ..auditor.losses import PairBatch, StageALoss
 from ..auditor.metrics import expected_calibration_error, pair_auc, pair_ece, roc_auc
 from ..auditor.text_cache import TextFeatureCache
 from ..auditor.zero_shot import DEFAULT_POLICY_PROMPTS, PolicyClasses
+from . import checkpoint
+from .checkpoint import complete_checkpoints, remove_checkpoints
 
 log = logging.getLogger("tipai.train.scorer")
 
@@ -261,80 +262,19 @@ def run_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in FINGERPRINT_ARGS}
 
 
-def _atomic_write(path: Path, write) -> None:
-    """write(tmp_path) then rename over ``path``: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_checkpoint(folder: Path, epoch: int, step: int, heads: torch.nn.Module, opt: torch.optim.Optimizer,
                     sched: Any, gen: torch.Generator, fingerprint: dict[str, Any], keep: int = 2) -> Path:
     """epoch-NNNN.safetensors (heads, AdamW moments, RNG states) + epoch-NNNN.json (the rest); JSON last."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    opt_state = opt.state_dict()
-    tensors = {f"heads.{k}": v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}
-    slots: dict[str, list[str]] = {}
-    for pid, state in opt_state["state"].items():
-        slots[str(pid)] = sorted(state)
-        for name, value in state.items():
-            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tensors["rng.generator"] = gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "step": step, "fingerprint": fingerprint,
-            "optimizer": {"param_groups": opt_state["param_groups"], "slots": slots},
-            "scheduler": sched.state_dict()}
-    stem = folder / f"epoch-{epoch:04d}"
-    _atomic_write(stem.with_suffix(".safetensors"),
-                  lambda t: save_file(tensors, str(t), metadata={"format": CHECKPOINT_FORMAT, "epoch": str(epoch)}))
-    _atomic_write(stem.with_suffix(".json"), lambda t: t.write_text(json.dumps(meta, indent=1)))
-    for old in complete_checkpoints(folder)[:-max(1, keep)]:
-        old.with_suffix(".json").unlink(missing_ok=True)  # marker first: a half-deleted one is never "complete"
-        old.with_suffix(".safetensors").unlink(missing_ok=True)
-    return stem
-
-
-def complete_checkpoints(folder: Path) -> list[Path]:
-    """Stems of checkpoints whose two files both exist, oldest first."""
-    if not folder.is_dir():
-        return []
-    return sorted(j.with_suffix("") for j in folder.glob("epoch-*.json") if j.with_suffix(".safetensors").is_file())
+    return checkpoint.save_checkpoint(folder, epoch, step, heads, opt, sched, gen, fingerprint, keep,
+                                      fmt=CHECKPOINT_FORMAT, key="heads")
 
 
 def load_checkpoint(stem: Path, heads: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
                     gen: torch.Generator, fingerprint: dict[str, Any]) -> tuple[int, int]:
     """Restore heads, optimizer, scheduler and RNG from ``stem``; returns (epoch, step). Refuses another run's."""
-    from safetensors.torch import load_file
-
-    meta = json.loads(stem.with_suffix(".json").read_text())
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{stem}.json is not a Stage A checkpoint (format={meta.get('format')!r})")
-    differ = {k: (meta["fingerprint"].get(k), v) for k, v in fingerprint.items() if meta["fingerprint"].get(k) != v}
-    if differ:
-        raise ValueError(f"checkpoint {stem} belongs to another run; these settings differ "
-                         f"(checkpoint, now): {differ}. Use the same arguments or another --checkpoint-dir")
-    tensors = load_file(str(stem.with_suffix(".safetensors")), device="cpu")
-    heads.load_state_dict({k[len("heads."):]: v for k, v in tensors.items() if k.startswith("heads.")}, strict=True)
-    device = next(heads.parameters()).device
-    state = {}
-    for pid, names in meta["optimizer"]["slots"].items():
-        # 'step' stays on the CPU as AdamW keeps it; moments go where the parameters are
-        state[int(pid)] = {n: tensors[f"optim.{pid}.{n}"].to(device if n != "step" else "cpu") for n in names}
-    groups = meta["optimizer"]["param_groups"]
-    for g in groups:
-        if isinstance(g.get("betas"), list):
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-    sched.load_state_dict(meta["scheduler"])
-    gen.set_state(tensors["rng.generator"])
-    torch.set_rng_state(tensors["rng.torch"])
-    return int(meta["epoch"]), int(meta["step"])
+    epoch, step, _ = checkpoint.load_checkpoint(stem, heads, opt, sched, gen, fingerprint, fmt=CHECKPOINT_FORMAT,
+                                                key="heads", what="Stage A")
+    return epoch, step
 
 
 # ----------------------------------------------------------------------------- main
@@ -487,11 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_path = Path(args.metrics_out) if args.metrics_out else out.with_suffix(".metrics.json")
         metrics_path.write_text(json.dumps(metrics, indent=2, default=str))
         say(f"[scorer] wrote {out} (+ {out.with_suffix('.json').name}) and {metrics_path}")
-        for stem in complete_checkpoints(ckpt_dir):  # the run is done: its checkpoints have served
-            stem.with_suffix(".json").unlink(missing_ok=True)
-            stem.with_suffix(".safetensors").unlink(missing_ok=True)
-        if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
-            ckpt_dir.rmdir()
+        remove_checkpoints(ckpt_dir)  # the run is done: its checkpoints have served
         # the report comes last, where it is seen: the run went on, but these rows taught it nothing
         say(f"[scorer] {report}" if report else "[scorer] every row was read (0 skipped)")
     return 0
