@@ -1,11 +1,55 @@
-"""TiPAI Auditor Inpaint: the editor A_g that makes each region's N candidates."""
+"""TiPAI Auditor Inpaint: the editor A_g that makes each region's N candidates. Standalone, it
+turns an IMAGE + MASK into N candidates (and, with an auditor, keeps the best only if it wins)."""
 
 from __future__ import annotations
 
+import json
+
+import torch
 from comfy_api.latest import io
 
-from .tipai_run import EditorSpec
-from .types import Editor
+import comfy.sample
+import comfy.samplers
+
+from ..tipai_core.diffusion import Conditioning
+from ..tipai_core.masks import pixel_to_latent
+from ..tipai_core.region_edit import edit_region
+from .comfy_adapters import ComfyDenoiser, parametrisation
+from .tipai_run import AuditorHandle, EditorSpec, GuardSpec, PolicySpec
+from .types import Auditor, Editor, Guard, Policy, image_from_core, image_to_core, mask_to_core
+
+
+def standalone_candidates(model, positive, negative, vae, image, mask, spec: EditorSpec, policy: PolicySpec,
+                          steps: int, scheduler: str, cfg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images [N+1, 3, H, W] with the unedited image first, pixel mask [1, 1, H, W])."""
+    pixels = image_to_core(image)[:1]
+    m = mask_to_core(mask)[:1]
+    if m.shape[-2:] != pixels.shape[-2:]:
+        raise ValueError(f"TiPAI Auditor Inpaint: the mask is {m.shape[-1]}x{m.shape[-2]} but the image is "
+                         f"{pixels.shape[-1]}x{pixels.shape[-2]}; resize the mask to the image")
+    if not (m > 0).any():
+        raise ValueError("TiPAI Auditor Inpaint: the mask is empty; paint the region to repair")
+    latent = vae.encode(image[:1, ..., :3])
+    factor = pixels.shape[-1] // latent.shape[-1]
+    lat_mask = pixel_to_latent(m, factor, "max")
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
+    found = {}
+
+    # A sampler function runs inside ComfyUI's own sampling set-up (conds processed, model loaded),
+    # which is exactly what the editor's denoiser needs; it returns the control and the candidates.
+    def edit(model_k, x, sigmas_, extra_args=None, callback=None, disable=None):
+        guider = model_k.inner_model
+        z = model_k.latent_image.to(x)
+        res = edit_region(ComfyDenoiser(guider, extra_args["model_options"]), parametrisation(guider.inner_model.model_sampling),
+                          sigmas_, z, lat_mask.to(z), policy.policy, policy.n, policy.seed,
+                          cond=Conditioning(cfg=float(guider.cfg)), editor=spec.build())
+        found["res"] = res
+        return torch.cat([z, res.candidates])
+
+    out = comfy.sample.sample_custom(model, torch.zeros_like(latent), cfg, comfy.samplers.KSAMPLER(edit), sigmas,
+                                     positive, negative, latent, seed=policy.seed)
+    decoded = vae.decode(out)
+    return image_to_core(decoded.reshape(-1, *decoded.shape[-3:])), m
 
 
 class TiPAIAuditorInpaint(io.ComfyNode):
@@ -16,7 +60,8 @@ class TiPAIAuditorInpaint(io.ComfyNode):
             display_name="TiPAI Auditor Inpaint",
             category="TiPAI",
             description="The editor A_g that makes the N candidates of a region: re-noise the region by d steps "
-                        "(DDIM inversion or fresh noise), then re-denoise it with the candidate's knobs.",
+                        "(DDIM inversion or fresh noise), then re-denoise it with the candidate's knobs. Connect "
+                        "model, conditioning, VAE, image and mask to use it on its own.",
             inputs=[
                 io.Combo.Input("backend", options=["diffusion"], default="diffusion",
                                tooltip="'diffusion': the training-free diffusion editor on your own model."),
@@ -27,10 +72,58 @@ class TiPAIAuditorInpaint(io.ComfyNode):
                 io.Combo.Input("audit_decoder", options=["vae", "latent_rgb"], default="vae",
                                tooltip="How audit views are decoded: the VAE (TAESD when the checkpoint has it), or "
                                        "the model's cheap latent-to-RGB map."),
+                io.Model.Input("model", optional=True, tooltip="Standalone: the diffusion model."),
+                io.Conditioning.Input("positive", optional=True, tooltip="Standalone: positive conditioning."),
+                io.Conditioning.Input("negative", optional=True, tooltip="Standalone: negative conditioning."),
+                io.Vae.Input("vae", optional=True, tooltip="Standalone: encodes the image, decodes the candidates."),
+                io.Image.Input("image", optional=True, tooltip="Standalone: the image to repair (first of a batch)."),
+                io.Mask.Input("mask", optional=True, tooltip="Standalone: the region to repair, at the image size."),
+                Policy.Input("policy", optional=True, tooltip="Standalone: N and the knob distribution."),
+                io.Int.Input("steps", default=20, min=2, max=1000, optional=True,
+                             tooltip="Standalone: the schedule the depths d count in."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                               optional=True, tooltip="Standalone: the noise schedule."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, optional=True,
+                               tooltip="Standalone: CFG outside the region (inside it comes from the policy)."),
+                Auditor.Input("auditor", optional=True, tooltip="Standalone: score the candidates against the prompt."),
+                Guard.Input("guard", optional=True, tooltip="Standalone: δ and thresholds for picking the best."),
+                io.String.Input("prompt", default="", multiline=True, optional=True,
+                                tooltip="Standalone: the text the auditor checks the candidates against."),
             ],
-            outputs=[Editor.Output(display_name="editor")],
+            outputs=[
+                Editor.Output(display_name="editor"),
+                io.Image.Output(display_name="candidates", tooltip="Standalone: the unedited image, then N candidates."),
+                io.Image.Output(display_name="best", tooltip="Standalone: the guard's pick (the unedited image when "
+                                                            "no candidate wins, or when no auditor is connected)."),
+                io.String.Output(display_name="scores_json", tooltip="Standalone: scores and utilities u_0..u_N."),
+            ],
         )
 
     @classmethod
-    def execute(cls, backend, refine_iters, crop_margin, audit_decoder) -> io.NodeOutput:
-        return io.NodeOutput(EditorSpec(backend, refine_iters, crop_margin, audit_decoder))
+    def execute(cls, backend, refine_iters, crop_margin, audit_decoder, model=None, positive=None, negative=None,
+                vae=None, image=None, mask=None, policy=None, steps=20, scheduler="normal", cfg=5.0,
+                auditor: AuditorHandle | None = None, guard: GuardSpec | None = None, prompt: str = "") -> io.NodeOutput:
+        spec = EditorSpec(backend, refine_iters, crop_margin, audit_decoder)
+        standalone = [model, positive, negative, vae, image, mask]
+        if all(v is None for v in standalone):
+            empty = torch.zeros(1, 64, 64, 3)
+            return io.NodeOutput(spec, empty, empty, "[]")
+        if any(v is None for v in standalone):
+            names = ["model", "positive", "negative", "vae", "image", "mask"]
+            missing = [n for n, v in zip(names, standalone) if v is None]
+            raise ValueError(f"TiPAI Auditor Inpaint: standalone use needs {', '.join(missing)} connected too")
+        images, m = standalone_candidates(model, positive, negative, vae, image, mask, spec, policy or PolicySpec(),
+                                          steps, scheduler, cfg)
+        best, table = images[:1], []
+        if auditor is not None:
+            if not prompt or not prompt.strip():
+                raise ValueError("TiPAI Auditor Inpaint: the prompt is empty; give the text the region should show")
+            aud = auditor.ready()
+            with torch.no_grad():
+                scores = aud.score(images.to(aud.device, aud.dtype), prompt, m.to(aud.device, aud.dtype))
+            decision = (guard or GuardSpec()).guard.select(scores, 1.0)
+            best = images[decision.winner:decision.winner + 1]
+            table = [{"S": float(scores.S[i]), "F": float(scores.F[i]), "B": float(scores.B[i]),
+                      "u": float(decision.utilities[i])} for i in range(len(scores))]
+            table = {"winner": decision.winner, "accepted": decision.accepted, "candidates": table}
+        return io.NodeOutput(spec, image_from_core(images), image_from_core(best), json.dumps(table, indent=1))

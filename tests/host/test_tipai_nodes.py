@@ -201,3 +201,26 @@ def test_flow_model_nothing_accepted_is_bit_identical_and_audits_run(comfy_inpro
     edited, report, _ = tipai_ksampler(node, flow_sd, auditor, "euler", delta=0.0)
     assert torch.isfinite(edited["samples"]).all()
     assert report["summary"]["accepted"] == 0 or not torch.equal(edited["samples"], latent["samples"])
+
+
+def test_auditor_inpaint_standalone_makes_n_candidates_and_keeps_outside(comfy_inproc, sd, node, auditor):
+    torch.manual_seed(0)
+    image = torch.rand(1, 64, 64, 3)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:40, 16:40] = 1.0
+    n = 3
+    out = node("TiPAIAuditorInpaint").execute("diffusion", 0, 2, "vae", sd["model"], sd["pos"], sd["neg"], sd["vae"],
+                                              image, mask, policy(node, n), 8, "normal", 5.0, auditor,
+                                              guard(node, 0.0), "a red circle").args
+    _, candidates, best, table = out
+    assert candidates.shape == (n + 1, 64, 64, 3)
+    diff = (candidates[1:] - candidates[:1]).abs()
+    # the latent is the original outside the (dilated, feathered) latent mask; decoded pixels far
+    # from the region barely move, inside they change
+    assert diff[:, 20:36, 20:36].mean() > 5 * diff[:, :4, :4].mean()
+    t = json.loads(table)
+    assert len(t["candidates"]) == n + 1
+    assert torch.equal(best[0], candidates[t["winner"]])
+    with pytest.raises(ValueError, match="resize the mask"):
+        node("TiPAIAuditorInpaint").execute("diffusion", 0, 2, "vae", sd["model"], sd["pos"], sd["neg"], sd["vae"],
+                                            image, torch.ones(1, 32, 32), policy(node, n), 8, "normal", 5.0)
