@@ -4,13 +4,18 @@ A ``Region`` lives in the pixel space of one audit view ``[1, 3, H, W]``: a bina
 ``[1, 1, H, W]``, its bounding box ``(y0, x0, y1, x1)`` (end exclusive), its area in pixels and
 its score (the saliency mass ``Σ_p s(p)`` over the region). ``SaliencyMiner`` fuses a saliency map
 with any user mask and keeps the top K regions: step 3 of DESIGN.md's audited step.
+
+A region may also carry its provenance and its own text, filled in by ``miner.RegionMiner``:
+``signals`` (the saliency signals that raised it, strongest first, e.g. ``("text", "gradcam")``),
+``prompt`` (the region prompt: the prompt's words that the Grad-CAM ties to it, or a user/LLM text),
+``soft_mask`` (the feathered mask, [1,1,H,W]) and ``info`` (what the detectors saw: text, age).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 import kornia
 import torch
@@ -26,6 +31,10 @@ class Region:
     bbox: Box
     area: int
     score: float
+    signals: tuple[str, ...] = ()
+    prompt: str | None = None
+    soft_mask: torch.Tensor | None = field(default=None, repr=False)
+    info: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_mask(cls, mask: torch.Tensor, score: float | None = None) -> "Region":

@@ -9,13 +9,26 @@ images gives ``[B,1,H,W]``), on the image's device and dtype:
 
 ``norm`` is a per-image min-max over the patch grid, ``(x − min)/(max − min)``; an image whose patches
 all match the prompt equally has no contrast and gets s = 0. The patch map is upsampled bilinearly
-to H×W. Faithfulness saliency is the cheap stand-in for DESIGN.md's Grad-CAM of the text–image
-similarity (``Auditor.similarity`` is differentiable for that); the Grad-CAM and its drift since
-the last audit are a later issue.
+to H×W.
+
+Auditor Grad-CAM (DESIGN.md step 3). With a_j ∈ R^D the tokens that enter the image tower's last
+block (patch j of an h×w grid; any class token dropped) and S the auditor's text–image score:
+
+    α      = (1/hw) Σ_j ∂S/∂a_j                 channel weights, pooled over the patches
+    cam(j) = ⟨α, a_j⟩                            how much patch j pushes S up
+    gradcam_saliency  s = 1 − norm(cam)          faithfulness map: where the image contributes least
+    drift             δ(j) = |norm(cam_t)(j) − norm(cam_{t−1})(j)|     between consecutive audits
+    feature_change    Δ(j) = (1 − cos(z_t(j), z_{t−1}(j))) / 2         output patch tokens z
+
+Drift and feature change are exactly 0 for identical views (the forward is deterministic) and 0 at
+the first audit of a run. A constant image has no "where": every auditor map of it is 0, so the
+model's position embeddings cannot raise regions on a blank view.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -128,4 +141,153 @@ def fused_saliency(fns_and_weights: Sequence[tuple[SaliencyFn, float]]) -> Salie
     return fn
 
 
-__all__ = ["fused_saliency", "faithfulness_saliency", "minmax_normalise", "risk_saliency"]
+
+
+
+# ----------------------------------------------------------------------------- Grad-CAM and drift
+
+BLANK_STD = 1e-3  # a view whose pixels vary less than this is blank: no auditor map is spatial there
+
+
+def is_blank(image: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the image is constant (up to BLANK_STD), so no saliency map can say "where"."""
+    return image.float().flatten(1).std(dim=1, unbiased=False) < BLANK_STD
+
+
+def gradcam_layer(auditor) -> torch.nn.Module:
+    """The module whose *input* are the patch tokens a_j: the last block of the image tower.
+
+    A backbone may name it (attribute ``gradcam_layer``); otherwise open_clip ViTs
+    (``visual.transformer.resblocks[-1]``) and transformers CLIP (``vision_model.encoder.layers[-1]``).
+    """
+    bb = getattr(auditor, "backbone", auditor)
+    named = getattr(bb, "gradcam_layer", None)
+    if isinstance(named, torch.nn.Module):
+        return named
+    model = getattr(bb, "model", None)
+    for path in (("visual", "transformer", "resblocks"), ("vision_model", "encoder", "layers")):
+        m = model
+        for name in path:
+            m = getattr(m, name, None)
+        if isinstance(m, (torch.nn.ModuleList, torch.nn.Sequential)) and len(m):
+            return m[-1]
+    raise ValueError(f"Grad-CAM needs a ViT image tower; {type(bb).__name__} exposes no transformer blocks "
+                     f"(give the backbone a 'gradcam_layer' module)")
+
+
+def _as_grid(a: torch.Tensor, batch: int) -> torch.Tensor:
+    """Block input [B,L,D] (or [L,B,D]) with L = hw or 1 + hw -> [B,h,w,D]."""
+    if a.dim() == 4:
+        return a
+    if a.shape[0] != batch and a.shape[1] == batch:
+        a = a.transpose(0, 1)
+    n = a.shape[1]
+    for drop in (0, 1):
+        side = math.isqrt(n - drop)
+        if side * side == n - drop:
+            return a[:, drop:].reshape(batch, side, side, a.shape[-1])
+    raise ValueError(f"Grad-CAM: {n} tokens do not form a square patch grid (with or without a class token)")
+
+
+@dataclass
+class AuditorFeatures:
+    """One differentiable auditor pass over a view: cam [B,h,w] (⟨α, a_j⟩), the output patch tokens
+    z [B,h,w,D] (unit norm), S [B], and per extra text (e.g. the prompt's words) its cam [B,T,h,w]."""
+
+    cam: torch.Tensor
+    tokens: torch.Tensor
+    score: torch.Tensor
+    text_cams: torch.Tensor | None = None
+
+
+def auditor_features(auditor, image: torch.Tensor, prompt: str, texts: Sequence[str] = ()) -> AuditorFeatures:
+    """Grad-CAM of S(prompt, image) at the last block's input tokens, in one forward of the tower and
+    one backward per text (the prompt, then each of ``texts``); see the module docstring."""
+    _check_image(image)
+    prompt = _check_prompt(prompt)
+    layer = gradcam_layer(auditor)
+    held: list[torch.Tensor] = []
+
+    def grab(module, args):
+        # a fresh leaf: the gradient w.r.t. the tokens, whatever requires_grad the weights have
+        a = args[0].detach().requires_grad_(True)
+        held.append(a)
+        return (a, *args[1:])
+
+    b = image.shape[0]
+    handle = layer.register_forward_pre_hook(grab)
+    try:
+        with torch.enable_grad():
+            e_img, z = auditor.encode(image.clamp(0.0, 1.0))
+            if len(held) != 1:
+                raise RuntimeError(f"Grad-CAM: the hooked block ran {len(held)} times in one forward")
+            a = held[0]
+            heads = auditor.heads
+            feats = auditor.text_features([prompt, *texts])
+
+            def cam_of(e_t: torch.Tensor, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                s = heads.global_score(e_img, e_t, z)
+                (g,) = torch.autograd.grad(s.sum(), a, retain_graph=not last, allow_unused=True)
+                g = torch.zeros_like(a) if g is None else g
+                ag, gg = _as_grid(a.detach(), b).float(), _as_grid(g, b).float()
+                alpha = gg.mean(dim=(1, 2), keepdim=True)  # [B,1,1,D]
+                return (alpha * ag).sum(-1), s.detach()
+
+            cam, score = cam_of(feats[0], last=not texts)
+            extra = [cam_of(feats[1 + i], last=i == len(texts) - 1)[0] for i in range(len(texts))]
+    finally:
+        handle.remove()
+    blank = is_blank(image).to(cam.device)
+    cam = torch.where(blank[:, None, None], torch.zeros_like(cam), cam)
+    text_cams = torch.stack(extra, dim=1) if extra else None
+    return AuditorFeatures(cam.detach(), z.detach().float(), score.float(), text_cams)
+
+
+def upsample_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A patch map [B,h,w] -> [B,1,H,W] (bilinear), clamped to [0,1]."""
+    return F.interpolate(grid[:, None].float(), size=size, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+
+
+def gradcam_map(cam: torch.Tensor) -> torch.Tensor:
+    """The faithfulness patch map ``1 − norm(cam)`` [B,h,w]; 0 on a flat cam (blank view)."""
+    return minmax_normalise(-cam[:, None])[:, 0]
+
+
+def drift_map(cam: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """``δ = |norm(cam_t) − norm(cam_{t−1})|`` [B,h,w] in [0,1]; 0 without a previous audit or when
+    the grids differ (a new run or another auditor)."""
+    if previous is None or previous.shape != cam.shape:
+        return torch.zeros_like(cam)
+    cur, prev = minmax_normalise(cam[:, None]), minmax_normalise(previous.to(cam)[:, None])
+    return (cur - prev).abs()[:, 0].clamp(0.0, 1.0)
+
+
+def feature_change_map(tokens: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """``Δ = (1 − cos(z_t, z_{t−1}))/2`` [B,h,w] in [0,1] from patch tokens [B,h,w,D]; 0 without a
+    previous audit or when the grids differ."""
+    if previous is None or previous.shape != tokens.shape:
+        return tokens.new_zeros(tokens.shape[:3])
+    cos = F.cosine_similarity(tokens.float(), previous.to(tokens).float(), dim=-1)
+    return ((1.0 - cos) / 2.0).clamp(0.0, 1.0)
+
+
+def prompt_mismatch_map(tokens: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
+    """``1 − norm(⟨z(p), e_t⟩)`` [B,h,w]: the feature-difference map between patches and the prompt
+    (the same map as ``faithfulness_saliency``, from tokens already computed)."""
+    cos = torch.einsum("bhwd,d->bhw", tokens.float(), e_t.float().to(tokens.device))[:, None]
+    return minmax_normalise(-cos)[:, 0]
+
+
+def gradcam_saliency(auditor) -> SaliencyFn:
+    """``s = 1 − norm(cam)`` upsampled to H×W: the auditor Grad-CAM faithfulness map as a SaliencyFn."""
+
+    def fn(image: torch.Tensor, prompt: str) -> torch.Tensor:
+        f = auditor_features(auditor, image, prompt)
+        return upsample_grid(gradcam_map(f.cam), tuple(image.shape[-2:])).to(device=image.device, dtype=image.dtype)
+
+    return fn
+
+
+__all__ = ["AuditorFeatures", "auditor_features", "drift_map", "feature_change_map", "fused_saliency",
+           "faithfulness_saliency", "gradcam_layer", "gradcam_map", "gradcam_saliency", "is_blank",
+           "minmax_normalise", "prompt_mismatch_map", "risk_saliency", "upsample_grid"]
