@@ -24,8 +24,7 @@ from ..tipai_core.editor import DiffusionEditor
 from ..tipai_core.guard import TournamentGuard
 from ..tipai_core.loop import AuditSuite, audit_step
 from ..tipai_core.record import TournamentRecord
-from ..tipai_core.regions import SaliencyMiner
-from ..tipai_core.saliency import faithfulness_saliency, fused_saliency, risk_saliency
+from ..tipai_core.miner import AuditMemory, RegionMiner
 from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, parametrisation
 from .sampler_hook import WRAPPER_KEY, make_sampler_wrapper
 
@@ -62,18 +61,42 @@ class MinerSpec:
     max_area: float = 0.5
     merge_margin: int = 2
     risk_weight: float = 1.0
-    faithfulness_weight: float = 1.0
+    faithfulness_weight: float = 1.0  # the auditor Grad-CAM faithfulness map
     user_mask: torch.Tensor | None = None  # [B or 1, 1, H, W] pixel mask, always a region
+    drift_weight: float = 0.5
+    mismatch_weight: float = 0.0  # patch features vs the prompt
+    change_weight: float = 0.5  # patch features vs the last audit's
+    detectors: tuple[str, ...] = ()  # "nsfw", "age", "text"
+    nsfw_weight: float = 1.0
+    age_weight: float = 1.0
+    text_weight: float = 1.0
+    latent_align: bool = True
+    feather: int = 4
+    region_prompt: str = ""
+    # the previous audit's Grad-CAM and tokens, for drift; start_run() clears it
+    memory: AuditMemory = field(default_factory=AuditMemory, repr=False, compare=False)
 
-    def build(self, auditor) -> SaliencyMiner:
-        parts = []
-        if self.risk_weight > 0:
-            parts.append((risk_saliency(auditor), self.risk_weight))
-        if self.faithfulness_weight > 0:
-            parts.append((faithfulness_saliency(auditor), self.faithfulness_weight))
-        fn = fused_saliency(parts) if parts else None
-        return SaliencyMiner(fn, k=self.k, threshold=self.threshold, min_area_frac=self.min_area,
-                             max_area_frac=self.max_area, merge_margin=self.merge_margin)
+    def weights(self) -> dict[str, float]:
+        return {"gradcam": self.faithfulness_weight, "risk": self.risk_weight, "drift": self.drift_weight,
+                "prompt_mismatch": self.mismatch_weight, "feature_change": self.change_weight,
+                "nsfw": self.nsfw_weight, "age": self.age_weight, "text": self.text_weight}
+
+    def start_run(self) -> None:
+        """A new sampling run: drift and feature change start again from 0."""
+        self.memory.reset()
+
+    def build(self, auditor) -> RegionMiner:
+        dets = {}
+        if self.detectors:
+            from ..tipai_core.detectors import build_detectors, providers_for
+            from .model_files import folders
+
+            dets = build_detectors(list(self.detectors), providers_for(comfy.model_management.get_torch_device()),
+                                   folders())
+        return RegionMiner(auditor, weights=self.weights(), detectors=dets, k=self.k, threshold=self.threshold,
+                           min_area_frac=self.min_area, max_area_frac=self.max_area, merge_margin=self.merge_margin,
+                           latent_factor=8 if self.latent_align else None, feather_radius=self.feather,
+                           region_prompt=self.region_prompt or None, memory=self.memory)
 
 
 @dataclass

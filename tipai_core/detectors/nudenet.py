@@ -32,6 +32,17 @@ class NudeNetDetector(OnnxDetector):
     input_size = 320
 
     def _detect(self, rgb: torch.Tensor, prompt: str) -> list[Detection]:
+        # the nsfw and age plugins share this instance: the same view is detected once
+        key = (tuple(rgb.shape), hash(rgb.numpy().tobytes()))
+        if self._last is not None and self._last[0] == key:
+            return list(self._last[1])
+        dets = self._run(rgb)
+        self._last = (key, dets)
+        return list(dets)
+
+    _last: tuple | None = None
+
+    def _run(self, rgb: torch.Tensor) -> list[Detection]:
         (sess,) = self.sessions()
         _, h, w = rgb.shape
         side = max(h, w)

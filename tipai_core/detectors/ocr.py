@@ -32,6 +32,7 @@ from .base import Detection, ModelFile, OnnxDetector, clip_box, resize
 _PKG, _INSTALL = "rapidocr_onnxruntime", "pip install --no-deps rapidocr-onnxruntime==1.4.4"
 DET_SIDE, DET_THRESH, BOX_THRESH, UNCLIP, MIN_SIZE = 736, 0.3, 0.5, 1.6, 3
 REC_H, REC_W = 48, 320
+MAX_BOXES = 64  # the most confident lines are read; a noise texture must not cost hundreds of runs
 _QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”|\'([^\']{2,})\'')
 
 
@@ -110,11 +111,13 @@ class RapidOCRDetector(OnnxDetector):
             box = clip_box((y0 - d) * h / rh, (x0 - d) * w / rw, (y1 + d) * h / rh, (x1 + d) * w / rw, h, w)
             if box is not None and min(box[2] - box[0], box[3] - box[1]) >= MIN_SIZE:
                 out.append((box, score))
-        out.sort(key=lambda b: (b[0][0], b[0][1]))
+        out.sort(key=lambda b: (-b[1], b[0]))
         return out
 
-    def read(self, rgb: torch.Tensor, box) -> tuple[str, float]:
-        """(text, mean character confidence) of a box crop."""
+    def read(self, rgb: torch.Tensor, boxes) -> list[tuple[str, float]]:
+        """(text, mean character confidence) of each box crop, in one batched run of the recogniser."""
+        if not boxes:
+            return []
         _, rec = self.sessions()
         if self._chars is None:
             meta = rec.get_modelmeta().custom_metadata_map
@@ -123,23 +126,26 @@ class RapidOCRDetector(OnnxDetector):
 
                 raise DetectorError("the OCR recogniser model holds no 'character' list: not a PP-OCR rec model")
             self._chars = ["blank", *meta["character"].splitlines(), " "]
-        y0, x0, y1, x1 = box
-        crop = rgb[:, y0:y1, x0:x1].flip(0)
-        cw = max(1, min(int(math.ceil(REC_H * crop.shape[2] / crop.shape[1])), 8 * REC_W))
-        x = torch.zeros(3, REC_H, max(REC_W, cw))
-        x[:, :, :cw] = (resize(crop, (REC_H, cw)) - 0.5) / 0.5
-        p = np.asarray(rec.run(None, {rec.get_inputs()[0].name: x[None].numpy().astype(np.float32)})[0])[0]
-        idx, prob = p.argmax(axis=1), p.max(axis=1)
-        keep = np.ones_like(idx, dtype=bool)
-        keep[1:] = idx[1:] != idx[:-1]
-        keep &= idx != 0
-        text = "".join(self._chars[i] if i < len(self._chars) else "" for i in idx[keep])
-        return text, float(prob[keep].mean()) if keep.any() else 0.0
+        widths = [max(1, min(int(math.ceil(REC_H * (b[3] - b[1]) / (b[2] - b[0]))), 8 * REC_W)) for b in boxes]
+        x = torch.zeros(len(boxes), 3, REC_H, max(REC_W, *widths))  # zero = mid-grey after normalisation
+        for i, ((y0, x0, y1, x1), cw) in enumerate(zip(boxes, widths)):
+            x[i, :, :, :cw] = (resize(rgb[:, y0:y1, x0:x1].flip(0), (REC_H, cw)) - 0.5) / 0.5
+        p = np.asarray(rec.run(None, {rec.get_inputs()[0].name: x.numpy().astype(np.float32)})[0])
+        out = []
+        for pi in p:
+            idx, prob = pi.argmax(axis=1), pi.max(axis=1)
+            keep = np.ones_like(idx, dtype=bool)
+            keep[1:] = idx[1:] != idx[:-1]
+            keep &= idx != 0
+            text = "".join(self._chars[i] if i < len(self._chars) else "" for i in idx[keep])
+            out.append((text, float(prob[keep].mean()) if keep.any() else 0.0))
+        return out
 
     def _detect(self, rgb: torch.Tensor, prompt: str) -> list[Detection]:
+        found = self.text_boxes(rgb)[:MAX_BOXES]
+        reads = self.read(rgb, [b for b, _ in found]) if self.recognise else [("", q) for _, q in found]
         dets = []
-        for box, q in self.text_boxes(rgb):
-            text, conf = self.read(rgb, box) if self.recognise else ("", q)
+        for (box, q), (text, conf) in zip(found, reads):
             if self.recognise and not text.strip():
                 continue
             risk, why = text_risk(text, conf if self.recognise else q, prompt)
