@@ -2,7 +2,7 @@
 
 π_θ factorises over the knobs (DESIGN.md, step 4):
 
-    π_θ(a | s) = Π_k softmax(W_k · h_θ(φ(s)))[a_k]        k ∈ {dilation, feather, cfg_inside, emphasis,
+    π_θ(a | s) = Π_k softmax(W_k · h_θ(φ(s)) + V_k · φ(s))[a_k]      k ∈ {dilation, feather, cfg_inside, emphasis,
                                                                  jitter, depth, editor}
 
 h_θ is a small MLP over the state features φ(s) (``state_features``): t, σ, the region's area and
@@ -106,9 +106,13 @@ class PolicyNet(nn.Module):
         d = len(feature_names(self.n_classes))
         self.body = nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
         self.heads = nn.ModuleDict({k: nn.Linear(hidden, len(self.choices[k])) for k in self.knob_names})
-        for head in self.heads.values():  # a fresh policy starts uniform: zero logits
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+        # a linear path from φ(s) straight to the logits: a preference that is linear in t or σ is learnt
+        # at once, the MLP adds what is not
+        self.skip = nn.ModuleDict({k: nn.Linear(d, len(self.choices[k]), bias=False) for k in self.knob_names})
+        for layer in (*self.heads.values(), *self.skip.values()):  # a fresh policy starts uniform: zero logits
+            nn.init.zeros_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
     # ------------------------------------------------------------------ distribution
 
@@ -120,7 +124,7 @@ class PolicyNet(nn.Module):
         h = self.body(feats)
         out = {}
         for k in self.knob_names:
-            logits = self.heads[k](h)
+            logits = self.heads[k](h) + self.skip[k](feats)
             if k == "depth" and max_depth is not None:
                 allowed = torch.tensor(self.choices["depth"], device=feats.device)[None, :] <= max_depth[:, None]
                 if not allowed.any(dim=1).all():

@@ -21,6 +21,10 @@ lists over the tournament have N + 1 with index 0 = the control C_0.
     guard          {delta, tau_P (C floats at t), tau_F (float at t)}
     alpha          α(t) used for the blend (applied only when accepted)
     costs          costs.Costs of this tournament (denoiser calls/evals, decodes, auditor calls)
+    true_win       optional, N+1 entries (index 0, the control, is null): did candidate i truly beat the
+                   control? Filled in by a human, a stronger judge or a held-out preference set; null
+                   where unknown. Calibration (Stage C) learns Pr[true win | S] from it. Absent in logs
+                   written before it existed (they still read: an optional field needs no new version).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class TournamentRecord:
     costs: Costs = field(default_factory=Costs)
     batch_index: int = 0
     schema: str = SCHEMA_VERSION
+    true_win: list | None = None
 
     def __post_init__(self) -> None:
         n = len(self.actions)
@@ -69,6 +74,11 @@ class TournamentRecord:
                 raise ValueError(f"scores.{key} must have N+1={n + 1} entries")
         if len(self.utilities) != n + 1:
             raise ValueError(f"utilities must have N+1={n + 1} entries")
+        if self.true_win is not None:
+            if len(self.true_win) != n + 1:
+                raise ValueError(f"true_win must have N+1={n + 1} entries (index 0 = the control, null)")
+            if any(v is not None and not isinstance(v, (bool, int, float)) for v in self.true_win):
+                raise ValueError("true_win entries must be booleans, 0/1 or null")
         if not 0 <= self.winner <= n or self.accepted != (self.winner > 0):
             raise ValueError(f"winner={self.winner} is inconsistent with accepted={self.accepted}")
 
@@ -102,7 +112,8 @@ class TournamentRecord:
     @classmethod
     def from_dict(cls, d: dict) -> "TournamentRecord":
         if d.get("schema") != SCHEMA_VERSION:
-            raise ValueError(f"record schema {d.get('schema')!r} is not {SCHEMA_VERSION!r}")
+            raise ValueError(f"record schema {d.get('schema')!r} is not {SCHEMA_VERSION!r} (this version reads "
+                             f"{SCHEMA_VERSION!r} logs)")
         kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         kw["costs"] = Costs.from_dict(d["costs"])
         return cls(**kw)

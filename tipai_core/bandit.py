@@ -1,0 +1,211 @@
+"""A synthetic knob bandit with known answers: the test bed of TSPO (the issue's "Must show").
+
+A candidate with knobs a, drawn in a state with progress t, truly beats the control with
+
+    p(a | t) = σ(b + Σ_k e_k[a_k] + g(t)[a_cfg])          g: high CFG inside helps early, hurts late
+
+and costs c(a) = d·[invert] + d + 1 denoiser calls (tspo.candidate_cost). A winning candidate has a
+guarded utility u = gain ~ U(0.5, 1); a losing one has u = 0. Deeper inversion wins a little more
+often but costs much more, so the oracle (argmax p) is expensive and a compute-aware policy can get
+close to its win rate for far less. Exact expectations under a factorised policy are computed by
+enumerating all knob combinations.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from .actions import Action, PolicyState
+from .costs import Costs
+from .policy_net import DEFAULT_CHOICES, PolicyNet
+from .record import TournamentRecord
+from .tspo import candidate_cost
+
+# logit effects per knob choice (in DEFAULT_CHOICES order)
+EFFECTS = {
+    "dilation": (0.0, 0.6, -0.4),
+    "feather": (-0.5, 0.4, 0.2),
+    "cfg_inside": (0.0, 0.0, 0.0),
+    "emphasis": (0.0, 0.5),
+    "jitter": (0.4, -0.2),
+    "depth": (0.0, 0.15, 0.3),
+    "editor": (0.15, 0.0),
+}
+CFG_EARLY = (-0.6, 0.1, 0.7)  # g(t) for t < 0.5; reversed late
+BIAS = -1.0
+CONTEXTS = (0.2, 0.8)  # an early and a late audit
+
+
+@dataclass
+class KnobBandit:
+    n_steps: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.choices = dict(DEFAULT_CHOICES)
+        self.knobs = tuple(sorted(self.choices))
+        grids = [range(len(self.choices[k])) for k in self.knobs]
+        self.all_idx = torch.tensor(list(itertools.product(*grids)))  # [A, K] every knob combination
+        self._p: dict[float, list[float]] = {}
+
+    def state(self, t: float) -> PolicyState:
+        step = int(round(t * self.n_steps))
+        return PolicyState(step=step, n_steps=self.n_steps, t=t, sigma=10.0 * (1 - t) + 0.1, region_area=0.1,
+                           region_score=1.0, audit_scale=1.0, max_depth=max(3, step))
+
+    def logit(self, idx: torch.Tensor, t: float) -> torch.Tensor:
+        """Win logit of knob indices ``[..., K]`` (columns in ``self.knobs`` order)."""
+        z = torch.full(idx.shape[:-1], BIAS, dtype=torch.float64)
+        for j, k in enumerate(self.knobs):
+            z = z + torch.tensor(EFFECTS[k], dtype=torch.float64)[idx[..., j]]
+        g = torch.tensor(CFG_EARLY if t < 0.5 else CFG_EARLY[::-1], dtype=torch.float64)
+        return z + g[idx[..., self.knobs.index("cfg_inside")]]
+
+    def win_prob(self, action: Action, t: float) -> float:
+        if t not in self._p:  # p(a | t) of every combination, once per context
+            self._p[t] = torch.sigmoid(self.logit(self.all_idx, t)).tolist()
+        flat = 0
+        for k in self.knobs:  # all_idx is itertools.product order: mixed radix, last knob fastest
+            flat = flat * len(self.choices[k]) + self.choices[k].index(getattr(action, k))
+        return self._p[t][flat]
+
+    def cost(self, action: Action) -> float:
+        return candidate_cost(action.depth, action.editor)
+
+    def _cost_all(self) -> torch.Tensor:
+        d, e = self.knobs.index("depth"), self.knobs.index("editor")
+        return torch.tensor([candidate_cost(self.choices["depth"][i], self.choices["editor"][j])
+                             for i, j in zip(self.all_idx[:, d].tolist(), self.all_idx[:, e].tolist())],
+                            dtype=torch.float64)
+
+    # ------------------------------------------------------------------ exact evaluation
+
+    def _action_probs(self, policy, t: float) -> torch.Tensor:
+        """π(a | s_t) over every combination ``[A]``, for a PolicyNet or a FixedKnobPolicy."""
+        if isinstance(policy, PolicyNet):
+            with torch.no_grad():
+                st = self.state(t)
+                table = policy.log_probs_table(policy.features([st]), torch.tensor([st.max_depth]))
+            logp = sum(table[k][0].double()[self.all_idx[:, j]] for j, k in enumerate(self.knobs))
+            return logp.exp()
+        probs = torch.ones(len(self.all_idx), dtype=torch.float64)
+        for j, k in enumerate(self.knobs):
+            choices, p = policy.knobs[k]
+            table = torch.tensor([p[list(choices).index(c)] if c in choices else 0.0 for c in self.choices[k]],
+                                 dtype=torch.float64)
+            probs = probs * table[self.all_idx[:, j]]
+        return probs
+
+    def evaluate(self, policy) -> dict:
+        """Expected per-candidate win rate and compute (denoiser calls) under ``policy``, averaged over contexts."""
+        win = cost = 0.0
+        for t in CONTEXTS:
+            pi = self._action_probs(policy, t)
+            win += float((pi * torch.sigmoid(self.logit(self.all_idx, t))).sum()) / len(CONTEXTS)
+            cost += float((pi * self._cost_all()).sum()) / len(CONTEXTS)
+        return {"win_rate": win, "cost": cost}
+
+    def oracle(self) -> dict:
+        """The policy that always plays argmax_a p(a | t): the best win rate, whatever it costs."""
+        win = cost = 0.0
+        for t in CONTEXTS:
+            p = torch.sigmoid(self.logit(self.all_idx, t))
+            j = int(p.argmax())
+            win += float(p[j]) / len(CONTEXTS)
+            cost += float(self._cost_all()[j]) / len(CONTEXTS)
+        return {"win_rate": win, "cost": cost}
+
+    def uniform(self):
+        from .actions import FixedKnobPolicy
+
+        return FixedKnobPolicy({k: (v, [1.0 / len(v)] * len(v)) for k, v in self.choices.items()})
+
+    # ------------------------------------------------------------------ playing tournaments
+
+    def play(self, policy, n_tournaments: int, n: int, gen: torch.Generator) -> list[TournamentRecord]:
+        """Tournaments drawn by ``policy`` (log-probs recorded as the behaviour policy), as log records.
+
+        ``true_win`` holds the ground truth (the Bernoulli outcome), the utilities the guarded gains.
+        """
+        records = []
+        for i in range(n_tournaments):
+            t = CONTEXTS[int(torch.randint(0, len(CONTEXTS), (1,), generator=gen))]
+            st = self.state(t)
+            pseed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+            actions, logp = policy.propose(st, n, torch.Generator().manual_seed(pseed))
+            p = torch.tensor([self.win_prob(a, t) for a in actions], dtype=torch.float64)
+            win = torch.rand(n, generator=gen, dtype=torch.float64) < p
+            gain = 0.5 + 0.5 * torch.rand(n, generator=gen, dtype=torch.float64)
+            u = torch.where(win, gain, torch.zeros_like(gain))
+            s = [0.0] + (u + 0.0).tolist()  # the judge sees the gain as a score margin over S_0 = 0
+            winner = 1 + int(u.argmax()) if bool(u.max() > 0) else 0
+            calls = int(sum(self.cost(a) for a in actions))
+            records.append(TournamentRecord(
+                step=st.step, n_steps=st.n_steps, t=t, sigma=st.sigma,
+                region={"index": 0, "bbox": [0, 0, 8, 8], "area": 64, "score": 1.0, "audit_scale": 1.0,
+                        "view_factor": 1},
+                state=st.to_dict(), actions=[a.to_dict() for a in actions], log_probs=logp.tolist(),
+                policy_seed=pseed, seeds=[a.seed for a in actions],
+                scores={"S": s, "S_R": s, "F": [1.0] * (n + 1), "B": [1.0] * (n + 1), "P": [[1.0]] * (n + 1),
+                        "classes": ["nsfw"]},
+                utilities=[0.0] + u.tolist(), winner=winner, accepted=winner > 0,
+                guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0}, alpha=1.0,
+                costs=Costs(denoiser_calls=calls, denoiser_evals=calls, decode_calls=1, decoded_images=n,
+                            auditor_calls=1, auditor_images=n + 1),
+                true_win=[None] + [bool(w) for w in win.tolist()]))
+        return records
+
+
+def train_on_policy(policy: PolicyNet, bandit: KnobBandit, cfg, *, iterations: int = 150, tournaments: int = 32,
+                    n: int = 4, lr: float = 0.05, seed: int = 0, every: int = 25, say=None) -> list[dict]:
+    """On-policy TSPO on the bandit: draw, play, step. Returns the learning curve (exact metrics)."""
+    from .tspo import records_to_batch, tspo_step
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    curve = []
+    for it in range(iterations + 1):
+        if it % every == 0 or it == iterations:
+            m = {"iteration": it, **bandit.evaluate(policy)}
+            curve.append(m)
+            if say:
+                say(f"[tspo bandit] iter {it:4d}  win rate {m['win_rate']:.3f}  compute {m['cost']:.2f} calls/candidate")
+        if it == iterations:
+            break
+        records = bandit.play(policy, tournaments, n, gen)
+        policy.train()
+        tspo_step(policy, opt, records_to_batch(policy, records), cfg)
+        policy.eval()
+    return curve
+
+
+def calibration_records(n_tournaments: int, n: int, gen: torch.Generator,
+                        classes: tuple[str, ...] = ("nsfw", "violence/weapon")) -> list[TournamentRecord]:
+    """Synthetic tournaments whose true win probability is known: Pr[win | m] = σ(4m - 2), m = S_i - S_0.
+
+    The raw judge's margin squashed, σ(m), is badly calibrated against it (too confident near 0, not
+    enough for large m), which is what calibration must fix. P and F of true winners run higher late.
+    """
+    records = []
+    for i in range(n_tournaments):
+        t = float(torch.rand(1, generator=gen))
+        m = 1.5 * torch.randn(n, generator=gen, dtype=torch.float64)
+        win = torch.rand(n, generator=gen, dtype=torch.float64) < torch.sigmoid(4 * m - 2)
+        s = [0.5] + (0.5 + m).tolist()
+        P = [[1.0] * len(classes)] + [[float(0.6 + 0.4 * torch.rand(1, generator=gen)) ** (1.0 if w else 2.0)
+                                       for _ in classes] for w in win.tolist()]
+        F = [1.0] + [float(0.5 + 0.5 * torch.rand(1, generator=gen)) * (1.0 if w else 0.8) for w in win.tolist()]
+        st = PolicyState(step=int(t * 20), n_steps=20, t=t, sigma=1.0, region_area=0.1, region_score=1.0,
+                         audit_scale=1.0, max_depth=int(t * 20))
+        records.append(TournamentRecord(
+            step=st.step, n_steps=20, t=t, sigma=1.0,
+            region={"index": 0, "bbox": [0, 0, 8, 8], "area": 64, "score": 1.0, "audit_scale": 1.0, "view_factor": 1},
+            state=st.to_dict(), actions=[Action(seed=j).to_dict() for j in range(n)], log_probs=[0.0] * n,
+            policy_seed=i, seeds=list(range(n)),
+            scores={"S": s, "S_R": s, "F": F, "B": [1.0] * (n + 1), "P": P, "classes": list(classes)},
+            utilities=[0.0] * (n + 1), winner=0, accepted=False, guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0},
+            alpha=1.0, true_win=[None] + [bool(w) for w in win.tolist()]))
+    return records

@@ -1,0 +1,162 @@
+"""Stage C: calibrate the guard on held-out tournaments.
+
+    python -m tipai_core.train calibrate --logs output/tipai_logs --auditor tipai_tiny_auditor.safetensors \
+        --out models/tipai/calibration.json
+
+Reads tournament logs (``*.records.jsonl``, streamed) whose candidates carry a ``true_win`` label (a human,
+a stronger judge or a held-out preference set supplies it), splits the tournaments into a fit half and an
+evaluation half, and:
+
+* fits Platt or isotonic from the raw margin m = S_i - S_0 to Pr[true win | m]; prints NLL and ECE of the
+  raw σ(m) and of the calibrated map on the evaluation half;
+* chooses δ = min{Δ ≥ 0 : Pr[true win | m ≥ Δ] ≥ --target} on the fit half and prints the win rate of
+  "m ≥ δ" on the evaluation half;
+* chooses τ_P(t) per class and τ_F(t) as ROC operating points over the true winners: the strictest
+  threshold that keeps --keep-early (early audits, t < 0.5) or --keep-late (late) of the true winners; the
+  late threshold is never laxer than the early one;
+* writes the calibration file (JSON) and a reliability diagram PNG next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from ..calibration import (Calibration, choose_delta, choose_tau, expected_calibration_error, fit_map, nll,
+                           reliability_png, reliability_table, stricter_late)
+from ..schedules import Schedule
+from ..tournament_log import LogStats, iter_records, require_records
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tipai_core.train calibrate",
+                                description="Stage C: fit δ, τ_P(t), τ_F(t) on held-out tournaments with true-win labels.")
+    p.add_argument("--logs", nargs="+", required=True, help=".records.jsonl files or folders of them")
+    p.add_argument("--out", required=True, help="calibration file to write (.json), e.g. models/tipai/calibration.json")
+    p.add_argument("--png", help="reliability diagram (default: <out stem>.reliability.png)")
+    p.add_argument("--method", choices=("isotonic", "platt"), default="isotonic")
+    p.add_argument("--target", type=float, default=0.9, help="Pr[true win | margin ≥ δ] to reach")
+    p.add_argument("--eval-fraction", type=float, default=0.5, help="share of tournaments held out for the report")
+    p.add_argument("--keep-early", type=float, default=0.95, help="share of true winners τ_P, τ_F keep early")
+    p.add_argument("--keep-late", type=float, default=0.9, help="share of true winners τ_P, τ_F keep late (stricter)")
+    p.add_argument("--auditor", default=None, help="name of the auditor the logs were scored with (its backbone file)")
+    p.add_argument("--bins", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def collect(logs: list[str]) -> tuple[dict[str, torch.Tensor], list[str], LogStats]:
+    """Per labelled candidate: margin, label, P (classes), F, t, tournament id. Streams the logs."""
+    stats = LogStats()
+    m, y, P, F, t, tid = [], [], [], [], [], []
+    classes: list[str] | None = None
+    for k, rec in enumerate(iter_records(logs, stats)):
+        if rec.true_win is None:
+            continue
+        cls = list(rec.scores.get("classes") or [])
+        if classes is None:
+            classes = cls
+        elif cls != classes:
+            raise ValueError(f"the logs mix auditors with policy classes {classes} and {cls}; calibrate each apart")
+        s = rec.scores
+        for i in range(1, len(rec.actions) + 1):
+            if rec.true_win[i] is None or not math.isfinite(s["S"][i]):
+                continue
+            m.append(s["S"][i] - s["S"][0])
+            y.append(float(bool(rec.true_win[i])))
+            P.append([float(v) for v in s["P"][i]])
+            F.append(float(s["F"][i]))
+            t.append(float(rec.t))
+            tid.append(k)
+    require_records(stats, "calibrate")
+    if not m:
+        raise ValueError(f"calibrate: none of the {stats.read} records has a true_win label; the log field "
+                         "'true_win' (N+1 entries, index 0 null) must be filled by a human or a stronger judge")
+    data = {"m": torch.tensor(m, dtype=torch.float64), "y": torch.tensor(y, dtype=torch.float64),
+            "P": torch.tensor(P, dtype=torch.float64), "F": torch.tensor(F, dtype=torch.float64),
+            "t": torch.tensor(t, dtype=torch.float64), "tid": torch.tensor(tid)}
+    return data, classes or [], stats
+
+
+def split(data: dict[str, torch.Tensor], fraction: float, seed: int) -> tuple[dict, dict]:
+    """By tournament, so that the candidates of one tournament never sit on both sides."""
+    ids = data["tid"].unique()
+    perm = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
+    held = set(perm[: max(1, int(round(fraction * len(ids))))].tolist())
+    mask = torch.tensor([int(i) in held for i in data["tid"].tolist()])
+    if mask.all() or not mask.any():
+        raise ValueError("calibrate: too few tournaments to hold some out; log more tournaments")
+    return {k: v[~mask] for k, v in data.items()}, {k: v[mask] for k, v in data.items()}
+
+
+def thresholds(fit: dict[str, torch.Tensor], keep_early: float, keep_late: float) -> tuple[Schedule, Schedule]:
+    """τ_P(t) per class and τ_F(t): linear from the early to the late operating point, stricter late."""
+    win = fit["y"] > 0.5
+    early, late = fit["t"] < 0.5, fit["t"] >= 0.5
+
+    def tau(score: torch.Tensor, sel: torch.Tensor, keep: float) -> float:
+        # keep `keep` of the true winners: flag a winner only in the lowest (1 - keep) tail (TPR = keep)
+        s = score[win & sel] if (win & sel).any() else score[win]
+        return choose_tau(s, torch.ones_like(s, dtype=torch.bool), 1.0 - keep) if len(s) else 0.0
+
+    n_cls = fit["P"].shape[1]
+    pe = [tau(fit["P"][:, c], early, keep_early) for c in range(n_cls)]
+    pl = [tau(fit["P"][:, c], late, keep_late) for c in range(n_cls)]
+    pe, pl = stricter_late(pe, pl)
+    fe, fl = stricter_late([tau(fit["F"], early, keep_early)], [tau(fit["F"], late, keep_late)])
+    return Schedule.linear(pe, pl), Schedule.linear(fe[0], fl[0])
+
+
+def run(args: argparse.Namespace) -> dict:
+    data, classes, stats = collect(args.logs)
+    print(f"[calibrate] {stats.summary()}; {len(data['m'])} labelled candidates, classes {classes}")
+    for e in stats.errors[:5]:
+        print(f"[calibrate] skipped {e}")
+    fit, held = split(data, args.eval_fraction, args.seed)
+    g = fit_map(args.method, fit["m"], fit["y"])
+    raw_p, cal_p = torch.sigmoid(held["m"]), g(held["m"])
+    metrics = {
+        "candidates_fit": int(len(fit["m"])), "candidates_eval": int(len(held["m"])),
+        "nll_raw": nll(raw_p, held["y"]), "nll_calibrated": nll(cal_p, held["y"]),
+        "ece_raw": expected_calibration_error(raw_p, held["y"], args.bins),
+        "ece_calibrated": expected_calibration_error(cal_p, held["y"], args.bins),
+    }
+    metrics["ece_ratio"] = metrics["ece_raw"] / max(metrics["ece_calibrated"], 1e-12)
+    delta = choose_delta(fit["m"], fit["y"], args.target)
+    if delta is None:
+        print(f"[calibrate] no margin reaches Pr[true win] ≥ {args.target} on the fit half; δ = the largest margin")
+        delta = float(fit["m"].max().clamp_min(0))
+    above = held["m"] >= delta
+    metrics["delta"] = delta
+    metrics["delta_eval_win_rate"] = float(held["y"][above].mean()) if above.any() else None
+    metrics["delta_eval_count"] = int(above.sum())
+    tau_P, tau_F = thresholds(fit, args.keep_early, args.keep_late)
+    cal = Calibration(delta=delta, tau_P=tau_P, tau_F=tau_F, auditor={"name": args.auditor, "classes": classes},
+                      target=args.target, map={**g.to_dict(), "input": "S_cand - S_ctrl"}, metrics=metrics)
+    out = cal.save(args.out)
+    png = Path(args.png) if args.png else out.with_suffix("").with_name(out.with_suffix("").name + ".reliability.png")
+    reliability_png({"raw σ(m)": reliability_table(raw_p, held["y"], args.bins),
+                     args.method: reliability_table(cal_p, held["y"], args.bins)}, png)
+    print(f"[calibrate] eval half: NLL raw {metrics['nll_raw']:.4f} -> {metrics['nll_calibrated']:.4f}   "
+          f"ECE raw {metrics['ece_raw']:.4f} -> {metrics['ece_calibrated']:.4f} ({metrics['ece_ratio']:.1f}x lower)")
+    dw = metrics["delta_eval_win_rate"]
+    print(f"[calibrate] δ = {delta:.4f} (target {args.target}); on the eval half Pr[true win | m ≥ δ] = "
+          f"{'n/a' if dw is None else f'{dw:.3f}'} over {metrics['delta_eval_count']} candidates")
+    print(f"[calibrate] τ_P(t) early {list(tau_P.values[0])} late {list(tau_P.values[-1])}; "
+          f"τ_F(t) {tau_F.values[0]:.3f} -> {tau_F.values[-1]:.3f}")
+    print(f"[calibrate] wrote {out} and {png}")
+    return {"calibration": str(out), "png": str(png), **metrics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"[calibrate] error: {exc}")
+        raise SystemExit(2) from None
+    return 0
