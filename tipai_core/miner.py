@@ -4,7 +4,7 @@ latent grid, feather them, and say for each which signals raised it and which pr
 Signals s_k(p) ∈ [0,1] on the audit view (H×W):
 
     gradcam          1 − norm(cam)                   auditor Grad-CAM faithfulness map (saliency.py)
-    drift            |norm(cam_t) − norm(cam_{t−1})|  its change since the last audit of the run
+    drift            |s_t − s_{t−1}| of gradcam       its change since the last audit of the run
     prompt_mismatch  1 − norm(⟨z(p), e_t⟩)            patch features vs the prompt
     feature_change   (1 − cos(z_t, z_{t−1}))/2        patch features vs the last audit's
     risk             max_c r_c(p)                     the auditor's policy-risk maps

@@ -17,7 +17,7 @@ block (patch j of an h×w grid; any class token dropped) and S the auditor's tex
     α      = (1/hw) Σ_j ∂S/∂a_j                 channel weights, pooled over the patches
     cam(j) = ⟨α, a_j⟩                            how much patch j pushes S up
     gradcam_saliency  s = 1 − norm(cam)          faithfulness map: where the image contributes least
-    drift             δ(j) = |norm(cam_t)(j) − norm(cam_{t−1})(j)|     between consecutive audits
+    drift             δ(j) = |s_t(j) − s_{t−1}(j)|                   s of consecutive audits of a run
     feature_change    Δ(j) = (1 − cos(z_t(j), z_{t−1}(j))) / 2         output patch tokens z
 
 Drift and feature change are exactly 0 for identical views (the forward is deterministic) and 0 at
@@ -282,12 +282,11 @@ def gradcam_map(cam: torch.Tensor) -> torch.Tensor:
 
 
 def drift_map(cam: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-    """``δ = |norm(cam_t) − norm(cam_{t−1})|`` [B,h,w] in [0,1]; 0 without a previous audit or when
-    the grids differ (a new run or another auditor)."""
+    """``δ = |f_t − f_{t−1}|`` [B,h,w] in [0,1], f = ``gradcam_map`` (the faithfulness map, 0 when
+    flat); 0 without a previous audit or when the grids differ (a new run or another auditor)."""
     if previous is None or previous.shape != cam.shape:
         return torch.zeros_like(cam)
-    cur, prev = minmax_normalise(cam[:, None]), minmax_normalise(previous.to(cam)[:, None])
-    return (cur - prev).abs()[:, 0].clamp(0.0, 1.0)
+    return (gradcam_map(cam) - gradcam_map(previous.to(cam))).abs().clamp(0.0, 1.0)
 
 
 def feature_change_map(tokens: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
