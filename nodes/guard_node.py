@@ -5,10 +5,12 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..tipai_core.audit_schedule import AuditSchedule
+from ..tipai_core.calibration import Calibration, calibrated_guard
 from ..tipai_core.guard import TournamentGuard
 from ..tipai_core.schedules import Schedule
+from . import model_files
 from .tipai_run import GuardSpec
-from .types import Guard
+from .types import Auditor, Guard
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -46,14 +48,30 @@ class TiPAITournamentGuard(io.ComfyNode):
                 io.Int.Input("skip_last", default=1, min=0, max=1000, tooltip="Never audit the last this many steps."),
                 io.String.Input("audit_scales", default="0.5, 1.0",
                                 tooltip="Audit resolution over time, coarse early to fine late (1.0 = full size)."),
+                io.Combo.Input("calibration_file", options=model_files.list_files(".json", optional=True),
+                               default=model_files.NONE, optional=True,
+                               tooltip="A calibration file from python -m tipai_core.train calibrate (models/tipai). "
+                                       "When set, its δ, τ_P(t) and τ_F(t) replace the values above."),
+                Auditor.Input("auditor", optional=True,
+                              tooltip="The auditor in use: when connected, a calibration file fit for another "
+                                      "auditor is refused here rather than at sampling time."),
             ],
             outputs=[Guard.Output(display_name="guard")],
         )
 
     @classmethod
     def execute(cls, delta, tau_P_start, tau_P_end, tau_F_start, tau_F_end, alpha, audit_every, audit_first,
-                skip_last, audit_scales) -> io.NodeOutput:
-        guard = TournamentGuard(delta=delta, tau_P=Schedule.linear(tau_P_start, tau_P_end),
-                                tau_F=Schedule.linear(tau_F_start, tau_F_end))
+                skip_last, audit_scales, calibration_file=model_files.NONE, auditor=None) -> io.NodeOutput:
+        if calibration_file and calibration_file != model_files.NONE:
+            try:
+                cal = Calibration.load(model_files.resolve(calibration_file, "calibration"))
+                if auditor is not None:
+                    cal.check_auditor(getattr(auditor, "name", None), getattr(auditor.auditor, "classes", None))
+            except ValueError as exc:
+                raise ValueError(f"TiPAI Tournament Guard: {calibration_file}: {exc}") from None
+            guard = calibrated_guard(cal)
+        else:
+            guard = TournamentGuard(delta=delta, tau_P=Schedule.linear(tau_P_start, tau_P_end),
+                                    tau_F=Schedule.linear(tau_F_start, tau_F_end))
         schedule = AuditSchedule(every=audit_every, first=audit_first, skip_last=skip_last, scales=_scales(audit_scales))
         return io.NodeOutput(GuardSpec(guard, schedule, alpha))

@@ -17,6 +17,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 
 from ..tipai_core.actions import FixedKnobPolicy
+from ..tipai_core.policy_net import PolicyNet
 from ..tipai_core.audit_schedule import AuditSchedule
 from ..tipai_core.costs import Costs
 from ..tipai_core.diffusion import Conditioning
@@ -122,7 +123,7 @@ class GuardSpec:
 
 @dataclass
 class PolicySpec:
-    policy: FixedKnobPolicy = field(default_factory=FixedKnobPolicy)
+    policy: FixedKnobPolicy | PolicyNet = field(default_factory=FixedKnobPolicy)  # any protocols.Policy
     n: int = 4
     seed: int = 0
 

@@ -195,9 +195,9 @@ def calibration_records(n_tournaments: int, n: int, gen: torch.Generator,
         m = 1.5 * torch.randn(n, generator=gen, dtype=torch.float64)
         win = torch.rand(n, generator=gen, dtype=torch.float64) < torch.sigmoid(4 * m - 2)
         s = [0.5] + (0.5 + m).tolist()
-        P = [[1.0] * len(classes)] + [[float(0.6 + 0.4 * torch.rand(1, generator=gen)) ** (1.0 if w else 2.0)
-                                       for _ in classes] for w in win.tolist()]
-        F = [1.0] + [float(0.5 + 0.5 * torch.rand(1, generator=gen)) * (1.0 if w else 0.8) for w in win.tolist()]
+        u = torch.rand(n, len(classes) + 1, generator=gen, dtype=torch.float64)
+        P = [[1.0] * len(classes)] + ((0.6 + 0.4 * u[:, 1:]) ** torch.where(win, 1.0, 2.0)[:, None]).tolist()
+        F = [1.0] + ((0.5 + 0.5 * u[:, 0]) * torch.where(win, 1.0, 0.8)).tolist()
         st = PolicyState(step=int(t * 20), n_steps=20, t=t, sigma=1.0, region_area=0.1, region_score=1.0,
                          audit_scale=1.0, max_depth=int(t * 20))
         records.append(TournamentRecord(

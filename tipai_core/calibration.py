@@ -170,13 +170,20 @@ def reliability_table(p: torch.Tensor, y: torch.Tensor, bins: int = 10) -> list[
 # ----------------------------------------------------------------------------- δ, τ_P(t), τ_F(t)
 
 
-def choose_delta(m: torch.Tensor, y: torch.Tensor, target: float = 0.9, min_count: int = 20) -> float | None:
-    """δ = min{Δ ≥ 0 : Pr[y | m ≥ Δ] ≥ target}, over candidate Δ at the observed margins (≥ min_count above it)."""
+def choose_delta(m: torch.Tensor, y: torch.Tensor, target: float = 0.9, min_count: int = 20,
+                 z: float = 2.326) -> float | None:
+    """δ = min{Δ ≥ 0 : Pr[y | m ≥ Δ] ≥ target}, over candidate Δ at the observed margins (≥ min_count above it).
+
+    Pr is the Wilson lower bound at z (one-sided 99% by default) of the observed win rate, so that δ still
+    meets the target on new tournaments rather than only on the ones it was read from; z = 0 is the plain rate.
+    """
     m, y = m.double(), y.double()
     order = torch.argsort(m, descending=True)
     ms, ys = m[order], y[order]
     # precision of "m ≥ ms[k]" for every k: cumulative wins over cumulative count
-    prec = ys.cumsum(0) / torch.arange(1, len(ys) + 1, dtype=torch.float64)
+    cnt = torch.arange(1, len(ys) + 1, dtype=torch.float64)
+    phat = ys.cumsum(0) / cnt
+    prec = (phat + z * z / (2 * cnt) - z * torch.sqrt(phat * (1 - phat) / cnt + z * z / (4 * cnt * cnt))) / (1 + z * z / cnt)
     best = None
     for k in range(len(ms)):
         if k + 1 < min_count or ms[k] < 0:
@@ -343,3 +350,21 @@ def learning_curve_png(curves: dict[str, list[float]], path: str | Path, width: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(_png(img, width, height))
     return path
+
+
+@dataclass(frozen=True)
+class CalibratedGuard(TournamentGuard):
+    """The guard with a calibration's δ, τ_P(t), τ_F(t); refuses scores from an auditor with other classes."""
+
+    classes: tuple[str, ...] = ()
+
+    def select(self, scores, t: float):
+        if self.classes and scores.classes and tuple(scores.classes) != self.classes:
+            raise ValueError(f"the calibration file was fit for an auditor with policy classes {list(self.classes)}, "
+                             f"but the auditor in use scores {list(scores.classes)}; calibrate again for this auditor")
+        return super().select(scores, t)
+
+
+def calibrated_guard(cal: Calibration) -> CalibratedGuard:
+    return CalibratedGuard(delta=cal.delta, tau_P=cal.tau_P, tau_F=cal.tau_F,
+                           classes=tuple(cal.auditor.get("classes") or ()))

@@ -1,0 +1,130 @@
+"""Calibration: PAV against scikit-learn, ECE before/after, δ on a second held-out set, the file and the PNG."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+import torch
+
+from tipai_core.bandit import calibration_records
+from tipai_core.calibration import (Calibration, IsotonicMap, calibrated_guard, choose_delta, expected_calibration_error,
+                                    reliability_png, reliability_table)
+from tipai_core.scores import AuditScores
+from tipai_core.tournament_log import append_records
+from tipai_core.train import calibrate as stage
+
+
+def _read_png(path):
+    """Decode our 8-bit RGB PNG back to rows (checks the signature, the CRCs and the pixel data)."""
+    import struct
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, size = 8, b"", None
+    while pos < len(data):
+        n, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        assert struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0] == zlib.crc32(tag + body) & 0xFFFFFFFF
+        if tag == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        if tag == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = zlib.decompress(idat)
+    w, h = size
+    rows = [raw[r * (3 * w + 1) + 1:(r + 1) * (3 * w + 1)] for r in range(h)]
+    return w, h, rows
+
+
+def test_isotonic_agrees_with_scikit_learn():
+    sk = pytest.importorskip("sklearn.isotonic")
+    g = torch.Generator().manual_seed(0)
+    m = torch.round(torch.randn(3000, generator=g, dtype=torch.float64) * 20) / 10  # ties, as real margins have
+    y = (torch.rand(3000, generator=g, dtype=torch.float64) < torch.sigmoid(3 * m)).double()
+    ours = IsotonicMap.fit(m, y)
+    ref = sk.IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(m.numpy(), y.numpy())
+    grid = torch.linspace(-5, 5, 1001, dtype=torch.float64)
+    diff = float((ours(grid) - torch.from_numpy(ref.predict(grid.numpy()))).abs().max())
+    print(f"max |ours - sklearn| over the grid: {diff:.2e}")
+    assert diff < 1e-9
+
+
+def test_calibration_stage_must_show(tmp_path, capsys):
+    gen = torch.Generator().manual_seed(1)
+    append_records(tmp_path / "logs" / "a.records.jsonl", calibration_records(1200, 4, gen))
+    out = tmp_path / "calibration.json"
+    res = stage.run(stage.build_parser().parse_args(
+        ["--logs", str(tmp_path / "logs"), "--out", str(out), "--auditor", "tiny.safetensors"]))
+    print(capsys.readouterr().out)
+    print(f"ECE raw {res['ece_raw']:.4f} -> calibrated {res['ece_calibrated']:.4f} ({res['ece_ratio']:.1f}x)")
+    assert res["ece_ratio"] >= 3.0 and res["nll_calibrated"] < res["nll_raw"]
+    # δ meets the target on a second, fresh held-out set
+    cal = Calibration.load(out)
+    second = calibration_records(3000, 4, torch.Generator().manual_seed(2))
+    m = torch.tensor([r.scores["S"][i] - r.scores["S"][0] for r in second for i in range(1, 5)])
+    y = torch.tensor([float(r.true_win[i]) for r in second for i in range(1, 5)])
+    rate = float(y[m >= cal.delta].mean())
+    print(f"δ = {cal.delta:.4f}; second held-out set: Pr[true win | m ≥ δ] = {rate:.3f} over {int((m >= cal.delta).sum())}")
+    assert rate >= 0.9 and cal.delta > 0
+    # τ_P(t) per class, stricter late; the guard uses the file's numbers
+    early, late = cal.tau_P(0.0), cal.tau_P(1.0)
+    assert early.numel() == 2 and (late >= early).all() and float(cal.tau_F(1.0)) >= float(cal.tau_F(0.0))
+    guard = calibrated_guard(cal)
+    assert guard.delta == cal.delta
+    w, h, rows = _read_png(tmp_path / "calibration.reliability.png")
+    coloured = sum(1 for r in rows for j in range(0, len(r), 3) if r[j] != r[j + 1] or r[j + 1] != r[j + 2])
+    assert (w, h) == (240, 240) and coloured > 50  # the two curves are drawn, not just the axes
+
+
+def test_delta_and_ece_by_hand():
+    m = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4] * 10, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 1] * 10, dtype=torch.float64)
+    assert choose_delta(m, y, 0.9, min_count=5, z=0.0) == pytest.approx(0.2)
+    assert choose_delta(m, y, 0.9, min_count=5) is None  # 30 of 30 wins: a 99% lower bound of 0.85 is not yet 0.9
+    assert expected_calibration_error(torch.full((4,), 0.75), torch.tensor([1.0, 1, 1, 0])) == pytest.approx(0.0)
+    assert expected_calibration_error(torch.full((4,), 0.95), torch.tensor([1.0, 0, 0, 0])) == pytest.approx(0.7)
+
+
+def test_bad_calibration_inputs(tmp_path):
+    # empty logs, another schema version, logs without labels
+    (tmp_path / "e.records.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="no tournament records"):
+        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "e.records.jsonl"), "--out", str(tmp_path / "c.json")]))
+    (tmp_path / "v9.records.jsonl").write_text('{"schema": "tipai.tournament/9"}\n')
+    with pytest.raises(ValueError, match="tipai.tournament/9"):
+        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "v9.records.jsonl"), "--out", str(tmp_path / "c.json")]))
+    recs = calibration_records(3, 2, torch.Generator().manual_seed(0))
+    for r in recs:
+        r.true_win = None
+    append_records(tmp_path / "nolabel.records.jsonl", recs)
+    with pytest.raises(ValueError, match="true_win"):
+        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "nolabel.records.jsonl"), "--out", str(tmp_path / "c.json")]))
+    # a calibration file for another auditor
+    from tipai_core.schedules import Schedule
+
+    cal = Calibration(0.1, Schedule.constant([0.5, 0.5]), Schedule.constant(0.2),
+                      {"name": "big.safetensors", "classes": ["nsfw", "violence/weapon"]})
+    cal.save(tmp_path / "cal.json")
+    back = Calibration.load(tmp_path / "cal.json")
+    with pytest.raises(ValueError, match="fit for the auditor 'big.safetensors'"):
+        back.check_auditor("tiny.safetensors", ["nsfw", "violence/weapon"])
+    with pytest.raises(ValueError, match="policy classes"):
+        back.check_auditor(None, ["nsfw"])
+    scores = AuditScores(S=torch.tensor([0.0, 1.0]), S_R=torch.zeros(2), F=torch.ones(2), P=torch.ones(2, 1),
+                         B=torch.ones(2), classes=("logo",))
+    with pytest.raises(ValueError, match="calibrate again"):
+        calibrated_guard(back).select(scores, 0.5)
+    d = json.loads((tmp_path / "cal.json").read_text())
+    d["schema"] = "tipai.calibration/0"
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="not 'tipai.calibration/1'"):
+        Calibration.load(tmp_path / "old.json")
+
+
+def test_reliability_png_is_readable(tmp_path):
+    p = torch.linspace(0, 1, 100)
+    path = reliability_png({"a": reliability_table(p, (p > 0.5).double())}, tmp_path / "r.png", size=64)
+    w, h, rows = _read_png(path)
+    assert (w, h) == (64, 64) and len(rows) == 64

@@ -1,0 +1,128 @@
+"""TSPO: credits, the loss terms, and the synthetic-bandit must-shows (on-policy and off-policy)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tipai_core.bandit import CONTEXTS, KnobBandit
+from tipai_core.policy_net import PolicyNet
+from tipai_core.tournament_log import LogStats, append_records, iter_records, require_records
+from tipai_core.tspo import (TSPOConfig, candidate_cost, diversity, listnet_loss, loo_credits, plackett_luce_nll,
+                             records_to_batch, refine_judge, soft_credits, tspo_step)
+from tipai_core.train import tspo as tspo_stage
+
+
+def test_credits():
+    u = torch.tensor([[0.3, 0.0, 0.5, 0.1]])
+    assert torch.allclose(loo_credits(u), torch.tensor([[0.3 - 0.5, -0.5, 0.5 - 0.3, 0.1 - 0.5]]))
+    s = soft_credits(u, 0.1)
+    assert torch.allclose(s.sum(-1), torch.zeros(1), atol=1e-7) and int(s.argmax()) == 2
+    tie = loo_credits(torch.tensor([[0.5, 0.5, 0.1]]))
+    assert (tie <= 0).all()
+    d = diversity(torch.tensor([[[0.0], [0.0], [3.0]]]))
+    assert int(d.argmax()) == 2 and abs(float(d.sum())) < 1e-6
+    assert candidate_cost(2, "invert") == 5 and candidate_cost(2, "renoise") == 3
+
+
+def test_listwise_refinement_recovers_ranking():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, 3, generator=g)
+    target = x @ torch.tensor([2.0, -1.0, 0.0])
+    for loss in ("listnet", "pl"):
+        w = refine_judge(x, target, loss=loss)
+        agree = ((x @ w).argmax(-1) == target.argmax(-1)).float().mean()
+        assert agree > 0.9, (loss, float(agree))
+    assert plackett_luce_nll(torch.tensor([[3.0, 0.0]]), torch.tensor([[0, 1]])) < \
+        plackett_luce_nll(torch.tensor([[3.0, 0.0]]), torch.tensor([[1, 0]]))
+    assert listnet_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]])) < \
+        listnet_loss(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]]))
+
+
+@pytest.fixture(scope="module")
+def on_policy(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("bandit") / "bandit_policy"
+    result = tspo_stage.run(tspo_stage.build_parser().parse_args(
+        ["bandit", "--out", str(out), "--iterations", "150", "--n-classes", "1", "--seed", "0"]))
+    return result
+
+
+def test_bandit_tspo_near_oracle_for_less_compute(on_policy):
+    final, oracle, uniform = on_policy["final"], on_policy["oracle"], on_policy["uniform"]
+    ratio, saving = final["win_rate"] / oracle["win_rate"], 1 - final["cost"] / uniform["cost"]
+    print(f"bandit: win rate {final['win_rate']:.3f} vs oracle {oracle['win_rate']:.3f} ({ratio:.1%}); compute "
+          f"{final['cost']:.2f} vs uniform {uniform['cost']:.2f} ({saving:.1%} less)")
+    for p in on_policy["curve"][:: max(1, len(on_policy["curve"]) // 6)]:
+        print(f"  iteration {p['iteration']:4d}  win rate {p['win_rate']:.3f}  compute {p['cost']:.2f}")
+    assert ratio >= 0.9 and saving >= 0.3
+    from pathlib import Path
+
+    png = Path(on_policy["png"]).read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 100
+    # the learned preference is context dependent, as the bandit's: high CFG inside early, low late
+    assert on_policy["preferred"][str(CONTEXTS[0])]["cfg_inside"] == 7.0
+    assert on_policy["preferred"][str(CONTEXTS[1])]["cfg_inside"] == 3.0
+
+
+def test_off_policy_converges_to_the_on_policy_preferences(on_policy, tmp_path):
+    torch.set_num_threads(1)
+    bandit = KnobBandit()
+    # a behaviour policy that prefers the wrong things, with full support
+    behaviour = bandit.uniform()
+    skew = {k: (v, [0.6] + [0.4 / (len(v) - 1)] * (len(v) - 1)) for k, v in bandit.choices.items()}
+    behaviour = type(behaviour)(skew)
+    log = tmp_path / "behaviour.records.jsonl"
+    append_records(log, bandit.play(behaviour, 1500, 4, torch.Generator().manual_seed(5)))
+    with open(log, "ab") as fh:
+        fh.write(b'{"schema": "tipai.tournament/1", "torn')  # a torn last line is skipped, not fatal
+    out = tmp_path / "offline_policy"
+    tspo_stage.run(tspo_stage.build_parser().parse_args(
+        ["offline", "--logs", str(log), "--out", str(out), "--iterations", "40", "--batch", "256",
+         "--n-classes", "1", "--lr", "0.02"]))
+    off = PolicyNet.load(out.with_suffix(".safetensors"))
+    for t in CONTEXTS:
+        got, want = off.preferred(bandit.state(t)), on_policy["preferred"][str(t)]
+        print(f"t={t}: off-policy {got}\n       on-policy  {want}")
+        assert got == want
+
+
+def test_bad_logs_give_clear_errors(tmp_path):
+    empty = tmp_path / "empty.records.jsonl"
+    empty.write_text("")
+    stats = LogStats()
+    assert list(iter_records([empty], stats)) == []
+    with pytest.raises(ValueError, match="hold no tournament records"):
+        require_records(stats, "tspo")
+    other = tmp_path / "v2.records.jsonl"
+    other.write_text('{"schema": "tipai.tournament/2", "step": 1}\n')
+    with pytest.raises(SystemExit):
+        tspo_stage.main(["offline", "--logs", str(other), "--out", str(tmp_path / "p")])
+    stats = LogStats()
+    list(iter_records([other], stats))
+    with pytest.raises(ValueError, match="schema .'tipai.tournament/2'. ; this version reads"):
+        require_records(stats, "tspo")
+    # a policy file whose knobs cannot draw the logged actions
+    bandit = KnobBandit()
+    log = tmp_path / "b.records.jsonl"
+    append_records(log, bandit.play(bandit.uniform(), 5, 2, torch.Generator().manual_seed(0)))
+    init = PolicyNet({"cfg_inside": (4.5,)}, n_classes=1).save(tmp_path / "narrow")
+    with pytest.raises(ValueError, match="knobs do not match the logs"):
+        tspo_stage.run(tspo_stage.build_parser().parse_args(
+            ["offline", "--logs", str(log), "--out", str(tmp_path / "p"), "--init", str(init)]))
+
+
+def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
+    torch.set_num_threads(1)
+    bandit = KnobBandit()
+    log = tmp_path / "l.records.jsonl"
+    append_records(log, bandit.play(bandit.uniform(), 200, 4, torch.Generator().manual_seed(1)))
+    common = ["offline", "--logs", str(log), "--iterations", "6", "--batch", "64", "--n-classes", "1",
+              "--checkpoint-every", "2"]
+    tspo_stage.main(common + ["--out", str(tmp_path / "full")])
+    tspo_stage.main(common + ["--out", str(tmp_path / "split"), "--stop-after-iteration", "3"])
+    assert not (tmp_path / "split.safetensors").exists()
+    tspo_stage.main(common + ["--out", str(tmp_path / "split"), "--resume"])
+    a, b = PolicyNet.load(tmp_path / "full.safetensors"), PolicyNet.load(tmp_path / "split.safetensors")
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
