@@ -15,6 +15,8 @@ import torch.nn.functional as F
 import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
+import folder_paths
+from comfy.taesd.taesd import TAESD
 
 from ..tipai_core.costs import Costs
 from ..tipai_core.diffusion import Conditioning, Parametrisation
@@ -55,14 +57,38 @@ class ComfyDenoiser:
         return x0_u + w * (x0_c - x0_u)
 
 
+AUDIT_DECODERS = ("vae", "latent_rgb", "taesd")
+_TAESD_CACHE: dict[str, TAESD] = {}
+
+
+def load_taesd(latent_format) -> TAESD:
+    """The tiny decoder ComfyUI's previews use, from models/vae_approx (loaded once per file)."""
+    name = latent_format.taesd_decoder_name
+    found = next((f for f in folder_paths.get_filename_list("vae_approx") if name and f.startswith(name)), None)
+    if found is None:
+        raise FileNotFoundError(f"TiPAI: no TAESD decoder '{name}.*' in the models/vae_approx folder "
+                                f"({', '.join(folder_paths.get_folder_paths('vae_approx'))}); put it there or use "
+                                "the 'vae' audit decoder")
+    path = folder_paths.get_full_path("vae_approx", found)
+    if path not in _TAESD_CACHE:
+        _TAESD_CACHE[path] = TAESD(None, path, latent_channels=latent_format.latent_channels).eval()
+    return _TAESD_CACHE[path]
+
+
 class ComfyAuditDecoder:
-    """``AuditDecoder``: a model-space latent (or a crop) -> RGB ``[B, 3, f·h, f·w]`` in [0, 1]."""
+    """``AuditDecoder``: a model-space latent (or a crop) -> RGB ``[B, 3, f·h, f·w]`` in [0, 1].
+
+    Modes: ``vae`` (the checkpoint's VAE, which is TAESD when the checkpoint carries one),
+    ``taesd`` (models/vae_approx, as ComfyUI's previews) and ``latent_rgb`` (a linear map, cheapest).
+    """
 
     def __init__(self, vae, model, mode: str = "vae", costs: Costs | None = None):
-        if mode not in ("vae", "latent_rgb"):
-            raise ValueError(f"audit decoder mode must be 'vae' or 'latent_rgb', got {mode!r}")
+        if mode not in AUDIT_DECODERS:
+            raise ValueError(f"audit decoder mode must be one of {AUDIT_DECODERS}, got {mode!r}")
         self.vae, self.model, self.mode = vae, model, mode
         self.factor = int(getattr(vae, "downscale_ratio", 8)) if vae is not None else 8
+        if mode == "taesd":
+            self.taesd = load_taesd(model.latent_format)
         if mode == "latent_rgb":
             fmt = model.latent_format
             if fmt.latent_rgb_factors is None:
@@ -77,6 +103,10 @@ class ComfyAuditDecoder:
         if self.mode == "vae":
             img = self.vae.decode(self.model.process_latent_out(latent.float()))  # model space -> VAE space
             img = img.reshape(-1, *img.shape[-3:]).movedim(-1, 1).float()
+        elif self.mode == "taesd":
+            # TAESD decodes the model-space latent to [-1, 1], as in ComfyUI's latent previewer
+            taesd = self.taesd.to(latent.device)
+            img = (taesd.decode(latent.float()) + 1.0) / 2.0
         else:
             # the preview factors act on the model-space latent, as ComfyUI's latent previewer uses them
             lat = latent.float()

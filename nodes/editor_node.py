@@ -14,7 +14,7 @@ import comfy.samplers
 from ..tipai_core.diffusion import Conditioning
 from ..tipai_core.masks import pixel_to_latent
 from ..tipai_core.region_edit import edit_region
-from .comfy_adapters import ComfyDenoiser, parametrisation
+from .comfy_adapters import AUDIT_DECODERS, ComfyDenoiser, parametrisation
 from .tipai_run import AuditorHandle, EditorSpec, GuardSpec, PolicySpec
 from .types import Auditor, Editor, Guard, Policy, image_from_core, image_to_core, mask_to_core
 
@@ -69,9 +69,9 @@ class TiPAIAuditorInpaint(io.ComfyNode):
                              tooltip="Fixed-point refinements per DDIM inversion step (more exact, more model calls)."),
                 io.Int.Input("crop_margin", default=2, min=0, max=32,
                              tooltip="Context margin, in latent pixels, of the decoded crops."),
-                io.Combo.Input("audit_decoder", options=["vae", "latent_rgb"], default="vae",
-                               tooltip="How audit views are decoded: the VAE (TAESD when the checkpoint has it), or "
-                                       "the model's cheap latent-to-RGB map."),
+                io.Combo.Input("audit_decoder", options=list(AUDIT_DECODERS), default="vae",
+                               tooltip="How audit views are decoded: the VAE (TAESD when the checkpoint has it), "
+                                       "TAESD from models/vae_approx, or the model's cheap latent-to-RGB map."),
                 io.Model.Input("model", optional=True, tooltip="Standalone: the diffusion model."),
                 io.Conditioning.Input("positive", optional=True, tooltip="Standalone: positive conditioning."),
                 io.Conditioning.Input("negative", optional=True, tooltip="Standalone: negative conditioning."),

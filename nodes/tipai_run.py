@@ -164,6 +164,8 @@ class TiPAIRun:
         self.n_steps = 0
         self.seconds = 0.0
         self._in_audit = False
+        self._miner = None  # built at the first audit (the auditor must be loaded), then reused
+        settings.miner.start_run()  # drift compares audits of this run only
 
     def is_audited(self, i: int, total: int) -> bool:
         self.n_steps = total
@@ -188,8 +190,10 @@ class TiPAIRun:
             auditor = self.s.auditor.ready()
             model = view.guider.inner_model
             decoder = ComfyAuditDecoder(self.s.vae, model, self.s.editor.decoder)
+            if self._miner is None:
+                self._miner = self.s.miner.build(auditor)
             suite = AuditSuite(
-                decoder=decoder, miner=self.s.miner.build(auditor), auditor=auditor, editor=self.s.editor.build(),
+                decoder=decoder, miner=self._miner, auditor=auditor, editor=self.s.editor.build(),
                 policy=self.s.policy.policy, guard=self.s.guard.guard, schedule=self.s.guard.schedule,
                 alpha=self.s.guard.alpha, n_candidates=self.s.policy.n, crop_margin=self.s.editor.crop_margin,
                 seed=self.s.policy.seed)

@@ -179,6 +179,11 @@ def build(host: Path) -> None:
     # The venv's scripts hard-code their folder; venv/bin/python itself does not, and is all we use.
     partial.rename(host)
     print(f"[host] built {host} in {time.time() - t0:.0f} s", flush=True)
+    # Hosts of older recipes are about 2 GB each and nothing uses them any more.
+    for stale in host.parent.glob("host-*"):
+        if stale != host and stale.is_dir():
+            print(f"[host] removing the host of an older recipe: {stale}", flush=True)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def install_pack(host: Path) -> Path:

@@ -69,6 +69,13 @@ def policy_seed(seed: int, step: int, batch_index: int, region_index: int) -> in
     return (int(seed) * 1_000_003 + step * 10_007 + batch_index * 101 + region_index) % (2**63 - 1)
 
 
+def _signal_pairs(signals) -> tuple[tuple[str, float], ...]:
+    """Region signals as (name, weight): a miner may give a mapping, pairs, or names strongest first."""
+    if isinstance(signals, dict):
+        return tuple((str(k), float(v)) for k, v in signals.items())
+    return tuple((str(s), 1.0) if isinstance(s, str) else (str(s[0]), float(s[1])) for s in signals)
+
+
 def _latent_bbox(mask: torch.Tensor) -> tuple[int, int, int, int]:
     return Region.from_mask((mask > 0).any(dim=0, keepdim=True).to(mask.dtype)).bbox
 
@@ -157,7 +164,7 @@ def audit_step(
                 region_score=float(region.score),
                 audit_scale=float(scale),
                 max_depth=step,
-                signals=tuple((str(k), float(v)) for k, v in dict(signals).items()),
+                signals=_signal_pairs(signals),
                 **control,
             )
             pseed = policy_seed(suite.seed, step, b, r)

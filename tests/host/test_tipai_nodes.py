@@ -224,3 +224,35 @@ def test_auditor_inpaint_standalone_makes_n_candidates_and_keeps_outside(comfy_i
     with pytest.raises(ValueError, match="resize the mask"):
         node("TiPAIAuditorInpaint").execute("diffusion", 0, 2, "vae", sd["model"], sd["pos"], sd["neg"], sd["vae"],
                                             image, torch.ones(1, 32, 32), policy(node, n), 8, "normal", 5.0)
+
+
+@pytest.mark.parametrize("decoder", ["latent_rgb", "taesd"])
+def test_cheap_audit_decoders(comfy_inproc, comfy_dir, sd, node, auditor, decoder):
+    """latent_rgb and TAESD (models/vae_approx) audit views; a missing TAESD names its folder."""
+    import comfy.taesd.taesd
+    from safetensors.torch import save_file
+
+    editor = node("TiPAIAuditorInpaint").execute("diffusion", 0, 2, decoder).args[0]
+    path = comfy_dir / "models" / "vae_approx" / "taesd_decoder.safetensors"
+
+    def run():
+        return node("TiPAIKSampler").execute(
+            sd["model"], 5, STEPS, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"], 1.0, "a red circle",
+            sd["vae"], auditor, miner(node), editor, guard(node, 1e6), policy(node)).args
+
+    if decoder == "taesd":
+        path.unlink(missing_ok=True)
+        with pytest.raises(FileNotFoundError, match="models/vae_approx"):
+            run()
+        # ComfyUI builds TAESD without weight init: fill it as the tiny checkpoint does (1/sqrt(fan_in))
+        gen = torch.Generator().manual_seed(0)
+        dec = comfy.taesd.taesd.TAESD(latent_channels=4).taesd_decoder
+        weights = {k: (torch.randn(v.shape, generator=gen) / v[0].numel() ** 0.5 if v.dim() > 1 else torch.zeros(v.shape))
+                   for k, v in dec.state_dict().items()}
+        save_file(weights, str(path))
+    try:
+        latent, report, _ = run()
+    finally:
+        path.unlink(missing_ok=True)
+    assert torch.equal(latent["samples"], plain_ksampler(comfy_inproc, sd, "euler"))
+    assert report["summary"]["regions"] > 0
