@@ -100,7 +100,7 @@ def test_bad_logs_give_clear_errors(tmp_path):
         tspo_stage.main(["offline", "--logs", str(other), "--out", str(tmp_path / "p")])
     stats = LogStats()
     list(iter_records([other], stats))
-    with pytest.raises(ValueError, match="schema .'tipai.tournament/2'. ; this version reads"):
+    with pytest.raises(ValueError, match=r"schema \['tipai.tournament/2'\]; this version reads"):
         require_records(stats, "tspo")
     # a policy file whose knobs cannot draw the logged actions
     bandit = KnobBandit()
