@@ -159,27 +159,57 @@ class KnobBandit:
         return records
 
 
-def train_on_policy(policy: PolicyNet, bandit: KnobBandit, cfg, *, iterations: int = 150, tournaments: int = 32,
-                    n: int = 4, lr: float = 0.05, seed: int = 0, every: int = 25, say=None) -> list[dict]:
-    """On-policy TSPO on the bandit: draw, play, step. Returns the learning curve (exact metrics)."""
-    from .tspo import records_to_batch, tspo_step
+    def knob_tables(self, policy, t: float) -> dict[str, torch.Tensor]:
+        """π_k(· | s_t) per knob ``[K_k]`` (float64), over ``self.choices[k]``, for a PolicyNet or a FixedKnobPolicy."""
+        st = self.state(t)
+        if isinstance(policy, PolicyNet):
+            if policy.choices != self.choices:
+                raise ValueError("the policy's knobs are not the bandit's: "
+                                 f"{ {k: list(v) for k, v in policy.choices.items()} }")
+            with torch.no_grad():
+                table = policy.log_probs_table(policy.features([st]), torch.tensor([st.max_depth]))
+            return {k: table[k][0].double().exp() for k in self.knobs}
+        out = {}
+        for k in self.knobs:
+            choices, p = policy._probs(k, st)
+            out[k] = torch.tensor([float(p[choices.index(c)]) if c in choices else 0.0 for c in self.choices[k]],
+                                  dtype=torch.float64)
+        return out
 
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    curve = []
-    for it in range(iterations + 1):
-        if it % every == 0 or it == iterations:
-            m = {"iteration": it, **bandit.evaluate(policy)}
-            curve.append(m)
-            if say:
-                say(f"[tspo bandit] iter {it:4d}  win rate {m['win_rate']:.3f}  compute {m['cost']:.2f} calls/candidate")
-        if it == iterations:
-            break
-        records = bandit.play(policy, tournaments, n, gen)
-        policy.train()
-        tspo_step(policy, opt, records_to_batch(policy, records), cfg)
-        policy.eval()
-    return curve
+    def play_batch(self, policy, n_tournaments: int, n: int, gen: torch.Generator):
+        """``play`` without the records: T tournaments straight into a ``tspo.TournamentBatch``, vectorised.
+
+        The context of each tournament is uniform over CONTEXTS; each knob of each candidate is drawn from
+        π_k(· | s_t) (the behaviour policy, whose log-probs the batch keeps); the candidate wins with
+        p(a | t) and then has u = gain ~ U(0.5, 1), else u = 0. Only a PolicyNet can be the learner, so
+        the batch's features are the PolicyNet's φ(s_t).
+        """
+        from .tspo import TournamentBatch
+
+        ctx = torch.randint(0, len(CONTEXTS), (n_tournaments,), generator=gen)
+        idx = torch.zeros(n_tournaments, n, len(self.knobs), dtype=torch.long)
+        logp = torch.zeros(n_tournaments, n, dtype=torch.float64)
+        z = torch.zeros(n_tournaments, n, dtype=torch.float64)
+        feats, depth = [], []
+        for c, t in enumerate(CONTEXTS):
+            rows = ctx == c
+            m = int(rows.sum())
+            tables = self.knob_tables(policy, t)
+            for j, k in enumerate(self.knobs):
+                pick = torch.multinomial(tables[k], m * n, replacement=True, generator=gen).view(m, n)
+                idx[rows, :, j] = pick
+                logp[rows] += tables[k].log()[pick]
+            if m:
+                z[rows] = self.logit(idx[rows], t)
+        win = torch.rand(n_tournaments, n, generator=gen, dtype=torch.float64) < torch.sigmoid(z)
+        gain = 0.5 + 0.5 * torch.rand(n_tournaments, n, generator=gen, dtype=torch.float64)
+        n_classes = policy.n_classes if isinstance(policy, PolicyNet) else 1
+        states = [self.state(t) for t in CONTEXTS]
+        phi = torch.stack([PolicyNet.features_of(s, n_classes) for s in states])
+        return TournamentBatch(feats=phi[ctx], max_depth=torch.tensor([s.max_depth for s in states])[ctx],
+                               idx={k: idx[..., j] for j, k in enumerate(self.knobs)},
+                               valid=torch.ones(n_tournaments, n, dtype=torch.bool), behaviour_logp=logp,
+                               u=torch.where(win, gain, torch.zeros_like(gain)))
 
 
 def calibration_records(n_tournaments: int, n: int, gen: torch.Generator,

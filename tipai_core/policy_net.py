@@ -5,11 +5,17 @@
     π_θ(a | s) = Π_k softmax(W_k · h_θ(φ(s)) + V_k · φ(s))[a_k]      k ∈ {dilation, feather, cfg_inside, emphasis,
                                                                  jitter, depth, editor}
 
-h_θ is a small MLP over the state features φ(s) (``state_features``): t, σ, the region's area and
+h_θ is a small MLP over the normalised state features x = (φ(s) - m) / σ̂ (here φ(s) in the formula) (``state_features``): t, σ, the region's area and
 saliency score, the audit scale, the depth budget, the control's S_0, F_0 and risk vector 1 - P_0, and
 the signals that raised the region. Each knob has a categorical head over a fixed list of choices; the
 depth head is restricted to d ≤ max_depth by masking, and log-probs are under that restricted
 distribution (as ``actions.FixedKnobPolicy``). The seed is uniform and left out of the log-prob.
+
+The normaliser (m, σ̂) is fitted once, before training, to the states the policy will learn from
+(``fit_normaliser``: m = mean φ, σ̂ = max(std φ, floor)); a fresh policy has m = 0, σ̂ = 1. It matters:
+raw features share large constant parts between states (the audit scale, the region score), so
+without centring the logits of two states move together and a preference that flips with t (high
+CFG early, low late) is slow to learn under Adam; centred, a feature that never varies reads 0.
 
 On disk: ``<stem>.safetensors`` (the weights) + ``<stem>.json`` (schema ``tipai.policy/1``, the knobs
 and their choices, the feature names, the sizes). Loading checks both against each other and against
@@ -109,6 +115,9 @@ class PolicyNet(nn.Module):
         # a linear path from φ(s) straight to the logits: a preference that is linear in t or σ is learnt
         # at once, the MLP adds what is not
         self.skip = nn.ModuleDict({k: nn.Linear(d, len(self.choices[k]), bias=False) for k in self.knob_names})
+        # the feature normaliser (fit_normaliser); identity until fitted
+        self.register_buffer("feat_mean", torch.zeros(d))
+        self.register_buffer("feat_scale", torch.ones(d))
         for layer in (*self.heads.values(), *self.skip.values()):  # a fresh policy starts uniform: zero logits
             nn.init.zeros_(layer.weight)
             if layer.bias is not None:
@@ -119,8 +128,21 @@ class PolicyNet(nn.Module):
     def features(self, states: Sequence[PolicyState | Mapping]) -> torch.Tensor:
         return torch.stack([state_features(s, self.n_classes) for s in states])
 
+    @staticmethod
+    def features_of(state: PolicyState | Mapping, n_classes: int) -> torch.Tensor:
+        return state_features(state, n_classes)
+
+    @torch.no_grad()
+    def fit_normaliser(self, feats: torch.Tensor, floor: float = 0.1) -> None:
+        """m = mean φ, σ̂ = max(std φ, floor) over the rows of ``feats`` ``[B, D]`` (the training states)."""
+        feats = feats.float()
+        self.feat_mean.copy_(feats.mean(0))
+        std = feats.std(0, unbiased=False) if len(feats) > 1 else torch.zeros_like(self.feat_scale)
+        self.feat_scale.copy_(std.clamp_min(floor))
+
     def log_probs_table(self, feats: torch.Tensor, max_depth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """log π_k(· | s) ``[B, K_k]`` per knob; depths above ``max_depth`` ``[B]`` get log-prob -inf."""
+        feats = (feats - self.feat_mean) / self.feat_scale
         h = self.body(feats)
         out = {}
         for k in self.knob_names:
@@ -231,6 +253,8 @@ class PolicyNet(nn.Module):
             if diff:
                 raise ValueError(f"policy file {path.name}: its knobs do not match: " + "; ".join(diff))
         tensors = load_file(str(path), device="cpu")
+        for name in ("feat_mean", "feat_scale"):  # files written before the normaliser: identity
+            tensors.setdefault(name, net.state_dict()[name])
         shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in tensors.items()}
         if shapes != got:

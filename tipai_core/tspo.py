@@ -5,7 +5,15 @@ For a tournament in state s with candidates a_1..a_N ~ μ(· | s) and guarded ut
     credits   leave-one-out   A_i = u_i - max_{j≠i} u_j          (only a strict winner gets A_i > 0)
               soft            A_i = softmax(u / τ)_i - 1/N      (Σ_i A_i = 0)
     weights   w_i = min(ρ̄, π_θ(a_i | s) / μ(a_i | s))            clipped importance weight; 1 on-policy
-    loss      L = -E[w_i · (A_i + λ_div · d_i) · log π_θ(a_i | s)] - β · E_s[H(π_θ(· | s))] + λ_c · E_s[E_{a~π_θ}[c(a)]]
+    shaped    Â_i = (A_i + λ_div · d_i) / std(A + λ_div · d) - b,   b = Σ_i w_i Â'_i / Σ_i w_i   (over the batch)
+    loss      L = -E[w_i · Â_i · log π_θ(a_i | s)] - β · E_s[H(π_θ(· | s))] + λ_c · E_s[E_{a~π_θ}[c(a)]]
+
+The std makes β and λ_c mean the same at any utility scale. b is a batch-constant baseline (the
+translation of BanditNet): leave-one-out credits are mostly negative (every loser gets -max u), and
+with clipped weights a mean-negative credit pushes down whatever the behaviour policy drew most, so
+offline training drifts towards μ's favourites; centring the credits under the weights removes that.
+On-policy (w = 1) b is the batch mean, a valid baseline. Optionally (``self_normalise``) the weights
+are divided by their batch mean (weighted importance sampling).
 
 d_i = mean_{j≠i} ‖f_i - f_j‖ is the diversity of candidate i: the distance of its masked features to the
 other candidates' (centred over the tournament so that it only reorders credit). c(a) is the compute of
@@ -112,6 +120,8 @@ class TSPOConfig:
     clip: float = 5.0  # ρ̄, the importance-weight clip
     refine_iters: int = 0
     normalise: bool = True  # divide credits by their batch std, so β and λ_c mean the same at any utility scale
+    self_normalise: bool = False  # divide the clipped weights by their batch mean (weighted importance sampling)
+    centre: bool = True  # subtract b = Σ w_i A_i / Σ w_i, the weighted batch mean of the credits
 
     def __post_init__(self) -> None:
         if self.credit not in ("loo", "soft"):
@@ -144,6 +154,10 @@ def tspo_loss(policy: PolicyNet, batch: TournamentBatch, cfg: TSPOConfig) -> tup
         credit = credit / scale.clamp_min(1e-6)
     w = torch.exp(logp.detach().double() - batch.behaviour_logp.double()).clamp(max=cfg.clip).float()
     w = torch.where(batch.valid, w, torch.zeros_like(w))
+    if cfg.self_normalise and batch.valid.any():
+        w = w / w[batch.valid].mean().clamp_min(1e-12)
+    if cfg.centre and batch.valid.any():
+        credit = credit - (w * credit)[batch.valid].sum() / w[batch.valid].sum().clamp_min(1e-12)
     pg = -(w * credit * torch.where(batch.valid, logp, torch.zeros_like(logp))).sum() / max(1, len(batch) * n)
     ent = policy.entropy(table).mean()
     cost = expected_cost(policy, table, cfg.refine_iters).mean()

@@ -21,7 +21,19 @@ def _trained(seed=0):
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.5)
+    net.fit_normaliser(torch.randn(16, len(net.feat_mean)) * 2 + 1)
     return net
+
+
+def test_normaliser_centres_features_and_a_fresh_policy_is_uniform():
+    net = PolicyNet(n_classes=2, hidden=8)
+    feats = torch.stack([state_features(STATE, 2), state_features({**STATE.to_dict(), "t": 0.9}, 2)])
+    net.fit_normaliser(feats)
+    x = (feats - net.feat_mean) / net.feat_scale
+    assert torch.allclose(x.mean(0), torch.zeros(x.shape[1]), atol=1e-6)
+    assert float(x[:, 0].abs().max()) > 0.9 and float(x[:, 1:].abs().max()) == 0.0  # only t varies here
+    table = net.log_probs_table(feats)
+    assert all(torch.allclose(lp.exp(), torch.full_like(lp, 1.0 / lp.shape[1])) for lp in table.values())
 
 
 def test_propose_log_probs_match_log_prob_and_depth_budget():
@@ -53,6 +65,15 @@ def test_save_load_round_trip_and_knob_mismatch(tmp_path):
     a, lp = net.propose(STATE, 8, torch.Generator().manual_seed(3))
     b, lp2 = back.propose(STATE, 8, torch.Generator().manual_seed(3))
     assert a == b and torch.allclose(lp, lp2)
+    assert torch.equal(back.feat_mean, net.feat_mean) and torch.equal(back.feat_scale, net.feat_scale)
+    # a file from before the normaliser reads with the identity normaliser
+    from safetensors.torch import load_file, save_file
+
+    old = {k: v for k, v in load_file(str(path)).items() if not k.startswith("feat_")}
+    save_file(old, str(tmp_path / "old.safetensors"))
+    (tmp_path / "old.json").write_text(path.with_suffix(".json").read_text())
+    legacy = PolicyNet.load(tmp_path / "old.safetensors")
+    assert float(legacy.feat_mean.abs().sum()) == 0.0 and torch.equal(legacy.feat_scale, torch.ones_like(net.feat_scale))
     with pytest.raises(ValueError, match="knobs do not match: cfg_inside"):
         PolicyNet.load(path, expect_knobs={**DEFAULT_CHOICES, "cfg_inside": (4.0, 8.0)})
     # a JSON whose knobs disagree with the weights

@@ -12,6 +12,13 @@ server with fresh seeds, reads their tournament logs back over HTTP and takes --
     python -m tipai_core.train tspo online --server http://127.0.0.1:8188 --policy-dir ComfyUI/models/tipai \
         --workflow workflows/api/tipai_txt2img.json --iterations 20 --out models/tipai/policy.safetensors
 
+The policy's feature normaliser (policy_net.py) is fitted to the training states before the first step: to
+the logged states offline, to the bandit's contexts, or to the first round's states on-policy (a fresh
+policy draws uniformly whatever its normaliser, so that round's log-probs stay exact). --beta-final anneals β
+linearly. Offline, keep β larger and constant (e.g. 0.2): a π that stays spread over the behaviour
+policy's support keeps the clipped importance weights informative (the progress lines report their mean;
+near 0 means π has left the data and the estimate is noise).
+
 The bandit mode trains on the synthetic knob bandit (bandit.py) and prints the learning curve against the
 oracle and the uniform policy. Every mode writes progress lines, a learning-curve PNG next to --out and
 checkpoints (--checkpoint-every iterations, atomic safetensors + JSON, as Stage A); --resume continues from
@@ -39,7 +46,7 @@ from ..tspo import TSPOConfig, records_to_batch, tspo_step
 from .checkpoint import complete_checkpoints, load_checkpoint, remove_checkpoints, save_checkpoint
 
 CHECKPOINT_FORMAT = "tipai-tspo-checkpoint"
-FINGERPRINT = ("mode", "credit", "tau", "beta", "lambda_c", "lambda_div", "clip", "lr", "hidden", "n_classes",
+FINGERPRINT = ("mode", "credit", "tau", "beta", "beta_final", "lambda_c", "lambda_div", "clip", "self_normalise", "lr", "hidden", "n_classes",
                "seed", "iterations")
 
 
@@ -66,9 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--credit", choices=("loo", "soft"), default="loo")
     g.add_argument("--tau", type=float, default=0.1, help="soft-credit temperature τ")
     g.add_argument("--beta", type=float, default=0.02, help="entropy β")
+    g.add_argument("--beta-final", type=float,
+                   help="anneal β linearly to this by the last iteration (default: constant β)")
     g.add_argument("--lambda-c", type=float, default=0.05, help="compute cost λ_c per denoiser call of a candidate")
     g.add_argument("--lambda-div", type=float, default=0.0, help="diversity λ_div")
     g.add_argument("--clip", type=float, default=5.0, help="importance-weight clip ρ̄")
+    g.add_argument("--self-normalise", action="store_true",
+                   help="offline: divide the clipped weights by their batch mean (weighted importance sampling)")
     g.add_argument("--lr", type=float, default=0.01)
     g.add_argument("--iterations", type=int, default=200, help="offline: epochs; online/bandit: draw-and-update rounds")
     g.add_argument("--steps", type=int, default=1, help="gradient steps per online iteration")
@@ -96,9 +107,13 @@ def make_policy(args, seen: dict[str, set] | None = None) -> PolicyNet:
     return PolicyNet(choices or DEFAULT_CHOICES, n_classes=args.n_classes, hidden=args.hidden)
 
 
-def _cfg(args) -> TSPOConfig:
-    return TSPOConfig(credit=args.credit, tau=args.tau, beta=args.beta, lambda_c=args.lambda_c,
-                      lambda_div=args.lambda_div, clip=args.clip)
+def _cfg(args, it: int = 1) -> TSPOConfig:
+    """The loss settings of iteration ``it`` (1-based): β_it = β + (β_final - β)·(it - 1)/(iterations - 1)."""
+    beta = args.beta
+    if args.beta_final is not None and args.iterations > 1:
+        beta = args.beta + (args.beta_final - args.beta) * (it - 1) / (args.iterations - 1)
+    return TSPOConfig(credit=args.credit, tau=args.tau, beta=beta, lambda_c=args.lambda_c,
+                      lambda_div=args.lambda_div, clip=args.clip, self_normalise=args.self_normalise)
 
 
 def _check_covered(policy: PolicyNet, batch) -> None:
@@ -226,11 +241,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         del records  # only the small tensors stay
         for b in data:
             _check_covered(policy, b)
+        if not args.init and not args.resume:
+            policy.fit_normaliser(torch.cat([b.feats for b in data]))
     elif args.mode == "bandit":
-        from ..bandit import KnobBandit
+        from ..bandit import CONTEXTS, KnobBandit
 
         bandit = KnobBandit(seed=args.seed)
         policy = make_policy(args)
+        if not args.init:
+            policy.fit_normaliser(torch.stack([policy.features_of(bandit.state(t), policy.n_classes) for t in CONTEXTS]))
     else:
         if not args.server or not args.workflow:
             raise ValueError("online mode needs --server (one or more) and --workflow")
@@ -258,6 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     for it in range(first, args.iterations + 1):
         policy.train()
+        cfg = _cfg(args, it)
         if args.mode == "offline":
             totals = {"pg": 0.0, "entropy": 0.0, "cost": 0.0, "weight": 0.0}
             steps = 0
@@ -271,11 +291,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         totals[k] += v
             point = {"iteration": it, **{k: v / max(1, steps) for k, v in totals.items()}}
         elif args.mode == "bandit":
-            from ..bandit import CONTEXTS  # noqa: F401  (the contexts the curve averages over)
-
-            recs = bandit.play(policy.eval(), args.tournaments, args.n, gen)
+            batch = bandit.play_batch(policy.eval(), args.tournaments, args.n, gen)
             policy.train()
-            parts = tspo_step(policy, opt, records_to_batch(policy, recs), cfg)
+            parts = tspo_step(policy, opt, batch, cfg)
             point = {"iteration": it, **bandit.evaluate(policy.eval()), "entropy": parts.entropy}
         else:
             name = f"_tspo_online_{out.stem}.safetensors"
@@ -285,6 +303,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not recs:
                 raise RuntimeError(f"iteration {it}: the servers returned no tournament records "
                                    "(did the miner find no region? is the Save Tournament Log node connected?)")
+            if it == 1 and not args.init:
+                # a fresh policy draws uniformly whatever its normaliser, so fitting it to the states of the
+                # first round leaves that round's behaviour log-probs exact
+                policy.fit_normaliser(policy.features([r.state for r in recs]))
             policy.train()
             u = [max(r.utilities[1:]) for r in recs]
             by_n: dict[int, list] = {}
