@@ -39,30 +39,40 @@ def _records(server, entry: dict) -> list[dict]:
     return out
 
 
-@pytest.fixture
-def policy_dir(comfy_dir):
-    d = comfy_dir / "models" / "tipai"
-    d.mkdir(parents=True, exist_ok=True)
+@pytest.fixture(scope="module")
+def trained(comfy_server, comfy_dir, tmp_path_factory):
+    """``python -m tipai_core.train tspo online`` for 2 iterations × 1 run against the server."""
+    folder = comfy_dir / "models" / "tipai"
+    folder.mkdir(parents=True, exist_ok=True)
     stem = f"tspo_host_{os.getpid()}"
-    yield d, stem
-    for p in d.glob(f"*{stem}*"):  # only this test's files
-        if p.is_file():
-            p.unlink()
-
-
-def test_tspo_online_trains_against_the_server_and_the_node_uses_the_policy(comfy_server, policy_dir, tmp_path):
-    folder, stem = policy_dir
-    workflow = tmp_path / "tspo_template.json"
+    tmp = tmp_path_factory.mktemp("tspo_host")
+    workflow = tmp / "tspo_template.json"
     workflow.write_text(json.dumps(_tiny(json.loads(TEMPLATE.read_text()))))
     out = folder / f"{stem}.safetensors"
+    logs = comfy_server.output_dir / "tipai_logs"
+    before = set(logs.glob("tspo_online_*.records.jsonl")) if logs.exists() else set()
     cmd = [sys.executable, "-m", "tipai_core.train", "tspo", "online", "--server", comfy_server.url,
            "--policy-dir", str(folder), "--workflow", str(workflow), "--iterations", "2", "--jobs", "1",
            "--steps", "2", "--lr", "0.05", "--job-timeout", "240", "--out", str(out), "--seed", "3"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     print(proc.stdout[-4000:], proc.stderr[-4000:])
-    assert proc.returncode == 0, f"tspo online failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{comfy_server.log_tail()}"
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[tspo] online iteration")]
-    assert len(lines) == 2 and all("tournaments=" in ln for ln in lines), proc.stdout
+    try:
+        assert proc.returncode == 0, \
+            f"tspo online failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{comfy_server.log_tail()}"
+        round_logs = sorted(set(logs.glob("tspo_online_*.records.jsonl")) - before)
+        yield {"folder": folder, "stem": stem, "out": out, "stdout": proc.stdout, "tmp": tmp,
+               "records": [json.loads(ln) for p in round_logs for ln in p.read_text().splitlines() if ln.strip()]}
+    finally:
+        for p in folder.glob(f"*{stem}*"):  # only this module's files
+            if p.is_file():
+                p.unlink()
+
+
+def test_tspo_online_trains_against_the_server_and_the_node_uses_the_policy(comfy_server, trained):
+    folder, stem, out, stdout = trained["folder"], trained["stem"], trained["out"], trained["stdout"]
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("[tspo] online iteration")]
+    assert len(lines) == 2 and all("tournaments=" in ln for ln in lines), stdout
+    assert len(trained["records"]) >= 2, "the servers' runs logged no tournaments"
     assert out.is_file() and out.with_suffix(".json").is_file()
     assert (folder / f"{stem}.curve.png").read_bytes().startswith(b"\x89PNG")
     assert not list(folder.glob(f"_tspo_online_{stem}*")), "the rolling policy file was left behind"
@@ -113,3 +123,44 @@ def test_online_mode_refuses_non_loopback_servers_and_bad_templates(tmp_path):
         tspo_stage.ComfyClient("http://example.com:8188")
     with pytest.raises(ValueError, match="TiPAI TSPO Sampler"):
         tspo_stage.prepare_template({"1": {"class_type": "KSampler", "inputs": {}}})
+
+
+def test_calibrated_guard_node_loads_a_calibration_file_and_refuses_another_auditors(comfy_server, trained):
+    """``python -m tipai_core.train calibrate`` writes a file for the tiny auditor's classes; the Tournament
+    Guard node (auditor connected) guards a workflow run with its δ; a file for another auditor is refused."""
+    folder, stem, tmp = trained["folder"], trained["stem"], trained["tmp"]
+    classes = tuple(trained["records"][0]["scores"]["classes"])
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from tipai_core.bandit import calibration_records
+    from tipai_core.tournament_log import append_records
+
+    log = tmp / "labelled.records.jsonl"
+    append_records(log, calibration_records(300, 4, torch.Generator().manual_seed(0), classes=classes))
+    good, other = folder / f"{stem}.calibration.json", folder / f"{stem}.other.calibration.json"
+    for path, auditor in ((good, "tipai_tiny_auditor.safetensors"), (other, "someone_elses_auditor.safetensors")):
+        proc = subprocess.run([sys.executable, "-m", "tipai_core.train", "calibrate", "--logs", str(log),
+                               "--out", str(path), "--auditor", auditor], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    cal = json.loads(good.read_text())
+    assert cal["auditor"] == {"name": "tipai_tiny_auditor.safetensors", "classes": list(classes)}
+    assert cal["delta"] > 0.02  # not the node's default, so the records below show whose δ guarded them
+
+    graph = _tiny(json.loads(TEMPLATE.read_text()))
+    gid = next(k for k, v in graph.items() if v["class_type"] == "TiPAITournamentGuard")
+    aid = next(k for k, v in graph.items() if v["class_type"] == "TiPAIAuditorLoader")
+    graph[gid]["inputs"].update(calibration_file=good.name, auditor=[aid, 0])
+    next(v for v in graph.values() if v["class_type"] == "TiPAIKSampler")["inputs"]["seed"] = 4321
+    records = _records(comfy_server, comfy_server.run(graph, timeout=300))
+    assert records, "the calibrated workflow logged no tournament"
+    for rec in records:
+        assert math.isclose(rec["guard"]["delta"], cal["delta"], rel_tol=1e-9)
+        assert len(rec["guard"]["tau_P"]) == len(classes)
+
+    graph[gid]["inputs"]["calibration_file"] = other.name
+    from comfy_server import ComfyError
+
+    with pytest.raises(ComfyError, match="fit for the auditor 'someone_elses_auditor.safetensors'"):
+        comfy_server.run(graph, timeout=300)
