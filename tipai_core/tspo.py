@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .actions import Action, PolicyState
-from .policy_net import PolicyNet
+from .policy_net import PolicyNet, state_features
 
 
 def loo_credits(u: torch.Tensor) -> torch.Tensor:
@@ -167,41 +167,61 @@ def tspo_loss(policy: PolicyNet, batch: TournamentBatch, cfg: TSPOConfig) -> tup
     return loss, parts
 
 
-def records_to_batch(policy: PolicyNet, records, candidate_features=None) -> TournamentBatch:
-    """The tensors TSPO learns from, out of tournament records (an iterable; only small tensors are kept).
+class _Rows:
+    """The rows of one N while records stream past: only small per-tournament lists are kept."""
 
-    All records must have the same N. An action with a knob value that the policy cannot draw is kept
-    for the credit baseline but has no gradient (``valid`` False).
-    """
-    feats, depth, logp_b, u, valid = [], [], [], [], []
-    idx: dict[str, list] = {k: [] for k in policy.knob_names}
-    n = None
-    for rec in records:
-        if n is None:
-            n = len(rec.actions)
-        elif len(rec.actions) != n:
-            raise ValueError(f"tournaments of different N ({n} and {len(rec.actions)}) cannot share a batch")
+    def __init__(self, knob_names):
+        self.feats, self.depth, self.logp_b, self.u, self.valid = [], [], [], [], []
+        self.idx: dict[str, list] = {k: [] for k in knob_names}
+
+    def add(self, policy: PolicyNet, rec) -> None:
         st = PolicyState.from_dict(rec.state)
-        feats.append(policy.features([st])[0])
-        depth.append(st.max_depth)
-        logp_b.append([float(v) for v in rec.log_probs])
-        u.append([float(v) if math.isfinite(float(v)) else 0.0 for v in rec.utilities[1:]])
+        self.feats.append(state_features(st, policy.n_classes))
+        self.depth.append(st.max_depth)
+        self.logp_b.append([float(v) for v in rec.log_probs])
+        self.u.append([float(v) if math.isfinite(float(v)) else 0.0 for v in rec.utilities[1:]])
+        rows = {k: [] for k in policy.knob_names}
         row_valid = []
-        for k in policy.knob_names:
-            idx[k].append([])
         for a in rec.actions:
             j = policy.action_index(a)
             row_valid.append(j is not None)
             for k in policy.knob_names:
-                idx[k][-1].append(-1 if j is None else j[k])
-        valid.append(row_valid)
-    if n is None:
+                rows[k].append(-1 if j is None else j[k])
+        for k in policy.knob_names:
+            self.idx[k].append(rows[k])
+        self.valid.append(row_valid)
+
+    def batch(self, candidate_features=None) -> TournamentBatch:
+        return TournamentBatch(
+            feats=torch.stack(self.feats), max_depth=torch.tensor(self.depth),
+            idx={k: torch.tensor(v, dtype=torch.long) for k, v in self.idx.items()}, valid=torch.tensor(self.valid),
+            behaviour_logp=torch.tensor(self.logp_b, dtype=torch.float64),
+            u=torch.tensor(self.u, dtype=torch.float64), features=candidate_features)
+
+
+def records_to_batches(policy: PolicyNet, records) -> dict[int, TournamentBatch]:
+    """N -> the batch of all tournaments with N candidates, from an iterable of records, streamed: a record
+    is dropped as soon as its row is taken, so millions of logged tournaments cost only their small rows.
+
+    An action with a knob value that the policy cannot draw is kept for the credit baseline but has no
+    gradient (``valid`` False).
+    """
+    groups: dict[int, _Rows] = {}
+    for rec in records:
+        groups.setdefault(len(rec.actions), _Rows(policy.knob_names)).add(policy, rec)
+    if not groups:
         raise ValueError("no tournament records to learn from")
-    return TournamentBatch(
-        feats=torch.stack(feats), max_depth=torch.tensor(depth),
-        idx={k: torch.tensor(v, dtype=torch.long) for k, v in idx.items()}, valid=torch.tensor(valid),
-        behaviour_logp=torch.tensor(logp_b, dtype=torch.float64), u=torch.tensor(u, dtype=torch.float64),
-        features=candidate_features)
+    return {n: rows.batch() for n, rows in groups.items()}
+
+
+def records_to_batch(policy: PolicyNet, records, candidate_features=None) -> TournamentBatch:
+    """The one batch of records that all have the same N (``records_to_batches`` for mixed N)."""
+    batches = records_to_batches(policy, records)
+    if len(batches) > 1:
+        raise ValueError(f"tournaments of different N ({sorted(batches)}) cannot share a batch")
+    batch = next(iter(batches.values()))
+    batch.features = candidate_features
+    return batch
 
 
 # ----------------------------------------------------------------------------- listwise judge refinement

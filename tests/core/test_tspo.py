@@ -9,7 +9,7 @@ from tipai_core.bandit import CONTEXTS, KnobBandit
 from tipai_core.policy_net import PolicyNet
 from tipai_core.tournament_log import LogStats, append_records, iter_records, require_records
 from tipai_core.tspo import (TSPOConfig, candidate_cost, diversity, listnet_loss, loo_credits, plackett_luce_nll,
-                             records_to_batch, refine_judge, soft_credits, tspo_step)
+                             records_to_batch, records_to_batches, refine_judge, soft_credits, tspo_step)
 from tipai_core.train import tspo as tspo_stage
 
 
@@ -134,3 +134,20 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
     a, b = PolicyNet.load(tmp_path / "full.safetensors"), PolicyNet.load(tmp_path / "split.safetensors")
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_offline_reads_logs_of_mixed_n_as_one_batch_per_n(tmp_path):
+    torch.set_num_threads(1)
+    bandit = KnobBandit()
+    log = tmp_path / "mixed.records.jsonl"
+    append_records(log, bandit.play(bandit.uniform(), 30, 2, torch.Generator().manual_seed(0)))
+    append_records(log, bandit.play(bandit.uniform(), 20, 3, torch.Generator().manual_seed(1)))
+    policy = PolicyNet(n_classes=1)
+    batches = records_to_batches(policy, iter_records([log]))
+    assert sorted(batches) == [2, 3] and len(batches[2]) == 30 and tuple(batches[3].u.shape) == (20, 3)
+    assert bool(batches[3].valid.all())
+    with pytest.raises(ValueError, match="different N"):
+        records_to_batch(policy, iter_records([log]))
+    res = tspo_stage.run(tspo_stage.build_parser().parse_args(
+        ["offline", "--logs", str(log), "--out", str(tmp_path / "p"), "--iterations", "2", "--n-classes", "1"]))
+    assert len(res["curve"]) == 2 and PolicyNet.load(tmp_path / "p.safetensors").choices == policy.choices

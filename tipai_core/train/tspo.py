@@ -42,7 +42,7 @@ import torch
 from ..calibration import learning_curve_png
 from ..policy_net import DEFAULT_CHOICES, PolicyNet
 from ..tournament_log import LogStats, iter_records, require_records
-from ..tspo import TSPOConfig, records_to_batch, tspo_step
+from ..tspo import TSPOConfig, records_to_batches, tspo_step
 from .checkpoint import complete_checkpoints, load_checkpoint, remove_checkpoints, save_checkpoint
 
 CHECKPOINT_FORMAT = "tipai-tspo-checkpoint"
@@ -222,23 +222,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.mode == "offline":
         if not args.logs:
             raise ValueError("offline mode needs --logs")
-        records = list(iter_records(args.logs, stats))
-        require_records(stats, "tspo offline")
-        say(f"[tspo] {stats.summary()}")
-        for e in stats.errors[:5]:
-            say(f"[tspo] skipped {e}")
+        # two streaming passes: the knob values the logs use (the policy's choices), then the rows
         seen: dict[str, set] = {}
-        for rec in records:
+        for rec in iter_records(args.logs, stats):
             for a in rec.actions:
                 for k in DEFAULT_CHOICES:
                     if k in a:
                         seen.setdefault(k, set()).add(a[k])
+        require_records(stats, "tspo offline")
+        say(f"[tspo] {stats.summary()}")
+        for e in stats.errors[:5]:
+            say(f"[tspo] skipped {e}")
         policy = make_policy(args, seen)
-        by_n: dict[int, list] = {}
-        for rec in records:
-            by_n.setdefault(len(rec.actions), []).append(rec)
-        data = [records_to_batch(policy, recs) for recs in by_n.values()]
-        del records  # only the small tensors stay
+        data = list(records_to_batches(policy, iter_records(args.logs)).values())
         for b in data:
             _check_covered(policy, b)
         if not args.init and not args.resume:
@@ -309,12 +305,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 policy.fit_normaliser(policy.features([r.state for r in recs]))
             policy.train()
             u = [max(r.utilities[1:]) for r in recs]
-            by_n: dict[int, list] = {}
-            for r in recs:
-                by_n.setdefault(len(r.actions), []).append(r)
+            batches = list(records_to_batches(policy, recs).values())
             for _ in range(args.steps):
-                for group in by_n.values():
-                    parts = tspo_step(policy, opt, records_to_batch(policy, group), cfg)
+                for b in batches:
+                    parts = tspo_step(policy, opt, b, cfg)
             point = {"iteration": it, "tournaments": len(recs), "best_u": sum(u) / len(u), "entropy": parts.entropy,
                      "cost": parts.cost, "accepted": sum(r.accepted for r in recs) / len(recs)}
         policy.eval()
