@@ -64,13 +64,20 @@ class TiPAIAuditorLoader(io.ComfyNode):
     @classmethod
     def execute(cls, backbone: str, arch: str, heads: str, lpips_backbone: str, kappa: float) -> io.NodeOutput:
         path = model_files.resolve(backbone, "auditor backbone")
-        auditor = Auditor.from_files(
-            path, arch=None if backbone.endswith("/") else arch.strip(),
-            heads=None if heads == model_files.NONE else model_files.resolve(heads, "auditor heads"),
-            lpips_backbone=None if lpips_backbone == model_files.NONE else model_files.resolve(lpips_backbone, "LPIPS backbone"),
-            kappa=kappa)
+        # ComfyUI runs nodes under inference_mode; weights made there could never enter autograd,
+        # and the miner's Grad-CAM needs gradients through the image tower.
+        with torch.inference_mode(False):
+            auditor = _load(path, backbone, arch, heads, lpips_backbone, kappa)
         auditor.eval()
         return io.NodeOutput(AuditorHandle.wrap(auditor, backbone))
+
+
+def _load(path: str, backbone: str, arch: str, heads: str, lpips_backbone: str, kappa: float) -> Auditor:
+    return Auditor.from_files(
+        path, arch=None if backbone.endswith("/") else arch.strip(),
+        heads=None if heads == model_files.NONE else model_files.resolve(heads, "auditor heads"),
+        lpips_backbone=None if lpips_backbone == model_files.NONE else model_files.resolve(lpips_backbone, "LPIPS backbone"),
+        kappa=kappa)
 
 
 class TiPAIAuditorScore(io.ComfyNode):

@@ -236,7 +236,9 @@ def auditor_features(auditor, image: torch.Tensor, prompt: str, texts: Sequence[
                 raise RuntimeError(f"Grad-CAM: the hooked block ran {len(held)} times in one forward")
             a = held[0]
             heads = auditor.heads
-            feats = auditor.text_features([prompt, *texts])
+            # cached text features may be inference tensors (made under ComfyUI's inference_mode):
+            # a clone made here is a normal tensor that autograd may save
+            feats = auditor.text_features([prompt, *texts]).clone()
 
             def cam_of(e_t: torch.Tensor, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
                 s = heads.global_score(e_img, e_t, z)

@@ -256,3 +256,18 @@ def test_cheap_audit_decoders(comfy_inproc, comfy_dir, sd, node, auditor, decode
         path.unlink(missing_ok=True)
     assert torch.equal(latent["samples"], plain_ksampler(comfy_inproc, sd, "euler"))
     assert report["summary"]["regions"] > 0
+
+
+def test_gradcam_is_real_inside_comfyui(node, tiny_auditor):
+    """Nodes run under torch.inference_mode; the loader keeps the weights usable by autograd, so the
+    miner's Grad-CAM has a real gradient (the fallback would report a zero score)."""
+    import importlib
+
+    with torch.inference_mode():
+        handle = node("TiPAIAuditorLoader").execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0).args[0]
+        saliency = importlib.import_module(type(handle.auditor).__module__.rsplit(".auditor.", 1)[0] + ".saliency")
+        aud = handle.ready()
+        aud.text_features(["a red circle"])  # cached under inference_mode, as in a real run
+        feats = saliency.auditor_features(aud, torch.rand(1, 3, 64, 64), "a red circle")
+    assert float(feats.score.abs().sum()) > 0
+    assert torch.isfinite(feats.cam).all() and float(feats.cam.std()) > 0
