@@ -1,0 +1,142 @@
+"""ShapesWorld: renderer, grammar, checker (tipai_core/worlds/shapes)."""
+
+import random
+
+import pytest
+import torch
+
+from tipai_core.worlds.shapes import grammar
+from tipai_core.worlds.shapes.checker import Checker, check, scene_truth, validate
+from tipai_core.worlds.shapes.dataset import batch, example, pair, pair_scenes
+from tipai_core.worlds.shapes.grammar import Clause, corrupt, describe, parse, sample_spec, tokenize
+from tipai_core.worlds.shapes.render import PALETTE, Scene, ShapeSpec, layout, render
+
+
+def verdicts(img, prompt):
+    return [ok for _, ok in check(img, prompt)]
+
+
+# --- renderer ---------------------------------------------------------------------------------
+
+
+def test_render_pixels_and_determinism():
+    scene = Scene((ShapeSpec("square", "red", 0.5, 0.5, 0.25),))
+    img = render(scene, 32)
+    assert img.shape == (3, 32, 32) and img.dtype == torch.float32
+    assert torch.allclose(img[:, 16, 16], torch.tensor(PALETTE["red"]))  # inside: the palette colour
+    assert torch.allclose(img[:, 1, 1], torch.ones(3))  # outside: white background
+    # square covers [0.25, 0.75]² exactly: 16×16 pixels at 32 px
+    assert int(((img - 1).abs().sum(0) > 1e-6).sum()) == 256
+    a, b = example(7), example(7)
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    assert example(7, size=24)[0].shape == (3, 24, 24)
+    assert not torch.equal(example(7)[0], example(8)[0])
+
+
+def test_layout_respects_relation_and_gap():
+    rng = random.Random(0)
+    for _ in range(50):
+        s = layout([("red", "circle"), ("blue", "square")], rng, ("above", 1, 0))
+        a, b = s.objects
+        assert b.cy + 0.15 < a.cy
+        assert not a.overlaps(b, 0.07)
+
+
+# --- grammar ----------------------------------------------------------------------------------
+
+
+def test_parse_exact_clauses():
+    assert parse("a red circle left of a blue square") == [
+        Clause("binding", "red", "circle"),
+        Clause("binding", "blue", "square"),
+        Clause("relation", "red", "circle", relation="left of", colour2="blue", shape2="square"),
+    ]
+    assert parse("a green triangle above a red circle")[2].relation == "above"
+    assert parse("three yellow triangles") == [Clause("count", "yellow", "triangle", n=3)]
+    assert parse("a red circle , a blue square and a green triangle") == [
+        Clause("binding", "red", "circle"),
+        Clause("binding", "blue", "square"),
+        Clause("binding", "green", "triangle"),
+    ]
+    for bad in ["", "a purple circle", "red circle", "a red circle left a blue square", "two red circle",
+                "a red circle and a blue square , a green circle"]:
+        with pytest.raises(ValueError):
+            parse(bad)
+
+
+def test_grammar_round_trip_and_tokens():
+    rng = random.Random(1)
+    forms = set()
+    for _ in range(300):
+        spec = sample_spec(rng)
+        forms.add(spec.form)
+        text = describe(spec)
+        clauses = parse(text)
+        assert {c.type for c in clauses} <= set(grammar.CLAUSE_TYPES)
+        ids = tokenize(text)
+        assert len(ids) == grammar.MAX_TOKENS and ids[0] == grammar.BOS
+        assert " ".join(grammar.VOCAB[i] for i in ids if i > 1) == " ".join(grammar.words(text))
+    assert forms == set(grammar.FORMS)
+    # the empty prompt (CFG dropout) keeps one unmasked key: <bos>
+    assert tokenize("") == [grammar.BOS] + [grammar.PAD] * (grammar.MAX_TOKENS - 1)
+
+
+def test_corruption_violates_the_prompt():
+    for seed in range(200):
+        prompt, (good, bad) = pair_scenes(seed)
+        assert all(ok for _, ok in scene_truth(good, prompt)), prompt
+        assert not all(ok for _, ok in scene_truth(bad, prompt)), prompt
+
+
+# --- checker: exact on hand-made scenes --------------------------------------------------------
+
+
+def test_checker_hand_made_scenes():
+    rc = ShapeSpec("circle", "red", 0.25, 0.5, 0.15)
+    bs = ShapeSpec("square", "blue", 0.75, 0.5, 0.15)
+    img = render(Scene((rc, bs)))
+    found = Checker().detect(img)
+    assert sorted((d.colour, d.shape) for d in found) == [("blue", "square"), ("red", "circle")]
+    d = [d for d in found if d.colour == "red"][0]
+    assert abs(d.cx - 0.25) < 0.02 and abs(d.cy - 0.5) < 0.02
+    assert verdicts(img, "a red circle left of a blue square") == [True, True, True]
+    assert verdicts(img, "a blue square left of a red circle") == [True, True, False]
+    assert verdicts(img, "a red circle above a blue square") == [True, True, False]
+    # swapped binding: colours present, shapes present, but not bound as the prompt says
+    assert verdicts(img, "a blue circle and a red square") == [False, False]
+    tri = ShapeSpec("triangle", "green", 0.5, 0.2, 0.12)
+    yt = ShapeSpec("triangle", "yellow", 0.5, 0.75, 0.12)
+    img3 = render(Scene((rc, bs, tri, yt)))
+    assert verdicts(img3, "a green triangle above a yellow triangle") == [True, True, True]
+    assert verdicts(img3, "a yellow triangle above a green triangle") == [True, True, False]
+    two = render(Scene((ShapeSpec("circle", "red", 0.25, 0.3, 0.12), ShapeSpec("circle", "red", 0.7, 0.7, 0.12))))
+    assert verdicts(two, "two red circles") == [True]
+    assert verdicts(two, "three red circles") == [False]
+    assert verdicts(two, "two red squares") == [False]
+    blank = torch.ones(3, 32, 32)
+    assert Checker().detect(blank) == []
+    assert verdicts(blank, "a red circle") == [False]
+
+
+def test_checker_ignores_specks_and_survives_noise():
+    img = render(Scene((ShapeSpec("square", "green", 0.5, 0.5, 0.2),)))
+    img[:, 2, 2] = torch.tensor(PALETTE["red"])  # a one-pixel speck is below min_area
+    assert [(d.colour, d.shape) for d in Checker().detect(img)] == [("green", "square")]
+    noisy = (img + 0.05 * torch.randn(img.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert [(d.colour, d.shape) for d in Checker().detect(noisy)] == [("green", "square")]
+
+
+@pytest.mark.parametrize("size", [32, 24])
+def test_checker_accuracy_on_rendered_scenes(size):
+    """Must show: ≥ 98% agreement with scene ground truth, on chosen and rejected scenes."""
+    acc = validate(n=300, size=size)
+    print(f"checker accuracy at {size}px over 300 chosen+rejected pairs, every clause: {acc:.4f}")
+    assert acc >= 0.98
+
+
+def test_batch_and_pairs_shapes():
+    imgs, prompts = batch(range(5), size=16)
+    assert imgs.shape == (5, 3, 16, 16) and len(prompts) == 5
+    p, good, bad = pair(3, size=24)
+    assert good.shape == bad.shape == (3, 24, 24) and not torch.equal(good, bad)
+    assert all(verdicts(good, p)) and not all(verdicts(bad, p))
