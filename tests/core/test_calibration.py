@@ -128,3 +128,18 @@ def test_reliability_png_is_readable(tmp_path):
     path = reliability_png({"a": reliability_table(p, (p > 0.5).double())}, tmp_path / "r.png", size=64)
     w, h, rows = _read_png(path)
     assert (w, h) == (64, 64) and len(rows) == 64
+
+
+def test_listwise_judge_refinement_in_the_calibrate_stage(tmp_path):
+    # the synthetic true winners also have higher F and P (bandit.calibration_records): a judge that
+    # weighs them in beats the raw S at picking a true winner on the held-out half
+    torch.set_num_threads(1)
+    append_records(tmp_path / "a.records.jsonl", calibration_records(800, 4, torch.Generator().manual_seed(3)))
+    for loss in ("listnet", "pl"):
+        res = stage.run(stage.build_parser().parse_args(
+            ["--logs", str(tmp_path), "--out", str(tmp_path / f"{loss}.json"), "--listwise", loss]))
+        j = res["judge"]
+        print(f"{loss}: top-1 raw {j['top1_raw']:.3f} -> refined {j['top1_refined']:.3f}, weights {j['weights']}")
+        assert j["weights"][0] > 0 and j["weights"][1] > 0 and j["weights"][2] > 0 and j["weights"][3] == 0.0
+        assert j["top1_refined"] > j["top1_raw"] and j["tournaments_eval"] > 300
+        assert json.loads((tmp_path / f"{loss}.json").read_text())["metrics"]["judge"]["loss"] == loss

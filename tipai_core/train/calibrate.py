@@ -14,7 +14,12 @@ evaluation half, and:
 * chooses τ_P(t) per class and τ_F(t) as ROC operating points over the true winners: the strictest
   threshold that keeps --keep-early (early audits, t < 0.5) or --keep-late (late) of the true winners; the
   late threshold is never laxer than the early one;
-* writes the calibration file (JSON) and a reliability diagram PNG next to it.
+* writes the calibration file (JSON) and a reliability diagram PNG next to it;
+* with --listwise listnet|pl, refines the judge listwise (tspo.refine_judge): a linear judge
+  s_i = w · x_i over the components x_i = (S_i - S_0, F_i, min_c P_i, B_i) is fit to the true-win labels of
+  each tournament's candidates (ListNet: -Σ softmax(y/τ)·log softmax(s); Plackett–Luce: -log PL(winners
+  first | s)); the file keeps w under metrics.judge with the held-out top-1 agreement of raw S and of s
+  (the share of tournaments with a true winner whose argmax is one).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-late", type=float, default=0.9, help="share of true winners τ_P, τ_F keep late (stricter)")
     p.add_argument("--auditor", default=None, help="name of the auditor the logs were scored with (its backbone file)")
     p.add_argument("--bins", type=int, default=10)
+    p.add_argument("--listwise", choices=("none", "listnet", "pl"), default="none",
+                   help="also refine the judge listwise on the true-win labels (reported, kept in the file)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -52,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def collect(logs: list[str]) -> tuple[dict[str, torch.Tensor], list[str], LogStats]:
     """Per labelled candidate: margin, label, P (classes), F, t, tournament id. Streams the logs."""
     stats = LogStats()
-    m, y, P, F, t, tid = [], [], [], [], [], []
+    m, y, P, F, B, t, tid = [], [], [], [], [], [], []
     classes: list[str] | None = None
     for k, rec in enumerate(iter_records(logs, stats)):
         if rec.true_win is None:
@@ -70,6 +77,7 @@ def collect(logs: list[str]) -> tuple[dict[str, torch.Tensor], list[str], LogSta
             y.append(float(bool(rec.true_win[i])))
             P.append([float(v) for v in s["P"][i]])
             F.append(float(s["F"][i]))
+            B.append(float(s["B"][i]))
             t.append(float(rec.t))
             tid.append(k)
     require_records(stats, "calibrate")
@@ -78,6 +86,7 @@ def collect(logs: list[str]) -> tuple[dict[str, torch.Tensor], list[str], LogSta
                          "'true_win' (N+1 entries, index 0 null) must be filled by a human or a stronger judge")
     data = {"m": torch.tensor(m, dtype=torch.float64), "y": torch.tensor(y, dtype=torch.float64),
             "P": torch.tensor(P, dtype=torch.float64), "F": torch.tensor(F, dtype=torch.float64),
+            "B": torch.tensor(B, dtype=torch.float64),
             "t": torch.tensor(t, dtype=torch.float64), "tid": torch.tensor(tid)}
     return data, classes or [], stats
 
@@ -111,6 +120,48 @@ def thresholds(fit: dict[str, torch.Tensor], keep_early: float, keep_late: float
     return Schedule.linear(pe, pl), Schedule.linear(fe[0], fl[0])
 
 
+JUDGE_COMPONENTS = ("S_cand - S_ctrl", "F", "min_c P", "B")
+
+
+def judge_lists(d: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """x ``[T, N, 4]`` (JUDGE_COMPONENTS) and labels ``[T, N]`` of the tournaments whose N candidates all carry
+    a label, N the most common such count."""
+    ids, counts = d["tid"].unique(return_counts=True)
+    if not len(ids):
+        return torch.zeros(0, 0, 4, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
+    n = int(counts.mode().values)
+    keep = ids[counts == n]
+    rows = torch.isin(d["tid"], keep)
+    order = torch.argsort(d["tid"][rows], stable=True)
+    x = torch.stack([d["m"], d["F"], d["P"].min(dim=1).values, d["B"]], dim=-1)[rows][order]
+    return x.reshape(-1, n, 4), d["y"][rows][order].reshape(-1, n)
+
+
+def top1_agreement(score: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Share of tournaments with a true winner whose highest-scored candidate is one."""
+    has = y.max(-1).values > 0.5
+    if not has.any():
+        return None
+    pick = y.gather(-1, score.argmax(-1, keepdim=True))[:, 0]
+    return float(pick[has].mean())
+
+
+def refine(fit: dict, held: dict, loss: str) -> dict:
+    """The listwise judge refinement of the module docstring; its weights and held-out top-1 agreements."""
+    from ..tspo import refine_judge
+
+    xf, yf = judge_lists(fit)
+    xh, yh = judge_lists(held)
+    if len(xf) < 2 or len(xh) < 1:
+        raise ValueError("calibrate --listwise: too few fully labelled tournaments (every candidate needs true_win)")
+    mean, std = xf.reshape(-1, 4).mean(0), xf.reshape(-1, 4).std(0).clamp_min(1e-6)
+    w = refine_judge((xf - mean) / std, yf, loss=loss).double()
+    refined = ((xh - mean) / std) @ w
+    return {"loss": loss, "components": list(JUDGE_COMPONENTS), "mean": mean.tolist(), "std": std.tolist(),
+            "weights": w.tolist(), "top1_raw": top1_agreement(xh[..., 0], yh),
+            "top1_refined": top1_agreement(refined, yh), "tournaments_eval": int(len(xh))}
+
+
 def run(args: argparse.Namespace) -> dict:
     data, classes, stats = collect(args.logs)
     print(f"[calibrate] {stats.summary()}; {len(data['m'])} labelled candidates, classes {classes}")
@@ -135,6 +186,8 @@ def run(args: argparse.Namespace) -> dict:
     metrics["delta_eval_win_rate"] = float(held["y"][above].mean()) if above.any() else None
     metrics["delta_eval_count"] = int(above.sum())
     tau_P, tau_F = thresholds(fit, args.keep_early, args.keep_late)
+    if args.listwise != "none":
+        metrics["judge"] = refine(fit, held, args.listwise)
     cal = Calibration(delta=delta, tau_P=tau_P, tau_F=tau_F, auditor={"name": args.auditor, "classes": classes},
                       target=args.target, map={**g.to_dict(), "input": "S_cand - S_ctrl"}, metrics=metrics)
     out = cal.save(args.out)
@@ -148,6 +201,11 @@ def run(args: argparse.Namespace) -> dict:
           f"{'n/a' if dw is None else f'{dw:.3f}'} over {metrics['delta_eval_count']} candidates")
     print(f"[calibrate] τ_P(t) early {list(tau_P.values[0])} late {list(tau_P.values[-1])}; "
           f"τ_F(t) {tau_F.values[0]:.3f} -> {tau_F.values[-1]:.3f}")
+    if "judge" in metrics:
+        j = metrics["judge"]
+        print(f"[calibrate] listwise judge ({j['loss']}): weights {[round(v, 3) for v in j['weights']]} over "
+              f"{j['components']}; held-out top-1 agreement with the true winners: raw S {j['top1_raw']:.3f} -> "
+              f"refined {j['top1_refined']:.3f} over {j['tournaments_eval']} tournaments")
     print(f"[calibrate] wrote {out} and {png}")
     return {"calibration": str(out), "png": str(png), **metrics}
 
