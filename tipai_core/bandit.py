@@ -190,7 +190,6 @@ class KnobBandit:
         idx = torch.zeros(n_tournaments, n, len(self.knobs), dtype=torch.long)
         logp = torch.zeros(n_tournaments, n, dtype=torch.float64)
         z = torch.zeros(n_tournaments, n, dtype=torch.float64)
-        feats, depth = [], []
         for c, t in enumerate(CONTEXTS):
             rows = ctx == c
             m = int(rows.sum())

@@ -8,8 +8,8 @@ import torch
 from tipai_core.bandit import CONTEXTS, KnobBandit
 from tipai_core.policy_net import PolicyNet
 from tipai_core.tournament_log import LogStats, append_records, iter_records, require_records
-from tipai_core.tspo import (TSPOConfig, candidate_cost, diversity, listnet_loss, loo_credits, plackett_luce_nll,
-                             records_to_batch, records_to_batches, refine_judge, soft_credits, tspo_step)
+from tipai_core.tspo import (candidate_cost, diversity, listnet_loss, loo_credits, plackett_luce_nll,
+                             records_to_batch, records_to_batches, refine_judge, soft_credits)
 from tipai_core.train import tspo as tspo_stage
 
 
@@ -151,3 +151,21 @@ def test_offline_reads_logs_of_mixed_n_as_one_batch_per_n(tmp_path):
     res = tspo_stage.run(tspo_stage.build_parser().parse_args(
         ["offline", "--logs", str(log), "--out", str(tmp_path / "p"), "--iterations", "2", "--n-classes", "1"]))
     assert len(res["curve"]) == 2 and PolicyNet.load(tmp_path / "p.safetensors").choices == policy.choices
+
+
+def test_vectorised_bandit_play_draws_from_the_policy():
+    torch.manual_seed(0)
+    bandit, policy = KnobBandit(), PolicyNet(n_classes=1, hidden=8)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.normal_(0, 0.7)
+    batch = bandit.play_batch(policy, 4000, 3, torch.Generator().manual_seed(0))
+    table = policy.log_probs_table(batch.feats, batch.max_depth)
+    logp = sum(table[k].gather(1, batch.idx[k]) for k in policy.knob_names).double()
+    assert torch.allclose(logp, batch.behaviour_logp, atol=1e-5)  # the recorded μ is the policy's own
+    for c, t in enumerate(CONTEXTS):
+        rows = (batch.feats == policy.features([bandit.state(t)])).all(-1)
+        freq = torch.bincount(batch.idx["cfg_inside"][rows].flatten(), minlength=3).double() / (3 * rows.sum())
+        assert torch.allclose(freq, bandit.knob_tables(policy, t)["cfg_inside"], atol=0.03), (t, freq)
+    win = batch.u > 0
+    assert ((batch.u[win] >= 0.5) & (batch.u[win] <= 1)).all() and 0.1 < float(win.double().mean()) < 0.9

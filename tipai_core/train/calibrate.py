@@ -25,7 +25,6 @@ evaluation half, and:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
