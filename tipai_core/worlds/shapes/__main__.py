@@ -1,0 +1,65 @@
+"""``python -m tipai_core.worlds.shapes <command>``: train | sample | check.
+
+* ``train --steps N``: train (or continue) the base model of a recipe in the cache;
+* ``sample``: plain samples of held-out prompts, their checker accuracy and a PNG grid;
+* ``check``: the checker's accuracy on rendered scenes with known truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tipai_core.worlds.shapes")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("train", "sample"):
+        p = sub.add_parser(name)
+        p.add_argument("--steps", type=int, default=6000, help="training steps of the base model")
+        p.add_argument("--size", type=int, default=24)
+        p.add_argument("--batch", type=int, default=64)
+        p.add_argument("--lr", type=float, default=2e-3)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--cache", default=None, help="cache root (default $TIPAI_CACHE or ~/.cache/tipai)")
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
+    s = sub.choices["sample"]
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--sample-steps", type=int, default=20)
+    s.add_argument("--cfg", type=float, default=3.0)
+    s.add_argument("--png", default=None)
+    c = sub.add_parser("check")
+    c.add_argument("--n", type=int, default=300)
+    c.add_argument("--size", type=int, default=32)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    if args.cmd == "check":
+        from .checker import validate
+
+        t = time.time()
+        print(f"checker accuracy at {args.size}px on {args.n} chosen+rejected pairs: "
+              f"{validate(args.n, args.size):.4f} ({time.time() - t:.1f}s)")
+        return 0
+    torch.set_num_threads(args.threads)
+    from .model import ModelConfig
+    from .train import TrainConfig, load_model, recipe_dir, train
+
+    cfg = TrainConfig(model=ModelConfig(size=args.size), batch=args.batch, lr=args.lr, seed=args.seed)
+    if args.cmd == "train":
+        t = time.time()
+        folder = train(cfg, args.steps, args.cache, time_limit=args.time_limit)
+        print(f"trained {folder} in {time.time() - t:.0f}s")
+        return 0
+    from .evaluate import plain_accuracy
+
+    model, meta = load_model(recipe_dir(cfg, args.cache))
+    print(f"model {meta['recipe']} at step {meta['step']}")
+    plain_accuracy(model, n=args.n, steps=args.sample_steps, cfg=args.cfg, png=args.png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

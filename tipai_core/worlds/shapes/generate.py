@@ -1,0 +1,33 @@
+"""Plain sampling of the ShapesWorld model through the engine's sampler (``tipai_core.sampler``).
+
+Each image is its own run (batch 1, noise from its seed), exactly what the TiPAI loop audits, so
+"plain vs loop" compare the same trajectories: ``x_T = σ_0·ε(seed)``, then ``sampler.sample`` with
+``ShapesDenoiser`` on a Karras schedule in eps sigma space.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...diffusion import Conditioning, karras_sigmas
+from ...sampler import initial_latent, sample
+from .model import ShapesDenoiser, ShapesUNet
+
+
+def sigmas_for(model: ShapesUNet, steps: int) -> torch.Tensor:
+    c = model.config
+    return karras_sigmas(steps, sigma_min=c.sigma_min, sigma_max=c.sigma_max)
+
+
+def start_latent(model: ShapesUNet, sigmas: torch.Tensor, seed: int) -> torch.Tensor:
+    s = model.config.size
+    return initial_latent((1, 3, s, s), sigmas, "eps", seed)
+
+
+def generate(model: ShapesUNet, prompt: str, seed: int, steps: int = 20, cfg: float = 3.0,
+             sampler: str = "ddim") -> torch.Tensor:
+    """One image ``[3, H, W]`` in [0, 1] for (prompt, seed)."""
+    sig = sigmas_for(model, steps)
+    x = sample(ShapesDenoiser(model), sig, start_latent(model, sig, seed), Conditioning(payload=prompt, cfg=cfg),
+               "eps", sampler)
+    return ((x[0] + 1) / 2).clamp(0, 1)
