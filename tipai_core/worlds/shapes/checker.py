@@ -48,6 +48,8 @@ class Detection:
     cy: float
     area: float
     fill: float
+    w: float = 0.0  # soft extents, fractions of the side
+    h: float = 0.0
 
 
 def _hue(img: np.ndarray) -> np.ndarray:
@@ -102,7 +104,7 @@ class Checker:
                 else:
                     shape = "circle" if fill < CIRCLE_MAX_FILL else "square"
                 cx, cy = cx / w, cy / h
-                out.append(Detection(name, shape, float(cx), float(cy), float(area), float(fill)))
+                out.append(Detection(name, shape, float(cx), float(cy), float(area), float(fill), float(wx / w), float(wy / h)))
         return out
 
     @staticmethod

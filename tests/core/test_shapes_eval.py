@@ -1,0 +1,74 @@
+"""ShapesWorld evaluation plumbing at CI size: three methods, table, PNG, reproducibility, oracle pieces."""
+
+import pytest
+import torch
+from PIL import Image
+
+from tipai_core.eval.__main__ import main as eval_main
+from tipai_core.eval.shapes import EvalSettings, evaluate
+from tipai_core.protocols import Auditor
+from tipai_core.regions import SaliencyMiner
+from tipai_core.worlds.shapes.checker import Checker
+from tipai_core.worlds.shapes.model import ModelConfig
+from tipai_core.worlds.shapes.oracle import CheckerAuditor, checker_saliency
+from tipai_core.worlds.shapes.render import Scene, ShapeSpec, render
+from tipai_core.worlds.shapes.train import TrainConfig, load_model, train
+
+TINY = ModelConfig(size=16, channels=(8, 16, 16), text_dim=16, text_layers=1, heads=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_oracle_auditor_and_saliency():
+    rc = ShapeSpec("circle", "red", 0.25, 0.5, 0.15)
+    gs = ShapeSpec("square", "green", 0.75, 0.5, 0.15)
+    img = render(Scene((rc, gs)))[None]
+    aud = CheckerAuditor()
+    assert isinstance(aud, Auditor)
+    sc = aud.score(torch.cat([img, img]), "a red circle left of a blue square")
+    assert torch.allclose(sc.S, torch.tensor([1 / 3, 1 / 3]))  # binding(blue square) and the relation fail
+    sal = checker_saliency()(img, "a red circle left of a blue square")
+    # the unwanted green square is salient, the red circle (asked for, relation would hold) is not
+    assert sal[0, 0, 16, 24] == 1 and sal[0, 0, 16, 8] == 0
+    regions = SaliencyMiner(checker_saliency(), k=2)(img, "a red circle left of a blue square")
+    assert len(regions) == 1 and regions[0].bbox[1] >= 16
+    # a reversed relation marks the first object
+    sal = checker_saliency()(img, "a red circle right of a green square")
+    assert sal[0, 0, 16, 8] == 1 and sal[0, 0, 16, 24] == 0
+    assert checker_saliency()(img, "a red circle left of a green square").sum() == 0
+
+
+def test_eval_runs_and_reproduces(tmp_path, capsys):
+    cfg = TrainConfig(model=TINY, batch=8, warmup=2)
+    model, _ = load_model(train(cfg, 3, tmp_path, log=lambda *_: None))
+    s = EvalSettings(n_prompts=3, n_steps=6, audit_first=2, audit_every=2, audit_skip_last=1, n_candidates=2)
+    text, rows = evaluate(model, s, tmp_path / "grid.png", log=lambda *_: None)
+    print(text)
+    assert [r["method"] for r in rows][0] == "plain" and rows[2]["method"] == "tipai"
+    assert rows[1]["method"].startswith("best-of-")
+    plain, best, tipai = rows
+    assert plain["calls_per_image"] == 6
+    assert tipai["calls_per_image"] >= 6 and tipai["tournaments"] >= 0
+    n = int(best["method"].split("-")[-1])
+    assert best["calls_per_image"] == 6 * n >= tipai["calls_per_image"]  # equal or greater compute
+    for r in rows:
+        assert r["all"] is None or 0 <= r["all"] <= 1
+    with Image.open(tmp_path / "grid.png") as im:
+        assert im.size[0] > im.size[1] / 3  # three columns
+    _, rows2 = evaluate(model, s, None, log=lambda *_: None)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in rs]  # noqa: E731
+    assert strip(rows) == strip(rows2)
+
+
+def test_eval_cli_help_and_unknown_world(capsys):
+    assert eval_main([]) == 2
+    assert eval_main(["nowhere"]) == 2
+    with pytest.raises(SystemExit):
+        eval_main(["shapes", "--help"])
+    assert "--train-only" in capsys.readouterr().out

@@ -1,0 +1,250 @@
+"""ShapesWorld evaluation: plain sampling vs best-of-N vs the TiPAI loop, scored by the checker.
+
+For each held-out (prompt, seed) (``worlds.shapes.evaluate.held_out``):
+
+1. ``plain``: ``sampler.sample`` from the seed's noise, n_steps steps;
+2. ``best-of-N``: N whole images (seeds ``seed + j·100003``), the auditor's S picks one; N is the
+   smallest whole number with ``N·n_steps ≥`` TiPAI's mean denoiser calls per image (≥ 2), so
+   best-of-N gets equal or greater compute;
+3. ``tipai``: ``loop.sample_with_audits`` from the same noise, with an ``AuditSuite`` of the pixel
+   decoder (factor 1), a ``SaliencyMiner``, the auditor, ``DiffusionEditor``, a
+   ``FixedKnobPolicy`` and a ``TournamentGuard``.
+
+Reported per method: checker accuracy per clause type and for whole prompts, denoiser calls per
+image (one call = one CFG evaluation of D), wall time per image, the guard's accept rate
+(accepted tournaments / tournaments), and the non-regression fraction: over all prompts, the
+share of images where the guard accepted an edit and the checker's count of satisfied clauses
+fell below the plain image's (the plain run is the loop's control trajectory).
+
+Every draw is seeded, so a second run prints the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..actions import FixedKnobPolicy
+from ..audit_schedule import AuditSchedule
+from ..costs import CountingDenoiser, Costs
+from ..diffusion import Conditioning
+from ..editor import DiffusionEditor
+from ..guard import TournamentGuard
+from ..loop import AuditSuite, sample_with_audits
+from ..regions import SaliencyMiner
+from ..sampler import sample
+from ..worlds.shapes.checker import Checker
+from ..worlds.shapes.evaluate import clause_accuracy, held_out, save_grid
+from ..worlds.shapes.generate import sigmas_for, start_latent
+from ..worlds.shapes.model import PixelDecoder, ShapesDenoiser, ShapesUNet
+from ..worlds.shapes.oracle import CheckerAuditor, checker_saliency
+
+
+@dataclass
+class EvalSettings:
+    n_prompts: int = 64
+    n_steps: int = 20
+    cfg: float = 3.0
+    sampler: str = "ddim"
+    n_candidates: int = 4
+    k_regions: int = 2
+    audit_every: int = 3
+    audit_first: int = 3
+    audit_skip_last: int = 3
+    delta: float = 0.0
+    knobs: dict = field(default_factory=lambda: {
+        "editor": (["renoise"], [1.0]),
+        "depth": ([2, 3, 4], [1 / 3, 1 / 3, 1 / 3]),
+        "cfg_inside": ([3.0, 5.0, 7.0], [1 / 3, 1 / 3, 1 / 3]),
+        "jitter": ([0.5, 1.0], [0.5, 0.5]),
+        "dilation": ([0, 1], [0.5, 0.5]),
+    })
+
+
+@dataclass
+class MethodResult:
+    name: str
+    images: list[torch.Tensor]
+    calls: list[int]
+    seconds: float
+    tournaments: int = 0
+    accepted: int = 0
+    accepted_boxes: list[list[tuple[int, int, int, int]]] = field(default_factory=list)
+
+
+def _to_image(x: torch.Tensor) -> torch.Tensor:
+    return ((x[0] + 1) / 2).clamp(0, 1)
+
+
+def run_plain(model: ShapesUNet, items, s: EvalSettings, seed_offset: int = 0) -> MethodResult:
+    den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps)
+    images, calls, t = [], [], time.time()
+    for prompt, seed in items:
+        c = Costs()
+        x = sample(CountingDenoiser(den, c), sig, start_latent(model, sig, seed + seed_offset),
+                   Conditioning(payload=prompt, cfg=s.cfg), "eps", s.sampler)
+        images.append(_to_image(x))
+        calls.append(c.denoiser_calls)
+    return MethodResult("plain", images, calls, time.time() - t)
+
+
+def run_best_of_n(model, items, s: EvalSettings, n: int, auditor, first: MethodResult | None = None) -> MethodResult:
+    """N whole images per prompt; the auditor's S picks (ties: the lowest j). j = 0 is the plain image."""
+    t = time.time()
+    runs = [first] + [run_plain(model, items, s, seed_offset=j * 100_003) for j in range(1, n)]
+    images, calls = [], []
+    for i, (prompt, _) in enumerate(items):
+        cands = torch.stack([r.images[i] for r in runs])
+        S = auditor.score(cands, prompt).S
+        images.append(cands[int(torch.argmax(S))])
+        calls.append(sum(r.calls[i] for r in runs))
+    return MethodResult(f"best-of-{n}", images, calls, time.time() - t + first.seconds)
+
+
+def make_suite(s: EvalSettings, auditor, checker: Checker) -> AuditSuite:
+    return AuditSuite(
+        decoder=PixelDecoder(),
+        miner=SaliencyMiner(checker_saliency(checker), k=s.k_regions, threshold=0.5),
+        auditor=auditor,
+        editor=DiffusionEditor(),
+        policy=FixedKnobPolicy(s.knobs),
+        guard=TournamentGuard(delta=s.delta),
+        schedule=AuditSchedule(every=s.audit_every, first=s.audit_first, skip_last=s.audit_skip_last, scales=(1.0,)),
+        n_candidates=s.n_candidates,
+        seed=0,
+    )
+
+
+def run_tipai(model, items, s: EvalSettings, suite: AuditSuite) -> MethodResult:
+    den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps)
+    res = MethodResult("tipai", [], [], 0.0)
+    t = time.time()
+    for prompt, seed in items:
+        c = Costs()
+        out = sample_with_audits(CountingDenoiser(den, c), sig, start_latent(model, sig, seed),
+                                 Conditioning(payload=prompt, cfg=s.cfg), "eps", prompt, suite, s.sampler)
+        res.images.append(_to_image(out.latent))
+        # c counts every call through the wrapper: the base steps, the editor's and the restarts
+        res.calls.append(c.denoiser_calls)
+        res.tournaments += len(out.records)
+        acc = [r for r in out.records if r.accepted]
+        res.accepted += len(acc)
+        res.accepted_boxes.append([tuple(r.region["bbox"]) for r in acc])
+    res.seconds = time.time() - t
+    return res
+
+
+def table(results: list[MethodResult], items, checker: Checker, plain: MethodResult) -> tuple[str, list[dict]]:
+    prompts = [p for p, _ in items]
+    _, plain_v = clause_accuracy(plain.images, prompts, checker)
+    rows = []
+    for r in results:
+        acc, v = clause_accuracy(r.images, prompts, checker)
+        worse = sum(
+            1 for i in range(len(items))
+            if r.accepted_boxes and r.accepted_boxes[i] and sum(v[i]) < sum(plain_v[i])
+        )
+        rows.append({
+            "method": r.name, **{k: acc.get(k) for k in ("binding", "count", "relation", "all")},
+            "calls_per_image": sum(r.calls) / len(r.calls),
+            "seconds_per_image": r.seconds / len(items),
+            "accept_rate": (r.accepted / r.tournaments) if r.tournaments else None,
+            "tournaments": r.tournaments,
+            "regressions": worse / len(items) if r.accepted_boxes else None,
+        })
+
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    head = f"{'method':<12} {'binding':>8} {'count':>6} {'relation':>8} {'all':>6} {'calls/img':>9} {'s/img':>6} " \
+           f"{'accept':>7} {'tourn.':>6} {'regress':>7}"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        lines.append(
+            f"{row['method']:<12} {f(row['binding'], '.3f'):>8} {f(row['count'], '.3f'):>6} "
+            f"{f(row['relation'], '.3f'):>8} {f(row['all'], '.3f'):>6} {row['calls_per_image']:>9.1f} "
+            f"{row['seconds_per_image']:>6.2f} {f(row['accept_rate'], '.3f'):>7} {row['tournaments']:>6} "
+            f"{f(row['regressions'], '.3f'):>7}"
+        )
+    return "\n".join(lines), rows
+
+
+def outlines_for(r: MethodResult, size: int) -> list[torch.Tensor | None]:
+    out = []
+    for boxes in r.accepted_boxes:
+        if not boxes:
+            out.append(None)
+            continue
+        m = torch.zeros(size, size)
+        for y0, x0, y1, x1 in boxes:
+            m[y0:y1, x0:x1] = 1
+        out.append(m)
+    return out
+
+
+def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, log=print) -> tuple[str, list[dict]]:
+    """Run the three methods on the held-out set; returns the printed table and its rows."""
+    items = held_out(s.n_prompts)
+    checker = Checker()
+    auditor = CheckerAuditor(checker)
+    plain = run_plain(model, items, s)
+    log(f"plain done ({plain.seconds:.0f}s)")
+    tipai = run_tipai(model, items, s, make_suite(s, auditor, checker))
+    log(f"tipai done ({tipai.seconds:.0f}s)")
+    n = max(2, math.ceil(sum(tipai.calls) / len(tipai.calls) / s.n_steps - 1e-9))
+    best = run_best_of_n(model, items, s, n, auditor, first=plain)
+    log(f"best-of-{n} done ({best.seconds:.0f}s)")
+    text, rows = table([plain, best, tipai], items, checker, plain)
+    if png:
+        size = model.config.size
+        save_grid([plain.images, best.images, tipai.images], png,
+                  outlines=[[None] * len(items), [None] * len(items), outlines_for(tipai, size)])
+        Path(png).with_suffix(".txt").write_text(
+            "columns: plain | best-of-N | TiPAI (accepted regions outlined in magenta)\n"
+            + "\n".join(p for p, _ in items) + "\n")
+    return text, rows
+
+
+def main(argv=None) -> int:
+    from ..worlds.shapes.model import ModelConfig
+    from ..worlds.shapes.train import TrainConfig, ensure_model, load_model, recipe_dir
+
+    ap = argparse.ArgumentParser(prog="python -m tipai_core.eval shapes")
+    ap.add_argument("--train-steps", type=int, default=6000, help="base-model steps (trained or continued if the cache has fewer)")
+    ap.add_argument("--reuse", action="store_true", help="use the cached model as it is, never train")
+    ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--size", type=int, default=24)
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n", type=int, default=64, help="held-out prompts")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps")
+    ap.add_argument("--cfg", type=float, default=3.0)
+    ap.add_argument("--candidates", type=int, default=4)
+    ap.add_argument("--png", default="shapes_eval.png")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    cfg = TrainConfig(model=ModelConfig(size=args.size))
+    if args.reuse:
+        model, meta = load_model(recipe_dir(cfg, args.cache))
+    else:
+        model, meta = ensure_model(cfg, args.train_steps, args.cache)
+    print(f"base model {meta['recipe']} at step {meta['step']} ({recipe_dir(cfg, args.cache)})")
+    if args.train_only:
+        return 0
+    s = EvalSettings(n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates)
+    text, rows = evaluate(model, s, args.png)
+    print("auditor and miner saliency: checker-based ORACLE (worlds/shapes/oracle.py), not a trained auditor")
+    print(text)
+    print(f"total {time.time() - t0:.0f}s; grid: {args.png}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": s.__dict__, "rows": rows, "model": meta["recipe"],
+                                               "model_step": meta["step"]}, indent=1, default=str))
+    return 0
