@@ -1,4 +1,6 @@
-"""Marks every test by where it lives: tests/core -> `core`, tests/host -> `host`."""
+"""Marks every test by where it lives (tests/core -> `core`, tests/host -> `host`), and keeps torch's
+thread count from leaking between tests: results that must match bit for bit (the in-process host
+against the server) depend on it."""
 
 from __future__ import annotations
 
@@ -14,3 +16,13 @@ def pytest_collection_modifyitems(config, items):
         part = Path(str(item.fspath)).resolve().relative_to(_HERE).parts[0]
         if part in ("core", "host"):
             item.add_marker(getattr(pytest.mark, part))
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
