@@ -1,7 +1,8 @@
-"""``python -m tipai_core.worlds.shapes <command>``: train | sample | check.
+"""``python -m tipai_core.worlds.shapes <command>``: train | sample | clip | check.
 
 * ``train --steps N``: train (or continue) the base model of a recipe in the cache;
 * ``sample``: plain samples of held-out prompts, their checker accuracy and a PNG grid;
+* ``clip``: train the auditor's tiny open_clip backbone contrastively (``clip.py``);
 * ``check``: the checker's accuracy on rendered scenes with known truth.
 """
 
@@ -29,6 +30,14 @@ def main(argv=None) -> int:
     s.add_argument("--sample-steps", type=int, default=20)
     s.add_argument("--cfg", type=float, default=3.0)
     s.add_argument("--png", default=None)
+    k = sub.add_parser("clip", help="train the auditor's tiny open_clip backbone contrastively")
+    k.add_argument("--steps", type=int, default=1000)
+    k.add_argument("--batch", type=int, default=64)
+    k.add_argument("--size", type=int, default=24)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--out", default=None, help="weights file (default <cache>/shapes/auditor/clip.safetensors)")
+    k.add_argument("--cache", default=None)
+    k.add_argument("--threads", type=int, default=1)
     c = sub.add_parser("check")
     c.add_argument("--n", type=int, default=300)
     c.add_argument("--size", type=int, default=32)
@@ -44,6 +53,17 @@ def main(argv=None) -> int:
               f"{validate(args.n, args.size):.4f} ({time.time() - t:.1f}s)")
         return 0
     torch.set_num_threads(args.threads)
+    if args.cmd == "clip":
+        from pathlib import Path
+
+        from .clip import train_clip
+        from .train import cache_root
+
+        out = Path(args.out) if args.out else Path(args.cache or cache_root()) / "shapes" / "auditor" / "clip.safetensors"
+        t = time.time()
+        train_clip(out, steps=args.steps, batch=args.batch, size=args.size, seed=args.seed)
+        print(f"wrote {out} in {time.time() - t:.0f}s")
+        return 0
     from .model import ModelConfig
     from .train import TrainConfig, load_model, recipe_dir, train
 
