@@ -50,12 +50,12 @@ def test_eval_runs_and_reproduces(tmp_path, capsys):
     s = EvalSettings(n_prompts=3, n_steps=6, audit_first=2, audit_every=2, audit_skip_last=1, n_candidates=2)
     text, rows = evaluate(model, s, tmp_path / "grid.png", log=lambda *_: None)
     print(text)
-    assert [r["method"] for r in rows][0] == "plain" and rows[2]["method"] == "tipai"
+    assert rows[0]["method"] == "plain" and rows[2]["method"] == "tipai[oracle]"
     assert rows[1]["method"].startswith("best-of-")
     plain, best, tipai = rows
     assert plain["calls_per_image"] == 6
     assert tipai["calls_per_image"] >= 6 and tipai["tournaments"] >= 0
-    n = int(best["method"].split("-")[-1])
+    n = int(best["method"].split("-")[-1].split("[")[0])
     assert best["calls_per_image"] == 6 * n >= tipai["calls_per_image"]  # equal or greater compute
     for r in rows:
         assert r["all"] is None or 0 <= r["all"] <= 1

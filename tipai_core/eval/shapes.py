@@ -107,10 +107,10 @@ def run_best_of_n(model, items, s: EvalSettings, n: int, auditor, first: MethodR
     return MethodResult(f"best-of-{n}", images, calls, time.time() - t + first.seconds)
 
 
-def make_suite(s: EvalSettings, auditor, checker: Checker) -> AuditSuite:
+def make_suite(s: EvalSettings, auditor, miner) -> AuditSuite:
     return AuditSuite(
         decoder=PixelDecoder(),
-        miner=SaliencyMiner(checker_saliency(checker), k=s.k_regions, threshold=0.5),
+        miner=miner,
         auditor=auditor,
         editor=DiffusionEditor(),
         policy=FixedKnobPolicy(s.knobs),
@@ -121,11 +121,29 @@ def make_suite(s: EvalSettings, auditor, checker: Checker) -> AuditSuite:
     )
 
 
+def oracle_pieces(checker: Checker):
+    """(auditor, miner) read from the checker: an upper bound, see ``worlds/shapes/oracle.py``."""
+    return CheckerAuditor(checker), SaliencyMiner(checker_saliency(checker), k=2, threshold=0.5)
+
+
+def learned_pieces(folder):
+    """(auditor, miner): the trained tiny open_clip + Stage A heads, and the fused Grad-CAM RegionMiner."""
+    from ..miner import RegionMiner
+    from ..worlds.shapes.auditor import load_auditor
+
+    auditor = load_auditor(folder)
+    miner = RegionMiner(auditor, k=2, threshold=0.5, max_area_frac=0.3, latent_factor=1, feather_radius=1,
+                        region_prompts=False)
+    return auditor, miner
+
+
 def run_tipai(model, items, s: EvalSettings, suite: AuditSuite) -> MethodResult:
     den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps)
     res = MethodResult("tipai", [], [], 0.0)
     t = time.time()
     for prompt, seed in items:
+        if hasattr(suite.miner, "reset"):
+            suite.miner.reset()  # drift and feature change start afresh in every run
         c = Costs()
         out = sample_with_audits(CountingDenoiser(den, c), sig, start_latent(model, sig, seed),
                                  Conditioning(payload=prompt, cfg=s.cfg), "eps", prompt, suite, s.sampler)
@@ -188,25 +206,32 @@ def outlines_for(r: MethodResult, size: int) -> list[torch.Tensor | None]:
     return out
 
 
-def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, log=print) -> tuple[str, list[dict]]:
-    """Run the three methods on the held-out set; returns the printed table and its rows."""
+def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, log=print,
+             pieces: dict | None = None) -> tuple[str, list[dict]]:
+    """Plain, then best-of-N and TiPAI for each (auditor, miner) in ``pieces`` (label -> pair; default:
+    the checker oracle). Returns the printed table and its rows."""
     items = held_out(s.n_prompts)
     checker = Checker()
-    auditor = CheckerAuditor(checker)
+    pieces = pieces or {"oracle": oracle_pieces(checker)}
     plain = run_plain(model, items, s)
     log(f"plain done ({plain.seconds:.0f}s)")
-    tipai = run_tipai(model, items, s, make_suite(s, auditor, checker))
-    log(f"tipai done ({tipai.seconds:.0f}s)")
-    n = max(2, math.ceil(sum(tipai.calls) / len(tipai.calls) / s.n_steps - 1e-9))
-    best = run_best_of_n(model, items, s, n, auditor, first=plain)
-    log(f"best-of-{n} done ({best.seconds:.0f}s)")
-    text, rows = table([plain, best, tipai], items, checker, plain)
+    results, cols, outl = [plain], [plain.images], [[None] * len(items)]
+    for label, (auditor, miner) in pieces.items():
+        tipai = run_tipai(model, items, s, make_suite(s, auditor, miner))
+        tipai.name = f"tipai[{label}]"
+        log(f"{tipai.name} done ({tipai.seconds:.0f}s)")
+        n = max(2, math.ceil(sum(tipai.calls) / len(tipai.calls) / s.n_steps - 1e-9))
+        best = run_best_of_n(model, items, s, n, auditor, first=plain)
+        best.name = f"best-of-{n}[{label}]"
+        log(f"{best.name} done ({best.seconds:.0f}s)")
+        results += [best, tipai]
+        cols += [best.images, tipai.images]
+        outl += [[None] * len(items), outlines_for(tipai, model.config.size)]
+    text, rows = table(results, items, checker, plain)
     if png:
-        size = model.config.size
-        save_grid([plain.images, best.images, tipai.images], png,
-                  outlines=[[None] * len(items), [None] * len(items), outlines_for(tipai, size)])
+        save_grid(cols, png, outlines=outl)
         Path(png).with_suffix(".txt").write_text(
-            "columns: plain | best-of-N | TiPAI (accepted regions outlined in magenta)\n"
+            "columns: " + " | ".join(r.name for r in results) + " (accepted regions outlined in magenta)\n"
             + "\n".join(p for p, _ in items) + "\n")
     return text, rows
 
@@ -228,6 +253,9 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--png", default="shapes_eval.png")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--auditor", choices=("oracle", "learned", "both"), default="both",
+                    help="oracle: the checker-based auditor and miner; learned: tiny open_clip + Stage A heads "
+                         "(trained into the cache when missing) with the Grad-CAM RegionMiner")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -240,8 +268,22 @@ def main(argv=None) -> int:
     if args.train_only:
         return 0
     s = EvalSettings(n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates)
-    text, rows = evaluate(model, s, args.png)
-    print("auditor and miner saliency: checker-based ORACLE (worlds/shapes/oracle.py), not a trained auditor")
+    pieces = {}
+    if args.auditor in ("oracle", "both"):
+        pieces["oracle"] = oracle_pieces(Checker())
+    if args.auditor in ("learned", "both"):
+        from ..worlds.shapes.auditor import auditor_dir, train_auditor
+
+        folder = auditor_dir(args.cache)
+        if not (folder / "heads.safetensors").is_file():
+            train_auditor(folder, size=args.size)
+        metrics = json.loads((folder / "heads.metrics.json").read_text())
+        print(f"learned auditor {folder}: held-out pair-AUC {metrics['trained']['pair_auc']:.3f} "
+              f"(zero-shot {metrics['zero_shot']['pair_auc']:.3f}), patch pair-AUC {metrics['trained']['patch_pair_auc']:.3f}")
+        pieces["learned"] = learned_pieces(folder)
+    text, rows = evaluate(model, s, args.png, pieces=pieces)
+    if "oracle" in pieces:
+        print("[oracle] rows: auditor and miner read the checker itself (worlds/shapes/oracle.py): an upper bound")
     print(text)
     print(f"total {time.time() - t0:.0f}s; grid: {args.png}")
     if args.json:
