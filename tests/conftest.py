@@ -18,11 +18,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(getattr(pytest.mark, part))
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
+_DEFAULT_THREADS: int | None = None
+
+
+def pytest_configure(config):
+    global _DEFAULT_THREADS
     import torch
 
-    before = torch.get_num_threads()
+    _DEFAULT_THREADS = torch.get_num_threads()  # before any test or fixture can change it
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """After every test, torch runs with the thread count it started the session with (a test or a
+    module fixture may lower it to 1 for speed on shared cores)."""
+    import torch
+
     yield
-    if torch.get_num_threads() != before:
-        torch.set_num_threads(before)
+    if torch.get_num_threads() != _DEFAULT_THREADS:
+        torch.set_num_threads(_DEFAULT_THREADS)
