@@ -30,15 +30,18 @@ def parametrisation(model_sampling) -> Parametrisation:
 class ComfyDenoiser:
     """x̂0 from ComfyUI's model for the editor's candidates; checks for interruption per call."""
 
-    def __init__(self, guider, model_options: dict):
+    def __init__(self, guider, model_options: dict, progress=None):
         self.guider = guider
         self.model_options = model_options
         self.calls = 0
+        self.progress = progress  # a comfy.utils.ProgressBar over the tournament's model calls
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
         # Between candidate batches is where a user's Cancel must take effect.
         comfy.model_management.throw_exception_if_processing_interrupted()
         self.calls += 1
+        if self.progress is not None:
+            self.progress.update_absolute(min(self.calls, self.progress.total))
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(x.shape[0])

@@ -15,6 +15,7 @@ import torch
 import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
+import comfy.utils
 
 from ..tipai_core.actions import FixedKnobPolicy
 from ..tipai_core.policy_net import PolicyNet
@@ -192,13 +193,18 @@ class TiPAIRun:
             decoder = ComfyAuditDecoder(self.s.vae, model, self.s.editor.decoder)
             if self._miner is None:
                 self._miner = self.s.miner.build(auditor)
+            # progress over the editor's model calls of this audit, at most K regions of the deepest d
+            knobs = getattr(self.s.policy.policy, "knobs", None) or {}
+            d_max = min(view.step, max(knobs.get("depth", ((view.step,), None))[0]))
+            r = self.s.editor.refine_iters
+            progress = comfy.utils.ProgressBar(max(1, self.s.miner.k * view.x.shape[0] * (d_max * (2 + r) + 1)))
             suite = AuditSuite(
                 decoder=decoder, miner=self._miner, auditor=auditor, editor=self.s.editor.build(),
                 policy=self.s.policy.policy, guard=self.s.guard.guard, schedule=self.s.guard.schedule,
                 alpha=self.s.guard.alpha, n_candidates=self.s.policy.n, crop_margin=self.s.editor.crop_margin,
                 seed=self.s.policy.seed)
             new_x, records = audit_step(
-                view.x, view.x0, view.step, view.sigmas, denoiser=ComfyDenoiser(view.guider, view.model_options),
+                view.x, view.x0, view.step, view.sigmas, denoiser=ComfyDenoiser(view.guider, view.model_options, progress),
                 param=parametrisation(model.model_sampling), cond=Conditioning(cfg=float(view.guider.cfg)),
                 prompt=self.s.prompt, suite=suite, user_mask=self._user_mask(view.x, decoder.factor),
                 costs=self.costs)
