@@ -41,7 +41,7 @@ from ..regions import SaliencyMiner
 from ..sampler import sample
 from ..worlds.shapes.checker import Checker
 from ..worlds.shapes.evaluate import clause_accuracy, held_out, save_grid
-from ..worlds.shapes.generate import sigmas_for, start_latent
+from ..worlds.shapes.generate import SAMPLE_SIGMA_MAX, sigmas_for, start_latent
 from ..worlds.shapes.model import PixelDecoder, ShapesDenoiser, ShapesUNet
 from ..worlds.shapes.oracle import CheckerAuditor, checker_saliency
 
@@ -52,6 +52,7 @@ class EvalSettings:
     n_steps: int = 20
     cfg: float = 3.0
     sampler: str = "ddim"
+    sigma_max: float = SAMPLE_SIGMA_MAX
     n_candidates: int = 4
     k_regions: int = 2
     audit_every: int = 3
@@ -83,7 +84,7 @@ def _to_image(x: torch.Tensor) -> torch.Tensor:
 
 
 def run_plain(model: ShapesUNet, items, s: EvalSettings, seed_offset: int = 0) -> MethodResult:
-    den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps)
+    den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps, s.sigma_max)
     images, calls, t = [], [], time.time()
     for prompt, seed in items:
         c = Costs()
@@ -138,7 +139,7 @@ def learned_pieces(folder):
 
 
 def run_tipai(model, items, s: EvalSettings, suite: AuditSuite) -> MethodResult:
-    den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps)
+    den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps, s.sigma_max)
     res = MethodResult("tipai", [], [], 0.0)
     t = time.time()
     for prompt, seed in items:
@@ -251,6 +252,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="sampling steps")
     ap.add_argument("--cfg", type=float, default=3.0)
     ap.add_argument("--candidates", type=int, default=4)
+    ap.add_argument("--sigma-max", type=float, default=SAMPLE_SIGMA_MAX, help="first σ of the sampling schedule")
     ap.add_argument("--png", default="shapes_eval.png")
     ap.add_argument("--json", default=None)
     ap.add_argument("--auditor", choices=("oracle", "learned", "both"), default="both",
@@ -267,7 +269,8 @@ def main(argv=None) -> int:
     print(f"base model {meta['recipe']} at step {meta['step']} ({recipe_dir(cfg, args.cache)})")
     if args.train_only:
         return 0
-    s = EvalSettings(n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates)
+    s = EvalSettings(n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates,
+                     sigma_max=args.sigma_max)
     pieces = {}
     if args.auditor in ("oracle", "both"):
         pieces["oracle"] = oracle_pieces(Checker())
