@@ -1,8 +1,9 @@
-"""``python -m tipai_core.worlds.shapes <command>``: train | sample | clip | check.
+"""``python -m tipai_core.worlds.shapes <command>``: train | sample | clip | auditor | check.
 
 * ``train --steps N``: train (or continue) the base model of a recipe in the cache;
 * ``sample``: plain samples of held-out prompts, their checker accuracy and a PNG grid;
 * ``clip``: train the auditor's tiny open_clip backbone contrastively (``clip.py``);
+* ``auditor``: the backbone (if missing), DETONATE pairs and Stage A heads (``auditor.py``);
 * ``check``: the checker's accuracy on rendered scenes with known truth.
 """
 
@@ -38,6 +39,14 @@ def main(argv=None) -> int:
     k.add_argument("--out", default=None, help="weights file (default <cache>/shapes/auditor/clip.safetensors)")
     k.add_argument("--cache", default=None)
     k.add_argument("--threads", type=int, default=1)
+    a = sub.add_parser("auditor", help="contrastive backbone (if missing), pairs, Stage A heads via the scorer")
+    a.add_argument("--clip-steps", type=int, default=1000)
+    a.add_argument("--pairs", type=int, default=2000)
+    a.add_argument("--val-pairs", type=int, default=500)
+    a.add_argument("--epochs", type=int, default=20)
+    a.add_argument("--size", type=int, default=24)
+    a.add_argument("--cache", default=None)
+    a.add_argument("--threads", type=int, default=1)
     c = sub.add_parser("check")
     c.add_argument("--n", type=int, default=300)
     c.add_argument("--size", type=int, default=32)
@@ -63,6 +72,15 @@ def main(argv=None) -> int:
         t = time.time()
         train_clip(out, steps=args.steps, batch=args.batch, size=args.size, seed=args.seed)
         print(f"wrote {out} in {time.time() - t:.0f}s")
+        return 0
+    if args.cmd == "auditor":
+        from .auditor import auditor_dir, train_auditor
+
+        t = time.time()
+        m = train_auditor(auditor_dir(args.cache), clip_steps=args.clip_steps, n_pairs=args.pairs,
+                          n_val=args.val_pairs, epochs=args.epochs, size=args.size)
+        print(f"auditor in {auditor_dir(args.cache)}: held-out pair-AUC {m['trained']['pair_auc']:.3f} "
+              f"(zero-shot {m['zero_shot']['pair_auc']:.3f}) in {time.time() - t:.0f}s")
         return 0
     from .model import ModelConfig
     from .train import TrainConfig, load_model, recipe_dir, train
