@@ -56,7 +56,7 @@ def test_eval_runs_and_reproduces(tmp_path, capsys):
     assert plain["calls_per_image"] == 6
     assert tipai["calls_per_image"] >= 6 and tipai["tournaments"] >= 0
     n = int(best["method"].split("-")[-1].split("[")[0])
-    assert best["calls_per_image"] == 6 * n >= tipai["calls_per_image"]  # equal or greater compute
+    assert best["evals_per_image"] == 6 * n >= tipai["evals_per_image"]  # equal or greater compute
     for r in rows:
         assert r["all"] is None or 0 <= r["all"] <= 1
     with Image.open(tmp_path / "grid.png") as im:

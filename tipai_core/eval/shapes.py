@@ -11,7 +11,8 @@ For each held-out (prompt, seed) (``worlds.shapes.evaluate.held_out``):
    ``FixedKnobPolicy`` and a ``TournamentGuard``.
 
 Reported per method: checker accuracy per clause type and for whole prompts, denoiser calls per
-image (one call = one CFG evaluation of D), wall time per image, the guard's accept rate
+image (one call of D on a batch; CFG inside) and evaluations per image (batch rows: N candidates
+in one call count N; best-of-N's N is chosen from these), wall time per image, the guard's accept rate
 (accepted tournaments / tournaments), and the non-regression fraction: over all prompts, the
 share of images where the guard accepted an edit and the checker's count of satisfied clauses
 fell below the plain image's (the plain run is the loop's control trajectory).
@@ -74,6 +75,7 @@ class MethodResult:
     images: list[torch.Tensor]
     calls: list[int]
     seconds: float
+    evals: list[int] = field(default_factory=list)  # batch rows through D: the compute that matters here
     tournaments: int = 0
     accepted: int = 0
     accepted_boxes: list[list[tuple[int, int, int, int]]] = field(default_factory=list)
@@ -85,27 +87,29 @@ def _to_image(x: torch.Tensor) -> torch.Tensor:
 
 def run_plain(model: ShapesUNet, items, s: EvalSettings, seed_offset: int = 0) -> MethodResult:
     den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps, s.sigma_max)
-    images, calls, t = [], [], time.time()
+    images, calls, evals, t = [], [], [], time.time()
     for prompt, seed in items:
         c = Costs()
         x = sample(CountingDenoiser(den, c), sig, start_latent(model, sig, seed + seed_offset),
                    Conditioning(payload=prompt, cfg=s.cfg), "eps", s.sampler)
         images.append(_to_image(x))
         calls.append(c.denoiser_calls)
-    return MethodResult("plain", images, calls, time.time() - t)
+        evals.append(c.denoiser_evals)
+    return MethodResult("plain", images, calls, time.time() - t, evals)
 
 
 def run_best_of_n(model, items, s: EvalSettings, n: int, auditor, first: MethodResult | None = None) -> MethodResult:
     """N whole images per prompt; the auditor's S picks (ties: the lowest j). j = 0 is the plain image."""
     t = time.time()
     runs = [first] + [run_plain(model, items, s, seed_offset=j * 100_003) for j in range(1, n)]
-    images, calls = [], []
+    images, calls, evals = [], [], []
     for i, (prompt, _) in enumerate(items):
         cands = torch.stack([r.images[i] for r in runs])
         S = auditor.score(cands, prompt).S
         images.append(cands[int(torch.argmax(S))])
         calls.append(sum(r.calls[i] for r in runs))
-    return MethodResult(f"best-of-{n}", images, calls, time.time() - t + first.seconds)
+        evals.append(sum(r.evals[i] for r in runs))
+    return MethodResult(f"best-of-{n}", images, calls, time.time() - t + first.seconds, evals)
 
 
 def make_suite(s: EvalSettings, auditor, miner) -> AuditSuite:
@@ -151,6 +155,7 @@ def run_tipai(model, items, s: EvalSettings, suite: AuditSuite) -> MethodResult:
         res.images.append(_to_image(out.latent))
         # c counts every call through the wrapper: the base steps, the editor's and the restarts
         res.calls.append(c.denoiser_calls)
+        res.evals.append(c.denoiser_evals)
         res.tournaments += len(out.records)
         acc = [r for r in out.records if r.accepted]
         res.accepted += len(acc)
@@ -172,6 +177,7 @@ def table(results: list[MethodResult], items, checker: Checker, plain: MethodRes
         rows.append({
             "method": r.name, **{k: acc.get(k) for k in ("binding", "count", "relation", "all")},
             "calls_per_image": sum(r.calls) / len(r.calls),
+            "evals_per_image": sum(r.evals) / len(r.evals),
             "seconds_per_image": r.seconds / len(items),
             "accept_rate": (r.accepted / r.tournaments) if r.tournaments else None,
             "tournaments": r.tournaments,
@@ -181,13 +187,14 @@ def table(results: list[MethodResult], items, checker: Checker, plain: MethodRes
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    head = f"{'method':<12} {'binding':>8} {'count':>6} {'relation':>8} {'all':>6} {'calls/img':>9} {'s/img':>6} " \
+    head = f"{'method':<20} {'binding':>8} {'count':>6} {'relation':>8} {'all':>6} {'calls/img':>9} {'evals/img':>9} {'s/img':>6} " \
            f"{'accept':>7} {'tourn.':>6} {'regress':>7}"
     lines = [head, "-" * len(head)]
     for row in rows:
         lines.append(
-            f"{row['method']:<12} {f(row['binding'], '.3f'):>8} {f(row['count'], '.3f'):>6} "
+            f"{row['method']:<20} {f(row['binding'], '.3f'):>8} {f(row['count'], '.3f'):>6} "
             f"{f(row['relation'], '.3f'):>8} {f(row['all'], '.3f'):>6} {row['calls_per_image']:>9.1f} "
+            f"{row['evals_per_image']:>9.1f} "
             f"{row['seconds_per_image']:>6.2f} {f(row['accept_rate'], '.3f'):>7} {row['tournaments']:>6} "
             f"{f(row['regressions'], '.3f'):>7}"
         )
@@ -221,7 +228,8 @@ def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, 
         tipai = run_tipai(model, items, s, make_suite(s, auditor, miner))
         tipai.name = f"tipai[{label}]"
         log(f"{tipai.name} done ({tipai.seconds:.0f}s)")
-        n = max(2, math.ceil(sum(tipai.calls) / len(tipai.calls) / s.n_steps - 1e-9))
+        # N whole images cost N·n_steps evaluations of D; match TiPAI's evaluations (candidates count)
+        n = max(2, math.ceil(sum(tipai.evals) / len(tipai.evals) / s.n_steps - 1e-9))
         best = run_best_of_n(model, items, s, n, auditor, first=plain)
         best.name = f"best-of-{n}[{label}]"
         log(f"{best.name} done ({best.seconds:.0f}s)")
