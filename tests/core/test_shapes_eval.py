@@ -61,9 +61,18 @@ def test_eval_runs_and_reproduces(tmp_path, capsys):
         assert r["all"] is None or 0 <= r["all"] <= 1
     with Image.open(tmp_path / "grid.png") as im:
         assert im.size[0] > im.size[1] / 3  # three columns
-    _, rows2 = evaluate(model, s, None, log=lambda *_: None)
+    _, rows2 = evaluate(model, s, None, log=lambda *_: None, log_dir=tmp_path / "logs")
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in rs]  # noqa: E731
     assert strip(rows) == strip(rows2)
+    # the tournaments were logged with the checker's true_win, readable by the Stage C reader
+    from tipai_core.tournament_log import iter_records
+
+    recs = list(iter_records([tmp_path / "logs" / "tournaments-oracle.jsonl"]))
+    assert len(recs) == rows2[2]["tournaments"] > 0
+    for r in recs:
+        assert r.true_win[0] is None and len(r.true_win) == len(r.actions) + 1
+        # the oracle auditor's S is the checker's share of clauses: a true win is exactly a higher S
+        assert [bool(w) for w in r.true_win[1:]] == [s_i > r.scores["S"][0] for s_i in r.scores["S"][1:]]
 
 
 def test_eval_cli_help_and_unknown_world(capsys):

@@ -112,6 +112,20 @@ def run_best_of_n(model, items, s: EvalSettings, n: int, auditor, first: MethodR
     return MethodResult(f"best-of-{n}", images, calls, time.time() - t + first.seconds, evals)
 
 
+class LabellingAuditor:
+    """Wraps an auditor: every tournament it scores is also judged by the checker, so each record can
+    carry ``true_win[i] = sat(C_i) > sat(C_0)`` (sat = satisfied clauses), what Stage C calibrates on."""
+
+    def __init__(self, inner, checker: Checker):
+        self.inner, self.checker = inner, checker
+        self.labels: list[list[bool | None]] = []
+
+    def score(self, images, prompt, mask=None):
+        sat = [sum(ok for _, ok in self.checker(img, prompt)) for img in images]
+        self.labels.append([None] + [v > sat[0] for v in sat[1:]])
+        return self.inner.score(images, prompt, mask)
+
+
 def make_suite(s: EvalSettings, auditor, miner) -> AuditSuite:
     return AuditSuite(
         decoder=PixelDecoder(),
@@ -142,7 +156,9 @@ def learned_pieces(folder):
     return auditor, miner
 
 
-def run_tipai(model, items, s: EvalSettings, suite: AuditSuite) -> MethodResult:
+def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path | None = None) -> MethodResult:
+    """The loop on every item; with ``log_path`` its tournaments (with checker ``true_win``) go to JSONL."""
+    labeller = suite.auditor if isinstance(suite.auditor, LabellingAuditor) else None
     den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps, s.sigma_max)
     res = MethodResult("tipai", [], [], 0.0)
     t = time.time()
@@ -157,6 +173,14 @@ def run_tipai(model, items, s: EvalSettings, suite: AuditSuite) -> MethodResult:
         res.calls.append(c.denoiser_calls)
         res.evals.append(c.denoiser_evals)
         res.tournaments += len(out.records)
+        if log_path is not None and labeller is not None:
+            from ..tournament_log import append_records
+
+            # one auditor call per tournament (FixedKnobPolicy reads no control scores), in order
+            labels, labeller.labels = labeller.labels[-len(out.records):] if out.records else [], []
+            for rec, lab in zip(out.records, labels):
+                rec.true_win = lab
+            append_records(log_path, out.records)
         acc = [r for r in out.records if r.accepted]
         res.accepted += len(acc)
         res.accepted_boxes.append([tuple(r.region["bbox"]) for r in acc])
@@ -215,7 +239,7 @@ def outlines_for(r: MethodResult, size: int) -> list[torch.Tensor | None]:
 
 
 def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, log=print,
-             pieces: dict | None = None) -> tuple[str, list[dict]]:
+             pieces: dict | None = None, log_dir: str | Path | None = None) -> tuple[str, list[dict]]:
     """Plain, then best-of-N and TiPAI for each (auditor, miner) in ``pieces`` (label -> pair; default:
     the checker oracle). Returns the printed table and its rows."""
     items = held_out(s.n_prompts)
@@ -225,7 +249,11 @@ def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, 
     log(f"plain done ({plain.seconds:.0f}s)")
     results, cols, outl = [plain], [plain.images], [[None] * len(items)]
     for label, (auditor, miner) in pieces.items():
-        tipai = run_tipai(model, items, s, make_suite(s, auditor, miner))
+        suite = make_suite(s, LabellingAuditor(auditor, checker) if log_dir else auditor, miner)
+        log_path = Path(log_dir) / f"tournaments-{label}.jsonl" if log_dir else None
+        if log_path is not None and log_path.exists():
+            log_path.unlink()  # one evaluation, one log: a rerun must not append twice
+        tipai = run_tipai(model, items, s, suite, log_path)
         tipai.name = f"tipai[{label}]"
         log(f"{tipai.name} done ({tipai.seconds:.0f}s)")
         # N whole images cost N·n_steps evaluations of D; match TiPAI's evaluations (candidates count)
@@ -263,6 +291,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sigma-max", type=float, default=SAMPLE_SIGMA_MAX, help="first σ of the sampling schedule")
     ap.add_argument("--png", default="shapes_eval.png")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--log-dir", default=None, help="write the TiPAI tournaments (with checker true_win) as JSONL here")
     ap.add_argument("--auditor", choices=("oracle", "learned", "both"), default="both",
                     help="oracle: the checker-based auditor and miner; learned: tiny open_clip + Stage A heads "
                          "(trained into the cache when missing) with the Grad-CAM RegionMiner")
@@ -292,7 +321,7 @@ def main(argv=None) -> int:
         print(f"learned auditor {folder}: held-out pair-AUC {metrics['trained']['pair_auc']:.3f} "
               f"(zero-shot {metrics['zero_shot']['pair_auc']:.3f}), patch pair-AUC {metrics['trained']['patch_pair_auc']:.3f}")
         pieces["learned"] = learned_pieces(folder)
-    text, rows = evaluate(model, s, args.png, pieces=pieces)
+    text, rows = evaluate(model, s, args.png, pieces=pieces, log_dir=args.log_dir)
     if "oracle" in pieces:
         print("[oracle] rows: auditor and miner read the checker itself (worlds/shapes/oracle.py): an upper bound")
     print(text)
