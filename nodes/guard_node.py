@@ -10,17 +10,7 @@ from ..tipai_core.guard import TournamentGuard
 from ..tipai_core.schedules import Schedule
 from . import model_files
 from .tipai_run import GuardSpec
-from .types import Auditor, Guard
-
-
-def _scales(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"TiPAI Tournament Guard: audit_scales must be numbers like '0.5, 1.0', got {text!r}") from None
-    if not values:
-        raise ValueError("TiPAI Tournament Guard: audit_scales is empty; give at least one scale, e.g. '1.0'")
-    return values
+from .types import Auditor, Guard, parse_list
 
 
 class TiPAITournamentGuard(io.ComfyNode):
@@ -73,5 +63,5 @@ class TiPAITournamentGuard(io.ComfyNode):
         else:
             guard = TournamentGuard(delta=delta, tau_P=Schedule.linear(tau_P_start, tau_P_end),
                                     tau_F=Schedule.linear(tau_F_start, tau_F_end))
-        schedule = AuditSchedule(every=audit_every, first=audit_first, skip_last=skip_last, scales=_scales(audit_scales))
+        schedule = AuditSchedule(every=audit_every, first=audit_first, skip_last=skip_last, scales=parse_list(audit_scales, float, "TiPAI Tournament Guard", "audit_scales"))
         return io.NodeOutput(GuardSpec(guard, schedule, alpha))

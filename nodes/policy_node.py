@@ -10,17 +10,9 @@ from ..tipai_core.actions import FixedKnobPolicy
 from ..tipai_core.policy_net import PolicyNet
 from . import model_files
 from .tipai_run import PolicySpec
-from .types import Policy
+from .types import Policy, parse_list
 
-
-def _choices(text: str, cast, name: str) -> tuple:
-    try:
-        values = tuple(cast(v.strip()) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"TiPAI TSPO Sampler: {name} must be a comma-separated list, got {text!r}") from None
-    if not values:
-        raise ValueError(f"TiPAI TSPO Sampler: {name} is empty")
-    return values
+NODE = "TiPAI TSPO Sampler"
 
 
 class TiPAITSPOSampler(io.ComfyNode):
@@ -77,11 +69,11 @@ class TiPAITSPOSampler(io.ComfyNode):
             return (values, tuple(1.0 / len(values) for _ in values))
 
         knobs = {
-            "depth": uniform(_choices(depths, int, "depths")),
-            "cfg_inside": uniform(_choices(cfg_inside, float, "cfg_inside")),
-            "jitter": uniform(_choices(jitter, float, "jitter")),
-            "dilation": uniform(_choices(dilation, int, "dilation")),
-            "feather": uniform(_choices(feather, int, "feather")),
+            "depth": uniform(parse_list(depths, int, NODE, "depths")),
+            "cfg_inside": uniform(parse_list(cfg_inside, float, NODE, "cfg_inside")),
+            "jitter": uniform(parse_list(jitter, float, NODE, "jitter")),
+            "dilation": uniform(parse_list(dilation, int, NODE, "dilation")),
+            "feather": uniform(parse_list(feather, int, NODE, "feather")),
             "editor": uniform(("invert", "renoise") if editor == "both" else (editor,)),
         }
         return io.NodeOutput(PolicySpec(FixedKnobPolicy(knobs=knobs), n=n, seed=seed))
