@@ -140,3 +140,15 @@ def test_batch_and_pairs_shapes():
     p, good, bad = pair(3, size=24)
     assert good.shape == bad.shape == (3, 24, 24) and not torch.equal(good, bad)
     assert all(verdicts(good, p)) and not all(verdicts(bad, p))
+
+
+def test_ragged_square_keeps_its_class():
+    """Generated squares are ragged (fill ratio < 0.89) while their corners stay filled: still squares."""
+    sq = render(Scene((ShapeSpec("square", "red", 0.5, 0.5, 0.25),)), 24)  # pixels 6..17
+    for k in (6, 7, 16, 17):  # notch the middle of each side, two pixels deep
+        sq[:, k, 9:15] = 1.0
+        sq[:, 9:15, k] = 1.0
+    d = Checker().detect(sq)
+    assert [x.shape for x in d] == ["square"] and d[0].fill < 0.89  # the fill ratio alone says circle
+    ci = render(Scene((ShapeSpec("circle", "blue", 0.5, 0.5, 0.25),)), 24)
+    assert [x.shape for x in Checker().detect(ci)] == ["circle"]

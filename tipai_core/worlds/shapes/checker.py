@@ -13,7 +13,9 @@ components with ``A < min_area·H·W`` are noise. Shape: with soft extents
 ``W = Σ_x max_y c``, ``H = Σ_y max_x c`` and box centre ``ȳ_box`` (profile-weighted), the
 vertical skew ``κ_y = (ȳ_mass - ȳ_box) / H`` is 1/6 for an apex-up triangle and 0 for circle and
 square, so κ_y > 0.08 means triangle (robust to blur, unlike the fill ratio at small sizes);
-otherwise the fill ratio ``ρ = A / (W·H)`` gives circle if ρ < 0.89, else square (π/4 vs 1).
+otherwise square if the fill ratio ``ρ = A / (W·H)`` ≥ 0.89 (π/4 for a circle, 1 for a square) or
+the corner fill (mean c' where the box lies outside its inscribed ellipse, ``u² + v² > 1.3``, at
+least 4 pixels) is > 0.45; else circle. The corner test reads soft-edged generated squares.
 
 Verdicts (grammar.py clause types): binding — some object has colour c and shape s; count —
 exactly n such objects; relation — some object matching a and some matching b whose centres
@@ -36,6 +38,7 @@ _HUES = np.array([colorsys.rgb_to_hsv(*PALETTE[c])[0] for c in COLOURS])
 _CHROMA = np.array([max(PALETTE[c]) - min(PALETTE[c]) for c in COLOURS])
 TRIANGLE_MIN_SKEW = 0.08
 CIRCLE_MAX_FILL = 0.89
+SQUARE_MIN_CORNER = 0.45
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,20 @@ class Checker:
                 # the vertical skew of the mass: an apex-up triangle's centroid sits H/6 below it
                 cx, cy = (colx * xs).sum() / wx, (rowy * ys).sum() / wy
                 skew = ((c.sum(1) * ys).sum() / area - cy) / wy
+                # corner fill: mean coverage where the box lies outside its inscribed ellipse
+                # (u² + v² > 1.3 in box-normalised coordinates): ≤ 0.02 for every rendered circle.
+                # Generated squares have soft edges that pull the fill ratio below 0.89 while their
+                # corners stay filled, so either test makes a square.
+                u = (xs[None, :] - cx) / max(wx / 2, 1e-9)
+                v = (ys[:, None] - cy) / max(wy / 2, 1e-9)
+                zone = (np.abs(u) < 1) & (np.abs(v) < 1) & (u * u + v * v > 1.3)
+                corner = float(c[zone].mean()) if zone.sum() >= 4 else 0.0
                 if skew > TRIANGLE_MIN_SKEW:
                     shape = "triangle"
+                elif fill >= CIRCLE_MAX_FILL or corner > SQUARE_MIN_CORNER:
+                    shape = "square"
                 else:
-                    shape = "circle" if fill < CIRCLE_MAX_FILL else "square"
+                    shape = "circle"
                 cx, cy = cx / w, cy / h
                 out.append(Detection(name, shape, float(cx), float(cy), float(area), float(fill), float(wx / w), float(wy / h)))
         return out
