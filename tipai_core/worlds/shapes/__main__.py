@@ -26,6 +26,8 @@ def main(argv=None) -> int:
         p.add_argument("--cache", default=None, help="cache root (default $TIPAI_CACHE or ~/.cache/tipai)")
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
+        p.add_argument("--device", default="cpu", help="cpu or cuda: where the network trains")
+        p.add_argument("--workers", type=int, default=0, help="processes that render batches ahead")
     s = sub.choices["sample"]
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--sample-steps", type=int, default=20)
@@ -39,6 +41,8 @@ def main(argv=None) -> int:
     k.add_argument("--out", default=None, help="weights file (default <cache>/shapes/auditor/clip.safetensors)")
     k.add_argument("--cache", default=None)
     k.add_argument("--threads", type=int, default=1)
+    k.add_argument("--device", default="cpu")
+    k.add_argument("--workers", type=int, default=0, help="processes that render batches ahead")
     a = sub.add_parser("auditor", help="contrastive backbone (if missing), pairs, Stage A heads via the scorer")
     a.add_argument("--clip-steps", type=int, default=1000)
     a.add_argument("--pairs", type=int, default=2000)
@@ -70,7 +74,8 @@ def main(argv=None) -> int:
 
         out = Path(args.out) if args.out else Path(args.cache or cache_root()) / "shapes" / "auditor" / "clip.safetensors"
         t = time.time()
-        train_clip(out, steps=args.steps, batch=args.batch, size=args.size, seed=args.seed)
+        train_clip(out, steps=args.steps, batch=args.batch, size=args.size, seed=args.seed, device=args.device,
+                   workers=args.workers)
         print(f"wrote {out} in {time.time() - t:.0f}s")
         return 0
     if args.cmd == "auditor":
@@ -88,7 +93,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig(model=ModelConfig(size=args.size), batch=args.batch, lr=args.lr, seed=args.seed)
     if args.cmd == "train":
         t = time.time()
-        folder = train(cfg, args.steps, args.cache, time_limit=args.time_limit)
+        folder = train(cfg, args.steps, args.cache, time_limit=args.time_limit, device=args.device,
+                       workers=args.workers)
         print(f"trained {folder} in {time.time() - t:.0f}s")
         return 0
     from .evaluate import plain_accuracy

@@ -100,14 +100,40 @@ def loss_at(model: ShapesUNet, x0, tokens, sigma, eps) -> torch.Tensor:
     return ((model.eps(x, sigma, tokens) - eps) ** 2).mean()
 
 
+def _prefetched(cfg: TrainConfig, first: int, last: int, workers: int):
+    """Batches ``first..last-1`` in order; with ``workers`` > 0 rendered ahead in worker processes
+    (each batch is a pure function of (seed, step), so the order of rendering cannot change them)."""
+    if workers <= 0:
+        for step in range(first, last):
+            yield training_batch(cfg, step)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: the workers never inherit a CUDA context; they render on the CPU only
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        ahead = 4 * workers
+        futures = {s: pool.submit(training_batch, cfg, s) for s in range(first, min(last, first + ahead))}
+        for step in range(first, last):
+            nxt = step + ahead
+            if nxt < last:
+                futures[nxt] = pool.submit(training_batch, cfg, nxt)
+            yield futures.pop(step).result()
+
+
 def train(cfg: TrainConfig, steps: int, root: Path | None = None, ckpt_every: int = 200,
-          log=print, time_limit: float | None = None) -> Path:
-    """Train (or continue) the recipe up to ``steps``; export the EMA weights; return the recipe folder."""
+          log=print, time_limit: float | None = None, device: str = "cpu", workers: int = 0) -> Path:
+    """Train (or continue) the recipe up to ``steps``; export the EMA weights; return the recipe folder.
+
+    ``device`` moves the networks and batches (a GPU trains the same recipe in minutes; its float
+    rounding differs from the CPU's, so the weights are close, not equal); ``workers`` render the
+    batches ahead in that many processes.
+    """
     folder = recipe_dir(cfg, root)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "recipe.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     torch.manual_seed(cfg.seed)
-    pair = _Pair(cfg.model)
+    pair = _Pair(cfg.model).to(device)
     opt = torch.optim.AdamW(pair.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
     gen = torch.Generator().manual_seed(cfg.seed)  # unused by the steps; kept for the checkpoint format
@@ -119,12 +145,13 @@ def train(cfg: TrainConfig, steps: int, root: Path | None = None, ckpt_every: in
         losses = extra.get("losses", [])
         log(f"resumed {folder.name} at step {step}")
     t0, window = time.time(), []
+    batches = _prefetched(cfg, step, steps, workers)
     while step < steps:
         if time_limit is not None and time.time() - t0 > time_limit:
             log(f"time limit {time_limit:.0f}s reached at step {step}")
             break
         pair.model.train()
-        loss = loss_at(pair.model, *training_batch(cfg, step))
+        loss = loss_at(pair.model, *(t.to(device) for t in next(batches)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(pair.model.parameters(), 1.0)
@@ -143,17 +170,19 @@ def train(cfg: TrainConfig, steps: int, root: Path | None = None, ckpt_every: in
     if step % ckpt_every and step != steps:  # stopped by the time limit between checkpoints
         save_checkpoint(folder / "ckpt", step, step, pair, opt, sched, gen, fingerprint, keep=1,
                         fmt=FORMAT, key="net", extra={"losses": losses})
-    export(pair.ema, cfg, step, folder, losses)
+    batches.close()
+    export(pair.ema, cfg, step, folder, losses, device=str(device))
     return folder
 
 
-def export(model: ShapesUNet, cfg: TrainConfig, step: int, folder: Path, losses) -> None:
-    """``model.safetensors`` (EMA weights) + ``model.json`` (config, step, recipe, loss curve)."""
+def export(model: ShapesUNet, cfg: TrainConfig, step: int, folder: Path, losses, device: str = "cpu") -> None:
+    """``model.safetensors`` (EMA weights) + ``model.json`` (config, step, recipe, loss curve, device)."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(folder / "model.safetensors", lambda t: save_file(tensors, str(t), metadata={"format": FORMAT}))
-    meta = {"format": FORMAT, "step": step, "recipe": cfg.recipe_hash(), "train": cfg.to_dict(), "losses": losses}
+    meta = {"format": FORMAT, "step": step, "recipe": cfg.recipe_hash(), "train": cfg.to_dict(), "losses": losses,
+            "device": device}
     atomic_write(folder / "model.json", lambda t: t.write_text(json.dumps(meta, indent=1)))
 
 
