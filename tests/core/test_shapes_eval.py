@@ -67,7 +67,7 @@ def test_eval_runs_and_reproduces(tmp_path, capsys):
     # the tournaments were logged with the checker's true_win, readable by the Stage C reader
     from tipai_core.tournament_log import iter_records
 
-    recs = list(iter_records([tmp_path / "logs" / "tournaments-oracle.jsonl"]))
+    recs = list(iter_records([tmp_path / "logs" / "tournaments-oracle.records.jsonl"]))
     assert len(recs) == rows2[2]["tournaments"] > 0
     for r in recs:
         assert r.true_win[0] is None and len(r.true_win) == len(r.actions) + 1
@@ -81,3 +81,38 @@ def test_eval_cli_help_and_unknown_world(capsys):
     with pytest.raises(SystemExit):
         eval_main(["shapes", "--help"])
     assert "--train-only" in capsys.readouterr().out
+
+
+def test_stage_c_and_tspo_rows(tmp_path):
+    """The calibration set's tournaments feed the real Stage C and offline TSPO commands; their files
+    load back into the loop; a guard that cannot accept leaves every image exactly the plain one."""
+    from tipai_core.calibration import Calibration
+    from tipai_core.eval.shapes import Pieces, calibrated_pieces, fit_stage_c
+    from tipai_core.guard import TournamentGuard
+    from tipai_core.policy_net import PolicyNet
+    from tipai_core.tournament_log import iter_records
+    from tipai_core.worlds.shapes.evaluate import calibration_set, held_out
+
+    assert not {p for p in calibration_set(64)} & {p for p in held_out(64)}  # seeds never shared
+    cfg = TrainConfig(model=TINY, batch=8, warmup=2)
+    model, _ = load_model(train(cfg, 3, tmp_path, log=lambda *_: None))
+    s = EvalSettings(n_prompts=3, n_steps=6, audit_first=2, audit_every=2, audit_skip_last=1, n_candidates=2)
+    base = Pieces(CheckerAuditor(), SaliencyMiner(checker_saliency(), k=2, threshold=0.5), "oracle")
+    cal, pol = fit_stage_c(model, s, base, tmp_path / "stagec", n_calib=8, log=lambda *_: None)
+    recs = list(iter_records([tmp_path / "stagec" / "tournaments.records.jsonl"]))
+    assert recs and all(r.true_win is not None and r.true_win[0] is None for r in recs)
+    c = Calibration.load(cal)
+    assert c.delta >= 0 and c.auditor["name"] == "oracle"
+    policy = PolicyNet.load(pol, expect_knobs={k: v[0] for k, v in s.knobs.items()})
+    assert policy.n_classes == 1
+    stamp = (cal.stat().st_mtime_ns, pol.stat().st_mtime_ns)
+    fit_stage_c(model, s, base, tmp_path / "stagec", n_calib=8, log=lambda *_: None)
+    assert (cal.stat().st_mtime_ns, pol.stat().st_mtime_ns) == stamp  # reused, not refitted
+    never = Pieces(base.auditor, base.miner, "oracle", policy=policy, guard=TournamentGuard(delta=1e9))
+    pieces = {"oracle+tspo": never, "oracle+tspo+cal": calibrated_pieces(base, cal, pol)}
+    _, rows = evaluate(model, s, None, log=lambda *_: None, pieces=pieces)
+    plain, tipai = rows[0], next(r for r in rows if r["method"] == "tipai[oracle+tspo]")
+    assert tipai["tournaments"] > 0 and tipai["accept_rate"] == 0 and tipai["regressions"] == 0
+    for k in ("binding", "count", "relation", "all"):
+        assert tipai[k] == plain[k]
+    assert [r["method"] for r in rows][-1] == "tipai[oracle+tspo+cal]"

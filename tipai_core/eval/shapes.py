@@ -8,7 +8,14 @@ For each held-out (prompt, seed) (``worlds.shapes.evaluate.held_out``):
    best-of-N gets equal or greater compute;
 3. ``tipai``: ``loop.sample_with_audits`` from the same noise, with an ``AuditSuite`` of the pixel
    decoder (factor 1), a ``SaliencyMiner``, the auditor, ``DiffusionEditor``, a
-   ``FixedKnobPolicy`` and a ``TournamentGuard``.
+   ``FixedKnobPolicy`` and a ``TournamentGuard``;
+4. ``tipai[learned+cal]`` and ``tipai[learned+tspo+cal]``: the same loop with the guard's δ and τ_F(t)
+   from Stage C, and (the second) the candidate policy learned by offline TSPO. Both are fitted on
+   tournaments of a separate calibration set (``evaluate.calibration_set``): the loop with the fixed
+   knob distribution and δ = 0 runs on it, the checker labels every candidate (``true_win``: more
+   clauses satisfied than the control; the checker plays the "stronger judge" Stage C asks for), then
+   ``python -m tipai_core.train calibrate`` and ``python -m tipai_core.train tspo offline`` run on that
+   log exactly as a user runs them on ComfyUI logs. Cached under ``<cache>/shapes/stagec-<key>/``.
 
 Reported per method: checker accuracy per clause type and for whole prompts, denoiser calls per
 image (one call of D on a batch; CFG inside) and evaluations per image (batch rows: N candidates
@@ -98,10 +105,16 @@ def run_plain(model: ShapesUNet, items, s: EvalSettings, seed_offset: int = 0) -
     return MethodResult("plain", images, calls, time.time() - t, evals)
 
 
-def run_best_of_n(model, items, s: EvalSettings, n: int, auditor, first: MethodResult | None = None) -> MethodResult:
-    """N whole images per prompt; the auditor's S picks (ties: the lowest j). j = 0 is the plain image."""
+def run_best_of_n(model, items, s: EvalSettings, n: int, auditor, first: MethodResult | None = None,
+                  memo: dict | None = None) -> MethodResult:
+    """N whole images per prompt; the auditor's S picks (ties: the lowest j). j = 0 is the plain image.
+    ``memo`` (j -> run) shares the whole-image runs between rows; their time is counted in each row."""
+    memo = {} if memo is None else memo
+    for j in range(1, n):
+        if j not in memo:
+            memo[j] = run_plain(model, items, s, seed_offset=j * 100_003)
+    runs = [first] + [memo[j] for j in range(1, n)]
     t = time.time()
-    runs = [first] + [run_plain(model, items, s, seed_offset=j * 100_003) for j in range(1, n)]
     images, calls, evals = [], [], []
     for i, (prompt, _) in enumerate(items):
         cands = torch.stack([r.images[i] for r in runs])
@@ -109,31 +122,48 @@ def run_best_of_n(model, items, s: EvalSettings, n: int, auditor, first: MethodR
         images.append(cands[int(torch.argmax(S))])
         calls.append(sum(r.calls[i] for r in runs))
         evals.append(sum(r.evals[i] for r in runs))
-    return MethodResult(f"best-of-{n}", images, calls, time.time() - t + first.seconds, evals)
+    # wall time as if run alone: its N whole-image runs plus the auditor's picks
+    seconds = time.time() - t + sum(r.seconds for r in runs)
+    return MethodResult(f"best-of-{n}", images, calls, seconds, evals)
 
 
 class LabellingAuditor:
     """Wraps an auditor: every tournament it scores is also judged by the checker, so each record can
-    carry ``true_win[i] = sat(C_i) > sat(C_0)`` (sat = satisfied clauses), what Stage C calibrates on."""
+    carry ``true_win[i] = sat(C_i) > sat(C_0)`` (sat = satisfied clauses), what Stage C calibrates on.
+    A call with one image (a policy that reads the control's scores first) is no tournament: not labelled."""
 
     def __init__(self, inner, checker: Checker):
         self.inner, self.checker = inner, checker
         self.labels: list[list[bool | None]] = []
+        self.classes = getattr(inner, "classes", None)
 
     def score(self, images, prompt, mask=None):
-        sat = [sum(ok for _, ok in self.checker(img, prompt)) for img in images]
-        self.labels.append([None] + [v > sat[0] for v in sat[1:]])
+        if len(images) > 1:
+            sat = [sum(ok for _, ok in self.checker(img, prompt)) for img in images]
+            self.labels.append([None] + [v > sat[0] for v in sat[1:]])
         return self.inner.score(images, prompt, mask)
 
 
-def make_suite(s: EvalSettings, auditor, miner) -> AuditSuite:
+@dataclass
+class Pieces:
+    """What one TiPAI row runs with. ``policy``/``guard`` None: the fixed knobs and the δ of the settings.
+    ``judge``: the label of the auditor, which also names the best-of-N row matched to it."""
+
+    auditor: object
+    miner: object
+    judge: str
+    policy: object = None
+    guard: object = None
+
+
+def make_suite(s: EvalSettings, auditor, miner, policy=None, guard=None) -> AuditSuite:
     return AuditSuite(
         decoder=PixelDecoder(),
         miner=miner,
         auditor=auditor,
         editor=DiffusionEditor(),
-        policy=FixedKnobPolicy(s.knobs),
-        guard=TournamentGuard(delta=s.delta),
+        policy=policy if policy is not None else FixedKnobPolicy(s.knobs),
+        guard=guard if guard is not None else TournamentGuard(delta=s.delta),
         schedule=AuditSchedule(every=s.audit_every, first=s.audit_first, skip_last=s.audit_skip_last, scales=(1.0,)),
         n_candidates=s.n_candidates,
         seed=0,
@@ -154,6 +184,64 @@ def learned_pieces(folder):
     miner = RegionMiner(auditor, k=2, threshold=0.5, max_area_frac=0.3, latent_factor=1, feather_radius=1,
                         region_prompts=False)
     return auditor, miner
+
+
+def stage_c_key(model_meta: dict, auditor_folder: Path, s: EvalSettings, n_calib: int, target: float) -> str:
+    """What the fitted guard and policy depend on: the base model, the auditor's heads, the loop's settings."""
+    import hashlib
+
+    blob = {"model": [model_meta["recipe"], model_meta["step"]], "n": n_calib, "target": target,
+            "heads": (Path(auditor_folder) / "heads.metrics.json").read_text(),
+            "settings": {k: v for k, v in s.__dict__.items() if k != "n_prompts"}}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def fit_stage_c(model, s: EvalSettings, pieces: "Pieces", folder: Path, n_calib: int, target: float = 0.9,
+                log=print) -> tuple[Path, Path]:
+    """Stage C and offline TSPO on the calibration set; returns (calibration file, policy file).
+
+    1. the loop (fixed knobs, δ = 0) on ``calibration_set(n_calib)``, every candidate labelled by the
+       checker, written to ``tournaments.records.jsonl`` (a .partial name until complete);
+    2. ``python -m tipai_core.train calibrate`` on it -> ``calibration.json`` (+ reliability PNG);
+    3. ``python -m tipai_core.train tspo offline`` on it -> ``policy.safetensors`` + ``.json``.
+    Each output is reused when present.
+    """
+    from ..train.__main__ import main as train_main
+    from ..worlds.shapes.evaluate import calibration_set
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    logs, cal, pol = folder / "tournaments.records.jsonl", folder / "calibration.json", folder / "policy.safetensors"
+    if not logs.is_file():
+        part = folder / "tournaments.partial"
+        part.unlink(missing_ok=True)
+        suite = make_suite(s, LabellingAuditor(pieces.auditor, Checker()), pieces.miner)
+        r = run_tipai(model, calibration_set(n_calib), s, suite, part)
+        part.rename(logs)
+        log(f"calibration set: {n_calib} prompts, {r.tournaments} tournaments logged ({r.seconds:.0f}s)")
+    if not cal.is_file():
+        rc = train_main(["calibrate", "--logs", str(logs), "--out", str(cal), "--target", str(target),
+                         "--auditor", pieces.judge])
+        if rc:
+            raise RuntimeError(f"Stage C (python -m tipai_core.train calibrate) failed with exit status {rc}")
+    if not pol.with_suffix(".json").is_file():
+        knobs = {k: list(v[0]) for k, v in s.knobs.items()}
+        rc = train_main(["tspo", "offline", "--logs", str(logs), "--out", str(pol), "--knobs", json.dumps(knobs),
+                         "--n-classes", str(len(getattr(pieces.auditor, "classes", ("safe",)))),
+                         "--beta", "0.2", "--seed", "0"])
+        if rc:
+            raise RuntimeError(f"TSPO (python -m tipai_core.train tspo offline) failed with exit status {rc}")
+    return cal, pol
+
+
+def calibrated_pieces(base: "Pieces", cal_path: Path, policy_path: Path | None) -> "Pieces":
+    """The same auditor and miner with the Stage C guard and, when given, the TSPO policy."""
+    from ..calibration import Calibration, calibrated_guard
+    from ..policy_net import PolicyNet
+
+    cal = Calibration.load(cal_path)
+    policy = PolicyNet.load(policy_path) if policy_path is not None else None
+    return Pieces(base.auditor, base.miner, base.judge, policy=policy, guard=calibrated_guard(cal))
 
 
 def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path | None = None) -> MethodResult:
@@ -240,17 +328,22 @@ def outlines_for(r: MethodResult, size: int) -> list[torch.Tensor | None]:
 
 def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, log=print,
              pieces: dict | None = None, log_dir: str | Path | None = None) -> tuple[str, list[dict]]:
-    """Plain, then best-of-N and TiPAI for each (auditor, miner) in ``pieces`` (label -> pair; default:
-    the checker oracle). Returns the printed table and its rows."""
+    """Plain, then for each row label in ``pieces`` (label -> ``Pieces`` or an (auditor, miner) pair;
+    default: the checker oracle) TiPAI and the best-of-N whole images matched to its evaluations.
+    Returns the printed table and its rows."""
     items = held_out(s.n_prompts)
     checker = Checker()
     pieces = pieces or {"oracle": oracle_pieces(checker)}
     plain = run_plain(model, items, s)
     log(f"plain done ({plain.seconds:.0f}s)")
     results, cols, outl = [plain], [plain.images], [[None] * len(items)]
-    for label, (auditor, miner) in pieces.items():
-        suite = make_suite(s, LabellingAuditor(auditor, checker) if log_dir else auditor, miner)
-        log_path = Path(log_dir) / f"tournaments-{label}.jsonl" if log_dir else None
+    memo: dict[int, MethodResult] = {}
+    for label, piece in pieces.items():
+        if not isinstance(piece, Pieces):
+            piece = Pieces(*piece, judge=label)
+        auditor = LabellingAuditor(piece.auditor, checker) if log_dir else piece.auditor
+        suite = make_suite(s, auditor, piece.miner, piece.policy, piece.guard)
+        log_path = Path(log_dir) / f"tournaments-{label}.records.jsonl" if log_dir else None
         if log_path is not None and log_path.exists():
             log_path.unlink()  # one evaluation, one log: a rerun must not append twice
         tipai = run_tipai(model, items, s, suite, log_path)
@@ -258,15 +351,20 @@ def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, 
         log(f"{tipai.name} done ({tipai.seconds:.0f}s)")
         # N whole images cost N·n_steps evaluations of D; match TiPAI's evaluations (candidates count)
         n = max(2, math.ceil(sum(tipai.evals) / len(tipai.evals) / s.n_steps - 1e-9))
-        best = run_best_of_n(model, items, s, n, auditor, first=plain)
-        best.name = f"best-of-{n}[{label}]"
-        log(f"{best.name} done ({best.seconds:.0f}s)")
-        results += [best, tipai]
-        cols += [best.images, tipai.images]
-        outl += [[None] * len(items), outlines_for(tipai, model.config.size)]
+        name = f"best-of-{n}[{piece.judge}]"
+        if all(r.name != name for r in results):
+            best = run_best_of_n(model, items, s, n, piece.auditor, first=plain, memo=memo)
+            best.name = name
+            log(f"{best.name} done ({best.seconds:.0f}s)")
+            results.append(best)
+            cols.append(best.images)
+            outl.append([None] * len(items))
+        results.append(tipai)
+        cols.append(tipai.images)
+        outl.append(outlines_for(tipai, model.config.size))
     text, rows = table(results, items, checker, plain)
     if png:
-        save_grid(cols, png, outlines=outl)
+        save_grid(cols, png, outlines=outl, labels=[r.name for r in results])
         Path(png).with_suffix(".txt").write_text(
             "columns: " + " | ".join(r.name for r in results) + " (accepted regions outlined in magenta)\n"
             + "\n".join(p for p, _ in items) + "\n")
@@ -292,6 +390,9 @@ def main(argv=None) -> int:
     ap.add_argument("--png", default="shapes_eval.png")
     ap.add_argument("--json", default=None)
     ap.add_argument("--log-dir", default=None, help="write the TiPAI tournaments (with checker true_win) as JSONL here")
+    ap.add_argument("--calibration-prompts", type=int, default=64,
+                    help="prompts of the calibration set whose tournaments fit Stage C and TSPO (0: skip those rows)")
+    ap.add_argument("--target", type=float, default=0.9, help="Stage C: Pr[true win | margin ≥ δ] to reach")
     ap.add_argument("--auditor", choices=("oracle", "learned", "both"), default="both",
                     help="oracle: the checker-based auditor and miner; learned: tiny open_clip + Stage A heads "
                          "(trained into the cache when missing) with the Grad-CAM RegionMiner")
@@ -320,7 +421,17 @@ def main(argv=None) -> int:
         metrics = json.loads((folder / "heads.metrics.json").read_text())
         print(f"learned auditor {folder}: held-out pair-AUC {metrics['trained']['pair_auc']:.3f} "
               f"(zero-shot {metrics['zero_shot']['pair_auc']:.3f}), patch pair-AUC {metrics['trained']['patch_pair_auc']:.3f}")
-        pieces["learned"] = learned_pieces(folder)
+        auditor, miner = learned_pieces(folder)
+        pieces["learned"] = Pieces(auditor, miner, "learned")
+        if args.calibration_prompts > 0:
+            key = stage_c_key(meta, folder, s, args.calibration_prompts, args.target)
+            stage = folder.parent / f"stagec-{key}"
+            cal, pol = fit_stage_c(model, s, pieces["learned"], stage, args.calibration_prompts, args.target)
+            c = json.loads(cal.read_text())
+            print(f"Stage C ({stage}): δ = {c['delta']:.4g}, τ_F {c['tau_F']}; "
+                  f"eval-half Pr[true win | m ≥ δ] = {c['metrics'].get('delta_eval_win_rate')}")
+            pieces["learned+cal"] = calibrated_pieces(pieces["learned"], cal, None)
+            pieces["learned+tspo+cal"] = calibrated_pieces(pieces["learned"], cal, pol)
     text, rows = evaluate(model, s, args.png, pieces=pieces, log_dir=args.log_dir)
     if "oracle" in pieces:
         print("[oracle] rows: auditor and miner read the checker itself (worlds/shapes/oracle.py): an upper bound")

@@ -18,18 +18,22 @@ import json
 from pathlib import Path
 
 from .clip import ARCH, CONFIG_DIR, train_clip
-from .dataset import pair
+from .dataset import audit_pair, pair
 from .grammar import parse
 
 VAL_SEED = 1_000_000
+# "audit": half in-place edits, most degraded like mid-sampling previews (dataset.audit_pair), what the
+# loop's tournaments look like; "fresh": chosen and rejected scenes laid out apart, clean (dataset.pair)
+PAIR_KINDS = {"audit": audit_pair, "fresh": pair}
 
 
-def write_pairs(path: Path, seeds, size: int) -> Path:
+def write_pairs(path: Path, seeds, size: int, kind: str = "audit") -> Path:
     from ...auditor.data import write_pairs_parquet
 
+    make = PAIR_KINDS[kind]
     rows = []
     for s in seeds:
-        prompt, good, bad = pair(s, size)
+        prompt, good, bad = make(s, size)
         kinds = {c.type for c in parse(prompt)}
         cat = "relation" if "relation" in kinds else "count" if "count" in kinds else "binding"
         rows.append({"Prompt": prompt, "Chosen": good, "Rejected": bad, "Category": cat})
@@ -43,8 +47,9 @@ def auditor_dir(root: Path | None = None) -> Path:
 
 
 def train_auditor(folder: Path, *, clip_steps: int = 1000, clip_batch: int = 64, n_pairs: int = 2000,
-                  n_val: int = 500, epochs: int = 20, size: int = 24, log=print) -> dict:
-    """Contrastive backbone (if missing), pairs, then Stage A heads; returns the validation metrics."""
+                  n_val: int = 500, epochs: int = 20, size: int = 24, pairs: str = "audit", log=print) -> dict:
+    """Contrastive backbone (if missing), pairs of ``pairs`` kind (``PAIR_KINDS``), then Stage A heads;
+    returns the validation metrics (with the pair kind under "pairs")."""
     from ...train.__main__ import main as train_main
 
     folder = Path(folder)
@@ -52,11 +57,12 @@ def train_auditor(folder: Path, *, clip_steps: int = 1000, clip_batch: int = 64,
     clip = folder / "clip.safetensors"
     if not clip.is_file():
         train_clip(clip, steps=clip_steps, batch=clip_batch, size=size, log=log)
-    tr, va = folder / "pairs-train.parquet", folder / "pairs-val.parquet"
+    tag = "" if pairs == "fresh" else f"-{pairs}"  # "fresh" keeps the first version's file names
+    tr, va = folder / f"pairs-train{tag}.parquet", folder / f"pairs-val{tag}.parquet"
     if not tr.is_file():
-        write_pairs(tr, range(n_pairs), size)
+        write_pairs(tr, range(n_pairs), size, pairs)
     if not va.is_file():
-        write_pairs(va, range(VAL_SEED, VAL_SEED + n_val), size)
+        write_pairs(va, range(VAL_SEED, VAL_SEED + n_val), size, pairs)
     heads = folder / "heads.safetensors"
     rc = train_main([
         "scorer", "--data", str(tr), "--val-data", str(va), "--backbone", str(clip), "--arch", ARCH,
@@ -65,7 +71,16 @@ def train_auditor(folder: Path, *, clip_steps: int = 1000, clip_batch: int = 64,
     ])
     if rc:
         raise RuntimeError(f"Stage A (python -m tipai_core.train scorer) failed with exit status {rc}")
-    return json.loads(heads.with_suffix(".metrics.json").read_text())
+    metrics_path = heads.with_suffix(".metrics.json")
+    metrics = {**json.loads(metrics_path.read_text()), "pairs": pairs}
+    metrics_path.write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def heads_pairs(folder: Path) -> str | None:
+    """The pair kind the folder's heads were trained on ("fresh" for heads from before the field), or None."""
+    m = Path(folder) / "heads.metrics.json"
+    return json.loads(m.read_text()).get("pairs", "fresh") if m.is_file() else None
 
 
 def load_auditor(folder: Path):

@@ -1,7 +1,9 @@
 """Held-out prompts, checker accuracy per clause type, and PNG grids for ShapesWorld.
 
 The held-out set is a fixed list of (prompt, seed): prompts from the grammar's evaluation stream
-(``dataset`` stream 2, never used for training draws) and sampling seeds 10_000 + i.
+(``dataset`` stream 2, never used for training draws) and sampling seeds 10_000 + i. The calibration
+set (Stage C and the offline TSPO logs) is drawn the same way from its own stream 4 with seeds
+30_000 + i, so nothing the guard or the policy is fitted on is ever scored in the table.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .checker import Checker
 from .grammar import CLAUSE_TYPES, describe, sample_spec
 
 EVAL_STREAM = 2
+CALIBRATION_STREAM = 4
 
 
 def held_out(n: int) -> list[tuple[str, int]]:
@@ -25,6 +28,15 @@ def held_out(n: int) -> list[tuple[str, int]]:
     for i in range(n):
         rng = random.Random(i * 7919 + EVAL_STREAM)
         out.append((describe(sample_spec(rng)), 10_000 + i))
+    return out
+
+
+def calibration_set(n: int) -> list[tuple[str, int]]:
+    """n (prompt, sampling seed) pairs for Stage C and TSPO, disjoint in draws from ``held_out``."""
+    out = []
+    for i in range(n):
+        rng = random.Random(i * 7919 + CALIBRATION_STREAM)
+        out.append((describe(sample_spec(rng)), 30_000 + i))
     return out
 
 
@@ -43,14 +55,16 @@ def clause_accuracy(images, prompts, checker: Checker | None = None) -> tuple[di
 
 
 def save_grid(columns: list[list[torch.Tensor]], path: str | Path, scale: int = 4,
-              outlines: list[list[torch.Tensor | None]] | None = None) -> None:
-    """PNG: one column per method, one row per prompt; optional masks outlined in magenta."""
-    from PIL import Image
+              outlines: list[list[torch.Tensor | None]] | None = None, labels: list[str] | None = None) -> None:
+    """PNG: one column per method, one row per prompt; optional masks outlined in magenta and a
+    header naming each column (split at '[' to fit; the full names go in the .txt beside it)."""
+    from PIL import Image, ImageDraw
 
     rows, cols = len(columns[0]), len(columns)
     h, w = columns[0][0].shape[1:]
     pad = 2
-    canvas = np.full((rows * (h * scale + pad) + pad, cols * (w * scale + pad) + pad, 3), 128, dtype=np.uint8)
+    head = 26 if labels else 0
+    canvas = np.full((head + rows * (h * scale + pad) + pad, cols * (w * scale + pad) + pad, 3), 128, dtype=np.uint8)
     for c, col in enumerate(columns):
         for r, img in enumerate(col):
             a = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -59,9 +73,18 @@ def save_grid(columns: list[list[torch.Tensor]], path: str | Path, scale: int = 
                 edge = m & ~(np.pad(m, 1)[2:, 1:-1] & np.pad(m, 1)[:-2, 1:-1] & np.pad(m, 1)[1:-1, 2:] & np.pad(m, 1)[1:-1, :-2])
                 a[edge] = (255, 0, 255)
             a = a.repeat(scale, 0).repeat(scale, 1)
-            y, x = pad + r * (h * scale + pad), pad + c * (w * scale + pad)
+            y, x = head + pad + r * (h * scale + pad), pad + c * (w * scale + pad)
             canvas[y:y + h * scale, x:x + w * scale] = a
-    Image.fromarray(canvas).save(path)
+    image = Image.fromarray(canvas)
+    if labels:
+        draw = ImageDraw.Draw(image)
+        for c, name in enumerate(labels):
+            first, _, rest = name.partition("[")
+            x = pad + c * (w * scale + pad) + 1
+            draw.text((x, 1), first, fill=(255, 255, 255))
+            if rest:
+                draw.text((x, 13), "[" + rest, fill=(255, 255, 255))
+    image.save(path)
 
 
 def plain_accuracy(model, n: int = 64, steps: int = 20, cfg: float = 3.0, png: str | None = None) -> dict[str, float]:
