@@ -392,6 +392,8 @@ def main(argv=None) -> int:
     ap.add_argument("--log-dir", default=None, help="write the TiPAI tournaments (with checker true_win) as JSONL here")
     ap.add_argument("--calibration-prompts", type=int, default=64,
                     help="prompts of the calibration set whose tournaments fit Stage C and TSPO (0: skip those rows)")
+    ap.add_argument("--pairs", choices=("audit", "fresh"), default="audit",
+                    help="Stage A pairs: audit = in-place edits, degraded like mid-sampling previews; fresh = apart, clean")
     ap.add_argument("--target", type=float, default=0.9, help="Stage C: Pr[true win | margin ≥ δ] to reach")
     ap.add_argument("--auditor", choices=("oracle", "learned", "both"), default="both",
                     help="oracle: the checker-based auditor and miner; learned: tiny open_clip + Stage A heads "
@@ -413,14 +415,15 @@ def main(argv=None) -> int:
     if args.auditor in ("oracle", "both"):
         pieces["oracle"] = oracle_pieces(Checker())
     if args.auditor in ("learned", "both"):
-        from ..worlds.shapes.auditor import auditor_dir, train_auditor
+        from ..worlds.shapes.auditor import auditor_dir, heads_pairs, train_auditor
 
         folder = auditor_dir(args.cache)
-        if not (folder / "heads.safetensors").is_file():
-            train_auditor(folder, size=args.size)
+        if not (folder / "heads.safetensors").is_file() or heads_pairs(folder) != args.pairs:
+            train_auditor(folder, size=args.size, pairs=args.pairs)  # the backbone is reused when present
         metrics = json.loads((folder / "heads.metrics.json").read_text())
         print(f"learned auditor {folder}: held-out pair-AUC {metrics['trained']['pair_auc']:.3f} "
-              f"(zero-shot {metrics['zero_shot']['pair_auc']:.3f}), patch pair-AUC {metrics['trained']['patch_pair_auc']:.3f}")
+              f"(zero-shot {metrics['zero_shot']['pair_auc']:.3f}), patch pair-AUC {metrics['trained']['patch_pair_auc']:.3f}, "
+              f"on held-out {metrics.get('pairs', 'fresh')} pairs")
         auditor, miner = learned_pieces(folder)
         pieces["learned"] = Pieces(auditor, miner, "learned")
         if args.calibration_prompts > 0:

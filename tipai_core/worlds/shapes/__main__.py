@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     a.add_argument("--clip-steps", type=int, default=1000)
     a.add_argument("--pairs", type=int, default=2000)
     a.add_argument("--val-pairs", type=int, default=500)
+    a.add_argument("--pair-kind", choices=("audit", "fresh"), default="audit",
+                   help="audit: in-place edits, degraded like mid-sampling previews; fresh: laid out apart, clean")
     a.add_argument("--epochs", type=int, default=20)
     a.add_argument("--size", type=int, default=24)
     a.add_argument("--cache", default=None)
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
 
         t = time.time()
         m = train_auditor(auditor_dir(args.cache), clip_steps=args.clip_steps, n_pairs=args.pairs,
-                          n_val=args.val_pairs, epochs=args.epochs, size=args.size)
+                          n_val=args.val_pairs, epochs=args.epochs, size=args.size, pairs=args.pair_kind)
         print(f"auditor in {auditor_dir(args.cache)}: held-out pair-AUC {m['trained']['pair_auc']:.3f} "
               f"(zero-shot {m['zero_shot']['pair_auc']:.3f}) in {time.time() - t:.0f}s")
         return 0
