@@ -190,7 +190,10 @@ def stage_c_key(model_meta: dict, auditor_folder: Path, s: EvalSettings, n_calib
     """What the fitted guard and policy depend on: the base model, the auditor's heads, the loop's settings."""
     import hashlib
 
+    from ..worlds.shapes.checker import CHECKER_VERSION
+
     blob = {"model": [model_meta["recipe"], model_meta["step"]], "n": n_calib, "target": target,
+            "checker": CHECKER_VERSION,
             "heads": (Path(auditor_folder) / "heads.metrics.json").read_text(),
             "settings": {k: v for k, v in s.__dict__.items() if k != "n_prompts"}}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]

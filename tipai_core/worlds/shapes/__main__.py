@@ -4,7 +4,8 @@
 * ``sample``: plain samples of held-out prompts, their checker accuracy and a PNG grid;
 * ``clip``: train the auditor's tiny open_clip backbone contrastively (``clip.py``);
 * ``auditor``: the backbone (if missing), DETONATE pairs and Stage A heads (``auditor.py``);
-* ``check``: the checker's accuracy on rendered scenes with known truth.
+* ``check``: the checker's accuracy on rendered scenes with known truth;
+* ``review``: numbered pages of generated images with the checker's readings, to check by eye.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tipai_core.worlds.shapes")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "sample"):
+    for name in ("train", "sample", "review"):
         p = sub.add_parser(name)
         p.add_argument("--steps", type=int, default=6000, help="training steps of the base model")
         p.add_argument("--size", type=int, default=24)
@@ -28,6 +29,9 @@ def main(argv=None) -> int:
         p.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
         p.add_argument("--device", default="cpu", help="cpu or cuda: where the network trains")
         p.add_argument("--workers", type=int, default=0, help="processes that render batches ahead")
+    r = sub.choices["review"]
+    r.add_argument("--n", type=int, default=96)
+    r.add_argument("--out", default="shapes_review")
     s = sub.choices["sample"]
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--sample-steps", type=int, default=20)
@@ -98,6 +102,13 @@ def main(argv=None) -> int:
         folder = train(cfg, args.steps, args.cache, time_limit=args.time_limit, device=args.device,
                        workers=args.workers)
         print(f"trained {folder} in {time.time() - t:.0f}s")
+        return 0
+    if args.cmd == "review":
+        from .review import main_review
+
+        model, meta = load_model(recipe_dir(cfg, args.cache))
+        print(f"model {meta['recipe']} at step {meta['step']}")
+        main_review(model, args.n, args.out)
         return 0
     from .evaluate import plain_accuracy
 
