@@ -152,3 +152,62 @@ def test_ragged_square_keeps_its_class():
     assert [x.shape for x in d] == ["square"] and d[0].fill < 0.89  # the fill ratio alone says circle
     ci = render(Scene((ShapeSpec("circle", "blue", 0.5, 0.5, 0.25),)), 24)
     assert [x.shape for x in Checker().detect(ci)] == ["circle"]
+
+
+def test_diagonal_ratio_closed_form():
+    """q = mean diagonal extent / mean axis extent: √2 for a square, 1 for a disc (from the centre)."""
+    import numpy as np
+
+    from tipai_core.worlds.shapes.checker import diagonal_ratio
+
+    yy, xx = np.mgrid[0:96, 0:96] + 0.5
+    square = ((abs(xx - 48) <= 24) & (abs(yy - 48) <= 24)).astype(float)
+    disc = ((xx - 48) ** 2 + (yy - 48) ** 2 <= 24**2).astype(float)
+    assert abs(diagonal_ratio(square, 48.0, 48.0) - 2**0.5) < 0.02
+    assert abs(diagonal_ratio(disc, 48.0, 48.0) - 1.0) < 0.02
+
+
+@pytest.mark.parametrize("blur", [0.6, 1.0, 1.2])
+def test_soft_edged_shapes_keep_their_class(blur):
+    """Blurred and faded like a mid-sampling preview, squares stay squares and circles circles (the fill
+    ratio reads such a square as a circle)."""
+    import random
+
+    from tipai_core.worlds.shapes.dataset import degrade
+
+    shapes = ["square", "circle", "triangle"]
+    scene = Scene(tuple(ShapeSpec(s, c, x, 0.5, 0.14) for s, c, x in zip(shapes, ("red", "blue", "green"), (0.2, 0.5, 0.8))))
+    img = render(scene, 32)
+    rng = random.Random(0)
+    soft = degrade(img[None], rng)[0]  # the draw below replaces blur; degrade's fade/noise stay
+    import torch.nn.functional as F
+
+    r = 3
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * blur * blur))
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1)
+    b = F.conv2d(F.pad(img[None], (r, r, 0, 0), mode="replicate"), k, groups=3)
+    b = F.conv2d(F.pad(b, (0, 0, r, r), mode="replicate"), k.transpose(2, 3), groups=3)[0]
+    for im in (b, soft):
+        d = sorted(Checker().detect(im), key=lambda x: x.cx)
+        assert [x.shape for x in d] == shapes
+
+
+def test_local_pairs_edit_in_place_and_violate():
+    from tipai_core.worlds.shapes.checker import scene_truth
+    from tipai_core.worlds.shapes.dataset import audit_pair, local_pair_scenes
+
+    in_place = 0
+    for seed in range(60):
+        prompt, (good, bad) = local_pair_scenes(seed)
+        assert all(ok for _, ok in scene_truth(good, prompt))
+        assert not all(ok for _, ok in scene_truth(bad, prompt))
+        same = len(good.objects) == len(bad.objects) and all(
+            (a.cx, a.cy, a.r) == (b.cx, b.cy, b.r) for a, b in zip(good.objects, bad.objects))
+        swapped = len(good.objects) == len(bad.objects) and {(a.cx, a.cy) for a in good.objects} == {
+            (b.cx, b.cy) for b in bad.objects}
+        in_place += same or swapped
+    assert in_place >= 40  # most corruptions are edits where the objects stand
+    p1, g1, b1 = audit_pair(7, 24)
+    p2, g2, b2 = audit_pair(7, 24)
+    assert p1 == p2 and torch.equal(g1, g2) and torch.equal(b1, b2)  # a pure function of the seed
+    assert 0 <= float(g1.min()) and float(g1.max()) <= 1
