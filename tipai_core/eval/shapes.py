@@ -412,6 +412,10 @@ def main(argv=None) -> int:
     print(f"base model {meta['recipe']} at step {meta['step']} ({recipe_dir(cfg, args.cache)})")
     if args.train_only:
         return 0
+    from ..worlds.shapes.checker import validate
+
+    print(f"checker on rendered scenes with known truth (300 chosen + 300 rejected, every clause) at "
+          f"{args.size}px: {validate(300, args.size):.4f}")
     s = EvalSettings(n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates,
                      sigma_max=args.sigma_max)
     pieces = {}
