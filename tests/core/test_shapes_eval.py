@@ -116,3 +116,17 @@ def test_stage_c_and_tspo_rows(tmp_path):
     for k in ("binding", "count", "relation", "all"):
         assert tipai[k] == plain[k]
     assert [r["method"] for r in rows][-1] == "tipai[oracle+tspo+cal]"
+
+
+def test_diagnose_oracle_ranks_true_wins_perfectly(tmp_path):
+    """The oracle auditor's margin is the checker's own: its AUC for a true win is exactly 1."""
+    from tipai_core.eval.shapes import diagnose, oracle_pieces
+
+    cfg = TrainConfig(model=TINY, batch=8, warmup=2)
+    model, _ = load_model(train(cfg, 3, tmp_path, log=lambda *_: None))
+    s = EvalSettings(n_prompts=3, n_steps=6, audit_first=2, audit_every=2, audit_skip_last=1, n_candidates=3)
+    rows = diagnose(model, s, {"oracle": oracle_pieces(Checker())}, 12, tmp_path / "d", log=lambda *_: None)
+    (row,) = rows
+    assert row["tournaments"] > 0 and 0 <= row["candidate_win"] <= row["tournaments_with_winner"] <= 1
+    assert row["auc_margin"] is None or row["auc_margin"] == 1.0
+    assert (tmp_path / "d" / "diagnose-oracle.records.jsonl").is_file()

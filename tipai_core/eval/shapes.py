@@ -329,6 +329,39 @@ def outlines_for(r: MethodResult, size: int) -> list[torch.Tensor | None]:
     return out
 
 
+def diagnose(model, s: EvalSettings, pairs: dict, n: int, folder: Path, log=print) -> list[dict]:
+    """Which piece limits the loop: for each label -> (auditor, miner), the loop (fixed knobs, δ = 0) on
+    n prompts of the calibration set with checker labels, and per candidate: the true-win rate, the share
+    of tournaments that hold a true winner (what the miner and editor make possible) and the ROC-AUC of
+    the auditor's margin S_i - S_0 for a true win (how well it ranks them). Logs go to ``folder``."""
+    from ..tournament_log import iter_records
+    from ..worlds.shapes.evaluate import calibration_set
+    from ..auditor.metrics import roc_auc
+
+    out = []
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for label, (auditor, miner) in pairs.items():
+        path = folder / f"diagnose-{label}.records.jsonl"
+        path.unlink(missing_ok=True)
+        r = run_tipai(model, calibration_set(n), s, make_suite(s, LabellingAuditor(auditor, Checker()), miner), path)
+        m, y, has = [], [], []
+        for rec in iter_records([path]):
+            has.append(any(rec.true_win[1:]))
+            for i in range(1, len(rec.actions) + 1):
+                m.append(rec.scores["S"][i] - rec.scores["S"][0])
+                y.append(bool(rec.true_win[i]))
+        auc = roc_auc(torch.tensor(m), torch.tensor(y)) if 0 < sum(y) < len(y) else None
+        row = {"pieces": label, "tournaments": r.tournaments, "candidate_win": sum(y) / max(1, len(y)),
+               "tournaments_with_winner": sum(has) / max(1, len(has)), "auc_margin": auc,
+               "accept_rate_delta0": r.accepted / max(1, r.tournaments)}
+        log(f"diagnose {label:<34} tournaments {row['tournaments']:4d}  candidate true-win {row['candidate_win']:.3f}  "
+            f"tournaments with a winner {row['tournaments_with_winner']:.3f}  AUC(margin) "
+            f"{'-' if auc is None else format(auc, '.3f')}")
+        out.append(row)
+    return out
+
+
 def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, log=print,
              pieces: dict | None = None, log_dir: str | Path | None = None) -> tuple[str, list[dict]]:
     """Plain, then for each row label in ``pieces`` (label -> ``Pieces`` or an (auditor, miner) pair;
@@ -397,6 +430,8 @@ def main(argv=None) -> int:
                     help="prompts of the calibration set whose tournaments fit Stage C and TSPO (0: skip those rows)")
     ap.add_argument("--pairs", choices=("audit", "fresh"), default="audit",
                     help="Stage A pairs: audit = in-place edits, degraded like mid-sampling previews; fresh = apart, clean")
+    ap.add_argument("--diagnose", type=int, default=0, metavar="N",
+                    help="first, on N calibration prompts, which of the learned auditor and miner limits the loop")
     ap.add_argument("--target", type=float, default=0.9, help="Stage C: Pr[true win | margin ≥ δ] to reach")
     ap.add_argument("--auditor", choices=("oracle", "learned", "both"), default="both",
                     help="oracle: the checker-based auditor and miner; learned: tiny open_clip + Stage A heads "
@@ -442,6 +477,14 @@ def main(argv=None) -> int:
                   f"eval-half Pr[true win | m ≥ δ] = {c['metrics'].get('delta_eval_win_rate')}")
             pieces["learned+cal"] = calibrated_pieces(pieces["learned"], cal, None)
             pieces["learned+tspo+cal"] = calibrated_pieces(pieces["learned"], cal, pol)
+    if args.diagnose > 0 and "learned" in pieces:
+        oracle_a, oracle_m = oracle_pieces(Checker())
+        learned = pieces["learned"]
+        diagnose(model, s, {"learned auditor + learned miner": (learned.auditor, learned.miner),
+                            "learned auditor + oracle miner": (learned.auditor, oracle_m),
+                            "oracle auditor + learned miner": (oracle_a, learned.miner),
+                            "oracle auditor + oracle miner": (oracle_a, oracle_m)},
+                 args.diagnose, Path(args.log_dir or ".") / "diagnose")
     text, rows = evaluate(model, s, args.png, pieces=pieces, log_dir=args.log_dir)
     if "oracle" in pieces:
         print("[oracle] rows: auditor and miner read the checker itself (worlds/shapes/oracle.py): an upper bound")
