@@ -194,7 +194,7 @@ def stage_c_key(model_meta: dict, auditor_folder: Path, s: EvalSettings, n_calib
 
     blob = {"model": [model_meta["recipe"], model_meta["step"]], "n": n_calib, "target": target,
             "checker": CHECKER_VERSION,
-            "heads": (Path(auditor_folder) / "heads.metrics.json").read_text(),
+            "heads": hashlib.sha256((Path(auditor_folder) / "heads.safetensors").read_bytes()).hexdigest(),
             "settings": {k: v for k, v in s.__dict__.items() if k != "n_prompts"}}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -302,12 +302,12 @@ def table(results: list[MethodResult], items, checker: Checker, plain: MethodRes
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    head = f"{'method':<20} {'binding':>8} {'count':>6} {'relation':>8} {'all':>6} {'calls/img':>9} {'evals/img':>9} {'s/img':>6} " \
+    head = f"{'method':<24} {'binding':>8} {'count':>6} {'relation':>8} {'all':>6} {'calls/img':>9} {'evals/img':>9} {'s/img':>6} " \
            f"{'accept':>7} {'tourn.':>6} {'regress':>7}"
     lines = [head, "-" * len(head)]
     for row in rows:
         lines.append(
-            f"{row['method']:<20} {f(row['binding'], '.3f'):>8} {f(row['count'], '.3f'):>6} "
+            f"{row['method']:<24} {f(row['binding'], '.3f'):>8} {f(row['count'], '.3f'):>6} "
             f"{f(row['relation'], '.3f'):>8} {f(row['all'], '.3f'):>6} {row['calls_per_image']:>9.1f} "
             f"{row['evals_per_image']:>9.1f} "
             f"{row['seconds_per_image']:>6.2f} {f(row['accept_rate'], '.3f'):>7} {row['tournaments']:>6} "
