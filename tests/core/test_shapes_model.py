@@ -97,3 +97,13 @@ def test_train_checkpoint_resume_reload_and_sample(tmp_path):
     assert torch.equal(img, generate(model, "a red circle left of a blue square", seed=3, steps=4, cfg=3.0))
     # another recipe lives in another folder
     assert recipe_dir(TrainConfig(model=TINY, batch=4), tmp_path) != recipe_dir(CFG, tmp_path)
+
+
+def test_batches_rendered_ahead_train_the_same_model(tmp_path):
+    """--workers renders batches in other processes; a batch is a pure function of its step, so the
+    weights are torch.equal to rendering them in order here."""
+    cfg = TrainConfig(model=TINY, batch=8, warmup=2)
+    ahead, _ = load_model(train(cfg, 4, tmp_path / "a", log=lambda *_: None, workers=2))
+    inline, _ = load_model(train(cfg, 4, tmp_path / "b", log=lambda *_: None, workers=0))
+    sa, sb = ahead.state_dict(), inline.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

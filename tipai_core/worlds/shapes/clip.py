@@ -17,6 +17,7 @@ tipai_core.train scorer``) and the Auditor use it like any other local open_clip
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -29,6 +30,7 @@ from ...auditor.backbones import OPENAI_MEAN, OPENAI_STD, OpenClipBackbone, regi
 from ...train.checkpoint import atomic_write
 from .dataset import _rng, scene_for
 from .grammar import corrupt, describe, sample_spec
+from .prefetch import prefetched
 from .render import render
 
 ARCH = "shapes-tiny-clip"
@@ -71,24 +73,6 @@ def contrastive_loss(bb: OpenClipBackbone, images, prompts, negatives) -> tuple[
     return loss, float((logits.argmax(1) == target).float().mean())
 
 
-def _batches(first: int, last: int, batch: int, size: int, seed: int, workers: int):
-    """``clip_batch`` of steps first..last-1 in order; rendered ahead by ``workers`` processes when > 0."""
-    if workers <= 0:
-        for step in range(first, last):
-            yield clip_batch(step, batch, size, seed)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        ahead = 4 * workers
-        futures = {s: pool.submit(clip_batch, s, batch, size, seed) for s in range(first, min(last, first + ahead))}
-        for step in range(first, last):
-            if step + ahead < last:
-                futures[step + ahead] = pool.submit(clip_batch, step + ahead, batch, size, seed)
-            yield futures.pop(step).result()
-
-
 def train_clip(out: Path, steps: int = 1500, batch: int = 128, size: int = 24, lr: float = 1e-3,
                seed: int = 0, log=print, device: str = "cpu", workers: int = 0) -> Path:
     """Train and write ``out`` (weights) + ``out.json`` (settings, loss curve). ``device`` and
@@ -101,7 +85,8 @@ def train_clip(out: Path, steps: int = 1500, batch: int = 128, size: int = 24, l
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + torch.cos(
         torch.tensor(min(s, steps) / steps * 3.14159265)).item()))
     curve, t0, win = [], time.time(), []
-    for step, (images, prompts, negatives) in enumerate(_batches(0, steps, batch, size, seed, workers)):
+    for step, (images, prompts, negatives) in enumerate(
+            prefetched(functools.partial(clip_batch, batch=batch, size=size, seed=seed), 0, steps, workers)):
         loss, acc = contrastive_loss(bb, images.to(device), prompts, negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -18,6 +18,7 @@ recipe continues it.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -32,6 +33,7 @@ from ...train.checkpoint import atomic_write, complete_checkpoints, load_checkpo
 from .dataset import batch as render_batch
 from .grammar import tokenize
 from .model import ModelConfig, ShapesUNet, as_tokens, ema_update, to_model_space
+from .prefetch import prefetched
 
 FORMAT = "tipai-shapes-base"
 
@@ -100,27 +102,6 @@ def loss_at(model: ShapesUNet, x0, tokens, sigma, eps) -> torch.Tensor:
     return ((model.eps(x, sigma, tokens) - eps) ** 2).mean()
 
 
-def _prefetched(cfg: TrainConfig, first: int, last: int, workers: int):
-    """Batches ``first..last-1`` in order; with ``workers`` > 0 rendered ahead in worker processes
-    (each batch is a pure function of (seed, step), so the order of rendering cannot change them)."""
-    if workers <= 0:
-        for step in range(first, last):
-            yield training_batch(cfg, step)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn: the workers never inherit a CUDA context; they render on the CPU only
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        ahead = 4 * workers
-        futures = {s: pool.submit(training_batch, cfg, s) for s in range(first, min(last, first + ahead))}
-        for step in range(first, last):
-            nxt = step + ahead
-            if nxt < last:
-                futures[nxt] = pool.submit(training_batch, cfg, nxt)
-            yield futures.pop(step).result()
-
-
 def train(cfg: TrainConfig, steps: int, root: Path | None = None, ckpt_every: int = 200,
           log=print, time_limit: float | None = None, device: str = "cpu", workers: int = 0) -> Path:
     """Train (or continue) the recipe up to ``steps``; export the EMA weights; return the recipe folder.
@@ -145,7 +126,7 @@ def train(cfg: TrainConfig, steps: int, root: Path | None = None, ckpt_every: in
         losses = extra.get("losses", [])
         log(f"resumed {folder.name} at step {step}")
     t0, window = time.time(), []
-    batches = _prefetched(cfg, step, steps, workers)
+    batches = prefetched(functools.partial(training_batch, cfg), step, steps, workers)
     while step < steps:
         if time_limit is not None and time.time() - t0 > time_limit:
             log(f"time limit {time_limit:.0f}s reached at step {step}")
