@@ -187,14 +187,16 @@ def learned_pieces(folder):
 
 
 def stage_c_key(model_meta: dict, auditor_folder: Path, s: EvalSettings, n_calib: int, target: float) -> str:
-    """What the fitted guard and policy depend on: the base model, the auditor's heads, the loop's settings."""
+    """What the fitted guard and policy depend on: the base model, the auditor's weights (backbone and
+    heads), the loop's settings and the checker's version."""
     import hashlib
 
     from ..worlds.shapes.checker import CHECKER_VERSION
 
     blob = {"model": [model_meta["recipe"], model_meta["step"]], "n": n_calib, "target": target,
             "checker": CHECKER_VERSION,
-            "heads": hashlib.sha256((Path(auditor_folder) / "heads.safetensors").read_bytes()).hexdigest(),
+            "auditor": [hashlib.sha256((Path(auditor_folder) / f).read_bytes()).hexdigest()
+                        for f in ("clip.safetensors", "heads.safetensors")],
             "settings": {k: v for k, v in s.__dict__.items() if k != "n_prompts"}}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
