@@ -130,3 +130,16 @@ def test_diagnose_oracle_ranks_true_wins_perfectly(tmp_path):
     assert row["tournaments"] > 0 and 0 <= row["candidate_win"] <= row["tournaments_with_winner"] <= 1
     assert row["auc_margin"] is None or row["auc_margin"] == 1.0
     assert (tmp_path / "d" / "diagnose-oracle.records.jsonl").is_file()
+
+
+def test_weights_digest_keys_tensors_not_file_bytes(tmp_path):
+    from safetensors.torch import save_file
+
+    from tipai_core.eval.shapes import _weights_digest
+
+    t = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(2, dtype=torch.int64)}
+    save_file(t, str(tmp_path / "x.safetensors"), metadata={"p": "1", "q": "2"})
+    save_file(dict(reversed(list(t.items()))), str(tmp_path / "y.safetensors"), metadata={"q": "2"})
+    assert _weights_digest(tmp_path / "x.safetensors") == _weights_digest(tmp_path / "y.safetensors")
+    save_file({**t, "a": t["a"] + 1}, str(tmp_path / "z.safetensors"))
+    assert _weights_digest(tmp_path / "x.safetensors") != _weights_digest(tmp_path / "z.safetensors")

@@ -194,6 +194,20 @@ def learned_pieces(folder):
     return auditor, miner
 
 
+def _weights_digest(path: Path) -> str:
+    """sha256 of a safetensors file's tensors (names and bytes in name order): its header's metadata
+    order varies between writes of the same weights, so the file's bytes do not key them."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    for name, t in sorted(load_file(str(path)).items()):
+        h.update(name.encode())
+        h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def stage_c_key(model_meta: dict, auditor_folder: Path, s: EvalSettings, n_calib: int, target: float) -> str:
     """What the fitted guard and policy depend on: the base model, the auditor's weights (backbone and
     heads), the loop's settings and the checker's version."""
@@ -203,8 +217,7 @@ def stage_c_key(model_meta: dict, auditor_folder: Path, s: EvalSettings, n_calib
 
     blob = {"model": [model_meta["recipe"], model_meta["step"]], "n": n_calib, "target": target,
             "checker": CHECKER_VERSION, "miner": LEARNED_MINER,
-            "auditor": [hashlib.sha256((Path(auditor_folder) / f).read_bytes()).hexdigest()
-                        for f in ("clip.safetensors", "heads.safetensors")],
+            "auditor": [_weights_digest(Path(auditor_folder) / f) for f in ("clip.safetensors", "heads.safetensors")],
             "settings": {k: v for k, v in s.__dict__.items() if k != "n_prompts"}}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
