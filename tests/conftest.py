@@ -30,10 +30,21 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
-    """After every test, torch runs with the thread count it started the session with (a test or a
-    module fixture may lower it to 1 for speed on shared cores)."""
+    """After every test, torch runs with the thread count it started the session with (a test may lower
+    it to 1 for speed on shared cores; see ``one_thread``)."""
     import torch
 
     yield
     if torch.get_num_threads() != _DEFAULT_THREADS:
         torch.set_num_threads(_DEFAULT_THREADS)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: tiny tensors on the shared 2-core machine only gain contention
+    from a second thread. Function-scoped on purpose: ``_restore_torch_threads`` resets the count after
+    every test, so a module-scoped setting would hold for the first test only."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield

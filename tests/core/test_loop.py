@@ -18,14 +18,7 @@ from tipai_core.regions import Region
 from tipai_core.sampler import initial_latent, sample
 from tipai_core.synthetic import fix_rates, make_world, world_sigmas, world_suite
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors on a shared 2-core machine: threads only add contention
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("param", ["eps", "flow"])

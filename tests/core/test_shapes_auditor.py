@@ -12,13 +12,7 @@ from tipai_core.worlds.shapes.auditor import load_auditor, train_auditor, write_
 from tipai_core.worlds.shapes.clip import clip_batch
 from tipai_core.worlds.shapes.grammar import parse
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_clip_batch_hard_negatives_are_deterministic_and_different():

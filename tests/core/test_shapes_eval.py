@@ -14,15 +14,9 @@ from tipai_core.worlds.shapes.oracle import CheckerAuditor, checker_saliency
 from tipai_core.worlds.shapes.render import Scene, ShapeSpec, render
 from tipai_core.worlds.shapes.train import TrainConfig, load_model, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = ModelConfig(size=16, channels=(8, 16, 16), text_dim=16, text_layers=1, heads=2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_oracle_auditor_and_saliency():

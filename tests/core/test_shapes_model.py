@@ -13,15 +13,7 @@ from tipai_core.worlds.shapes.grammar import tokenize
 from tipai_core.worlds.shapes.model import ModelConfig, PixelDecoder, ShapesDenoiser, ShapesUNet
 from tipai_core.worlds.shapes.train import TrainConfig, load_model, recipe_dir, train
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny convolutions on a shared 2-core machine: a second thread only adds contention (100x here)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ModelConfig(size=16, channels=(8, 16, 16), text_dim=16, text_layers=1, heads=2)

@@ -46,15 +46,6 @@ def auditor_metrics(aud: Auditor, pairs: PreferencePairs) -> dict:
             "patch_auc": pair_auc(torch.cat(sr_c), torch.cat(sr_r)), "class_auc": per_class}
 
 
-@pytest.fixture
-def one_thread():
-    # The test machine's 2 cores are shared; one intra-op thread avoids oversubscription stalls.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_scorer(train, val, clip, out, *extra):
     return train_main(["scorer", "--data", str(train), "--val-data", str(val), "--backbone", str(clip),
                        "--arch", TINY_ARCH, "--out", str(out), *extra])

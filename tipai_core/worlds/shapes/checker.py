@@ -42,8 +42,6 @@ _CHROMA = np.array([max(PALETTE[c]) - min(PALETTE[c]) for c in COLOURS])
 CHECKER_VERSION = 2  # bumped when a verdict rule changes: cached labels (Stage C logs) depend on it
 TRIANGLE_MIN_SKEW = 0.08
 SQUARE_MIN_RATIO = 1.07
-CIRCLE_MAX_FILL = 0.89  # kept for the fill-ratio feature reported in Detection.fill
-SQUARE_MIN_CORNER = 0.45
 
 
 @dataclass(frozen=True)

@@ -22,22 +22,18 @@ EVAL_STREAM = 2
 CALIBRATION_STREAM = 4
 
 
+def _prompt_set(n: int, stream: int, first_seed: int) -> list[tuple[str, int]]:
+    return [(describe(sample_spec(random.Random(i * 7919 + stream))), first_seed + i) for i in range(n)]
+
+
 def held_out(n: int) -> list[tuple[str, int]]:
     """The fixed evaluation set: n (prompt, sampling seed) pairs."""
-    out = []
-    for i in range(n):
-        rng = random.Random(i * 7919 + EVAL_STREAM)
-        out.append((describe(sample_spec(rng)), 10_000 + i))
-    return out
+    return _prompt_set(n, EVAL_STREAM, 10_000)
 
 
 def calibration_set(n: int) -> list[tuple[str, int]]:
     """n (prompt, sampling seed) pairs for Stage C and TSPO, disjoint in draws from ``held_out``."""
-    out = []
-    for i in range(n):
-        rng = random.Random(i * 7919 + CALIBRATION_STREAM)
-        out.append((describe(sample_spec(rng)), 30_000 + i))
-    return out
+    return _prompt_set(n, CALIBRATION_STREAM, 30_000)
 
 
 def clause_accuracy(images, prompts, checker: Checker | None = None) -> tuple[dict[str, float], list[list[bool]]]:
