@@ -42,11 +42,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from auditor_synthetic import write_tiny_open_clip
+    from tipai_core.testing.auditor_synthetic import write_tiny_open_clip
 
     from tipai_core.auditor import TINY_ARCH, Auditor
-    from tipai_core.detectors import build_detectors
-    from tipai_core.miner import AUDITOR_SIGNALS, RegionMiner
+    from tipai_core.mining.detectors import build_detectors
+    from tipai_core.mining.miner import AUDITOR_SIGNALS, RegionMiner
 
     with tempfile.TemporaryDirectory() as d:
         auditor = Auditor.from_files(write_tiny_open_clip(Path(d) / "tiny.safetensors", seed=0), arch=TINY_ARCH)

@@ -8,7 +8,7 @@ import torch
 from comfy_api.latest import io
 
 from ..tipai_core.auditor import Auditor
-from ..tipai_core.overlay import mask_overlay
+from ..tipai_core.records.overlay import mask_overlay
 from . import model_files
 from .tipai_run import AuditorHandle
 from .types import Auditor as AuditorType

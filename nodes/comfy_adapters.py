@@ -18,9 +18,10 @@ import comfy.samplers
 import folder_paths
 from comfy.taesd.taesd import TAESD
 
-from ..tipai_core.costs import Costs
-from ..tipai_core.diffusion import Conditioning, Parametrisation
-from ..tipai_core.preview import view_factor
+from ..tipai_core.records.costs import Costs
+from ..tipai_core.diffusion.conditioning import Conditioning, guided_x0
+from ..tipai_core.diffusion.parametrisation import Parametrisation
+from ..tipai_core.diffusion.decode import view_factor
 
 
 def parametrisation(model_sampling) -> Parametrisation:
@@ -52,12 +53,7 @@ class ComfyDenoiser:
         if negative is None or (not isinstance(cfg, torch.Tensor) and float(cfg) == 1.0):
             return comfy.samplers.calc_cond_batch(model, [positive], x, sigma, self.model_options)[0]
         x0_c, x0_u = comfy.samplers.calc_cond_batch(model, [positive, negative], x, sigma, self.model_options)
-        w = cfg.to(x) if isinstance(cfg, torch.Tensor) else float(cfg)
-        if cond is not None and cond.region_mask is not None:
-            # prompt emphasis scales the guidance inside the region: w(p)·(1 + m(p)·(e - 1))
-            e = torch.as_tensor(cond.emphasis, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-            w = w * (1 + cond.region_mask.to(x) * (e - 1))
-        return x0_u + w * (x0_c - x0_u)
+        return guided_x0(x0_u, x0_c, cond if cond is not None else Conditioning(cfg=cfg))
 
 
 AUDIT_DECODERS = ("vae", "latent_rgb", "taesd")

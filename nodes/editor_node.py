@@ -11,9 +11,9 @@ from comfy_api.latest import io
 import comfy.sample
 import comfy.samplers
 
-from ..tipai_core.diffusion import Conditioning
-from ..tipai_core.masks import pixel_to_latent
-from ..tipai_core.region_edit import edit_region
+from ..tipai_core.diffusion.conditioning import Conditioning
+from ..tipai_core.mining.masks import pixel_to_latent
+from ..tipai_core.editing.region_edit import edit_region
 from .comfy_adapters import AUDIT_DECODERS, ComfyDenoiser, parametrisation
 from .tipai_run import AuditorHandle, EditorSpec, GuardSpec, PolicySpec
 from .types import Auditor, Editor, Guard, Policy, image_from_core, image_to_core, mask_to_core

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..tipai_core.audit_schedule import AuditSchedule
-from ..tipai_core.calibration import Calibration, calibrated_guard
-from ..tipai_core.guard import TournamentGuard
-from ..tipai_core.schedules import Schedule
+from ..tipai_core.loop.audit_schedule import AuditSchedule
+from ..tipai_core.guard.calibration import Calibration, calibrated_guard
+from ..tipai_core.guard.tournament_guard import TournamentGuard
+from ..tipai_core.diffusion.schedules import Schedule
 from . import model_files
 from .tipai_run import GuardSpec
 from .types import Auditor, Guard, parse_list

@@ -7,7 +7,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..tipai_core.overlay import mask_overlay
+from ..tipai_core.records.overlay import mask_overlay
 from .tipai_run import AuditorHandle, MinerSpec
 from .types import Auditor, Miner, image_from_core, image_to_core, mask_from_core, mask_to_core
 

@@ -6,8 +6,8 @@ from comfy_api.latest import io
 
 import os
 
-from ..tipai_core.actions import FixedKnobPolicy
-from ..tipai_core.policy_net import PolicyNet
+from ..tipai_core.policy.actions import FixedKnobPolicy
+from ..tipai_core.policy.policy_net import PolicyNet
 from . import model_files
 from .tipai_run import PolicySpec
 from .types import Policy, parse_list

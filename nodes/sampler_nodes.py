@@ -9,8 +9,8 @@ import folder_paths
 import nodes as comfy_nodes  # ComfyUI's own nodes.py (this pack's glue lives in <pack>.nodes)
 from comfy_api.latest import io
 
-from ..tipai_core.overlay import draw_overlay
-from ..tipai_core.report import build_report, write_log
+from ..tipai_core.records.overlay import draw_overlay
+from ..tipai_core.records.report import build_report, write_log
 from .tipai_run import EditorSpec, GuardSpec, MinerSpec, PolicySpec, TiPAIRun, TiPAISettings, patch_model
 from .types import Auditor, Editor, Guard, Miner, Policy, Report, image_from_core, image_to_core
 

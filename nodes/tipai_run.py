@@ -17,16 +17,16 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import comfy.utils
 
-from ..tipai_core.actions import FixedKnobPolicy
-from ..tipai_core.policy_net import PolicyNet
-from ..tipai_core.audit_schedule import AuditSchedule
-from ..tipai_core.costs import Costs
-from ..tipai_core.diffusion import Conditioning
-from ..tipai_core.editor import DiffusionEditor
-from ..tipai_core.guard import TournamentGuard
-from ..tipai_core.loop import AuditSuite, audit_step
-from ..tipai_core.record import TournamentRecord
-from ..tipai_core.miner import AuditMemory, RegionMiner
+from ..tipai_core.policy.actions import FixedKnobPolicy
+from ..tipai_core.policy.policy_net import PolicyNet
+from ..tipai_core.loop.audit_schedule import AuditSchedule
+from ..tipai_core.records.costs import Costs
+from ..tipai_core.diffusion.conditioning import Conditioning
+from ..tipai_core.editing.diffusion_editor import DiffusionEditor
+from ..tipai_core.guard.tournament_guard import TournamentGuard
+from ..tipai_core.loop.audit_loop import AuditSuite, audit_step
+from ..tipai_core.records.tournament_record import TournamentRecord
+from ..tipai_core.mining.miner import AuditMemory, RegionMiner
 from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, parametrisation
 from .sampler_hook import WRAPPER_KEY, make_sampler_wrapper
 
@@ -90,7 +90,7 @@ class MinerSpec:
     def build(self, auditor) -> RegionMiner:
         dets = {}
         if self.detectors:
-            from ..tipai_core.detectors import build_detectors, providers_for
+            from ..tipai_core.mining.detectors import build_detectors, providers_for
             from .model_files import folders
 
             dets = build_detectors(list(self.detectors), providers_for(comfy.model_management.get_torch_device()),

@@ -8,9 +8,14 @@ import math
 import pytest
 import torch
 
-from tipai_core.actions import Action, FixedKnobPolicy, PolicyState
-from tipai_core.costs import Costs
-from tipai_core.record import SCHEMA_VERSION, TournamentRecord, records_from_jsonl, records_to_jsonl
+from tipai_core.policy.actions import Action, FixedKnobPolicy, PolicyState
+from tipai_core.records.costs import Costs
+from tipai_core.records.tournament_record import (
+    SCHEMA_VERSION,
+    TournamentRecord,
+    records_from_jsonl,
+    records_to_jsonl,
+)
 
 STATE = PolicyState(step=6, n_steps=20, t=0.3, sigma=1.2, region_area=0.1, region_score=3.0, audit_scale=0.5, max_depth=6)
 

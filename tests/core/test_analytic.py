@@ -11,8 +11,9 @@ import math
 import pytest
 import torch
 
-from tipai_core.analytic import GaussianDenoiser, GaussianMixtureDenoiser
-from tipai_core.diffusion import Conditioning, Parametrisation
+from tipai_core.testing.analytic import GaussianDenoiser, GaussianMixtureDenoiser
+from tipai_core.diffusion.conditioning import Conditioning
+from tipai_core.diffusion.parametrisation import Parametrisation
 
 F64 = torch.float64
 

@@ -8,11 +8,18 @@ import zlib
 import pytest
 import torch
 
-from tipai_core.bandit import calibration_records
-from tipai_core.calibration import (Calibration, IsotonicMap, calibrated_guard, choose_delta, expected_calibration_error,
-                                    reliability_png, reliability_table)
-from tipai_core.scores import AuditScores
-from tipai_core.tournament_log import append_records
+from tipai_core.testing.bandit import calibration_records
+from tipai_core.guard.calibration import (
+    Calibration,
+    IsotonicMap,
+    calibrated_guard,
+    choose_delta,
+    expected_calibration_error,
+    reliability_png,
+    reliability_table,
+)
+from tipai_core.protocols import AuditScores
+from tipai_core.records.tournament_log import append_records
 from tipai_core.train import calibrate as stage
 
 
@@ -102,7 +109,7 @@ def test_bad_calibration_inputs(tmp_path):
     with pytest.raises(ValueError, match="true_win"):
         stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "nolabel.records.jsonl"), "--out", str(tmp_path / "c.json")]))
     # a calibration file for another auditor
-    from tipai_core.schedules import Schedule
+    from tipai_core.diffusion.schedules import Schedule
 
     cal = Calibration(0.1, Schedule.constant([0.5, 0.5]), Schedule.constant(0.2),
                       {"name": "big.safetensors", "classes": ["nsfw", "violence/weapon"]})

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tipai_core.analytic import GaussianDenoiser
-from tipai_core.ddim import ddim_invert, ddim_segment, ddim_step, euler_step
-from tipai_core.diffusion import Parametrisation, flow_sigmas, karras_sigmas
-from tipai_core.sampler import initial_latent, sample
+from tipai_core.testing.analytic import GaussianDenoiser
+from tipai_core.diffusion.ddim import ddim_invert, ddim_segment, ddim_step, euler_step
+from tipai_core.diffusion.parametrisation import Parametrisation
+from tipai_core.diffusion.sigmas import flow_sigmas, karras_sigmas
+from tipai_core.diffusion.sampler import initial_latent, sample
 
 F64 = torch.float64
 

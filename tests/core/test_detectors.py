@@ -11,12 +11,21 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from miner_synthetic import astronaut, box_mask, colour_auditor, mask_iou, render_text  # noqa: E402
+from tipai_core.testing.miner_synthetic import astronaut, box_mask, colour_auditor, mask_iou, render_text  # noqa: E402
 
-from tipai_core.detectors import (AgeDetector, DetectorError, DetectorUnavailable, ModelFile, NudeNetDetector,  # noqa: E402
-                                  RapidOCRDetector, build_detectors, locate, providers_for)
-from tipai_core.detectors.ocr import normalise_text, quoted_texts, text_risk  # noqa: E402
-from tipai_core.miner import RegionMiner  # noqa: E402
+from tipai_core.mining.detectors import (
+    AgeDetector,
+    DetectorError,
+    DetectorUnavailable,
+    ModelFile,
+    NudeNetDetector,
+    RapidOCRDetector,
+    build_detectors,
+    locate,
+    providers_for,
+)
+from tipai_core.mining.detectors.ocr import normalise_text, quoted_texts, text_risk  # noqa: E402
+from tipai_core.mining.miner import RegionMiner  # noqa: E402
 
 
 def _need(pkg: str):

@@ -7,12 +7,13 @@ import dataclasses
 import pytest
 import torch
 
-from tipai_core.actions import Action
-from tipai_core.costs import Costs, CountingDenoiser
-from tipai_core.diffusion import Parametrisation
-from tipai_core.editor import DiffusionEditor, EditContext, action_mask
-from tipai_core.sampler import initial_latent, sample
-from tipai_core.synthetic import make_world, world_sigmas
+from tipai_core.policy.actions import Action
+from tipai_core.records.costs import Costs, CountingDenoiser
+from tipai_core.diffusion.parametrisation import Parametrisation
+from tipai_core.editing.diffusion_editor import DiffusionEditor, action_mask
+from tipai_core.protocols import EditContext
+from tipai_core.diffusion.sampler import initial_latent, sample
+from tipai_core.testing.synthetic import make_world, world_sigmas
 
 STEP = 8
 

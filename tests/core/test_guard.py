@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tipai_core.guard import TournamentGuard, guarded_utility
-from tipai_core.schedules import Schedule
-from tipai_core.scores import AuditScores
+from tipai_core.guard.tournament_guard import TournamentGuard, guarded_utility
+from tipai_core.diffusion.schedules import Schedule
+from tipai_core.protocols import AuditScores
 
 
 def _scores(S, F, P, B):

@@ -7,16 +7,16 @@ import dataclasses
 import pytest
 import torch
 
-from tipai_core.actions import Action, FixedKnobPolicy
-from tipai_core.audit_schedule import AuditSchedule
-from tipai_core.costs import Costs, expected_step_costs
-from tipai_core.editor import DiffusionEditor, action_mask
-from tipai_core.guard import TournamentGuard
-from tipai_core.loop import audit_step, sample_with_audits
-from tipai_core.masks import pixel_to_latent
-from tipai_core.regions import Region
-from tipai_core.sampler import initial_latent, sample
-from tipai_core.synthetic import fix_rates, make_world, world_sigmas, world_suite
+from tipai_core.policy.actions import Action, FixedKnobPolicy
+from tipai_core.loop.audit_schedule import AuditSchedule
+from tipai_core.records.costs import Costs, expected_step_costs
+from tipai_core.editing.diffusion_editor import DiffusionEditor, action_mask
+from tipai_core.guard.tournament_guard import TournamentGuard
+from tipai_core.loop.audit_loop import audit_step, sample_with_audits
+from tipai_core.mining.masks import pixel_to_latent
+from tipai_core.mining.regions import Region
+from tipai_core.diffusion.sampler import initial_latent, sample
+from tipai_core.testing.synthetic import fix_rates, make_world, world_sigmas, world_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

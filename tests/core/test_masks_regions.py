@@ -6,8 +6,8 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from tipai_core.masks import check_mask_matches, dilate, erode, feather, latent_to_pixel, pixel_to_latent
-from tipai_core.regions import (
+from tipai_core.mining.masks import check_mask_matches, dilate, erode, feather, latent_to_pixel, pixel_to_latent
+from tipai_core.mining.regions import (
     Region,
     SaliencyMiner,
     compose,
@@ -151,7 +151,7 @@ def test_saliency_miner_fuses_a_user_mask():
 
 
 def test_region_sets_from_masks_reject_empty_and_all_zero_sets():
-    from tipai_core.regions import FixedRegionsMiner, regions_from_masks
+    from tipai_core.mining.regions import FixedRegionsMiner, regions_from_masks
 
     masks = torch.cat([_square(64, 64, 0, 0, 8, 8), _square(64, 64, 30, 40, 33, 41)])
     regions = regions_from_masks(masks)

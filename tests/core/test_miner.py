@@ -11,10 +11,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from miner_synthetic import box_mask, colour_auditor, mask_iou, render_text  # noqa: E402
+from tipai_core.testing.miner_synthetic import box_mask, colour_auditor, mask_iou, render_text  # noqa: E402
 
-from tipai_core.miner import RegionMiner, fuse, prompt_words, region_report  # noqa: E402
-from tipai_core.saliency import auditor_features, drift_map, feature_change_map  # noqa: E402
+from tipai_core.mining.miner import RegionMiner, fuse, prompt_words, region_report  # noqa: E402
+from tipai_core.mining.saliency import auditor_features, drift_map, feature_change_map  # noqa: E402
 
 RED = torch.tensor([0.85, 0.1, 0.1]).view(1, 3, 1, 1)
 BLUE_BOX = (64, 160, 128, 224)
@@ -48,7 +48,7 @@ def test_contradicted_patch_is_found(auditor):
 
 @pytest.mark.skipif(importlib.util.find_spec("rapidocr_onnxruntime") is None, reason="rapidocr-onnxruntime not installed")
 def test_planted_word_and_patch_are_both_found():
-    from tipai_core.detectors import RapidOCRDetector
+    from tipai_core.mining.detectors import RapidOCRDetector
 
     img, word = render_text(red_with_blue(), "SALE", (24, 170), size=48)
     miner = RegionMiner(colour_auditor(), weights={**AUDITOR_ONLY, "text": 1.0}, detectors={"text": RapidOCRDetector()},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tipai_core.regions import SaliencyMiner
+from tipai_core.mining.regions import SaliencyMiner
 
 
 def test_flat_saliency_still_yields_a_region_within_max_area():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tipai_core.actions import Action, PolicyState
-from tipai_core.costs import Costs
-from tipai_core.overlay import draw_overlay, mask_overlay, palette
-from tipai_core.record import TournamentRecord
-from tipai_core.regions import Region
+from tipai_core.policy.actions import Action, PolicyState
+from tipai_core.records.costs import Costs
+from tipai_core.records.overlay import draw_overlay, mask_overlay, palette
+from tipai_core.records.tournament_record import TournamentRecord
+from tipai_core.mining.regions import Region
 
 GREEN, ORANGE = torch.tensor([0.0, 1.0, 0.0]), torch.tensor([1.0, 0.6, 0.0])
 STATE = PolicyState(step=2, n_steps=10, t=0.2, sigma=1.0, region_area=0.1, region_score=1.0, audit_scale=0.5, max_depth=2)

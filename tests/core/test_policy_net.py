@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from tipai_core.actions import PolicyState
-from tipai_core.policy_net import DEFAULT_CHOICES, PolicyNet, state_features
+from tipai_core.policy.actions import PolicyState
+from tipai_core.policy.policy_net import DEFAULT_CHOICES, PolicyNet, state_features
 
 STATE = PolicyState(step=6, n_steps=20, t=0.3, sigma=1.2, region_area=0.1, region_score=3.0, audit_scale=0.5,
                     max_depth=2, control_S=0.4, control_F=0.7, control_P=(0.9, 0.2), signals=(("risk", 0.7),))

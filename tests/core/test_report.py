@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tipai_core import report as report_mod
-from tipai_core.actions import Action, PolicyState
-from tipai_core.costs import Costs
-from tipai_core.record import TournamentRecord, records_to_jsonl
-from tipai_core.report import (
+from tipai_core.records import report as report_mod
+from tipai_core.policy.actions import Action, PolicyState
+from tipai_core.records.costs import Costs
+from tipai_core.records.tournament_record import TournamentRecord, records_to_jsonl
+from tipai_core.records.report import (
     REPORT_SCHEMA,
     LogRead,
     build_report,

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tipai_core.regions import SaliencyMiner
-from tipai_core.saliency import faithfulness_saliency, fused_saliency, minmax_normalise, risk_saliency
-
-_SYNTH = Path(__file__).resolve().parent / "auditor" / "auditor_synthetic.py"
-
-
-def _write_tiny_open_clip(path: Path) -> Path:
-    # the auditor tests' helper, loaded by file path: its folder is not on sys.path from here
-    spec = importlib.util.spec_from_file_location("_tipai_auditor_synthetic", _SYNTH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.write_tiny_open_clip(path, seed=0)
-
+from tipai_core.mining.regions import SaliencyMiner
+from tipai_core.testing.auditor_synthetic import write_tiny_open_clip
+from tipai_core.mining.saliency import faithfulness_saliency, fused_saliency, minmax_normalise, risk_saliency
 
 @pytest.fixture(scope="module")
 def auditor(tmp_path_factory):
@@ -29,7 +18,7 @@ def auditor(tmp_path_factory):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # shared CPU cores; restored for the tests that follow
-    path = _write_tiny_open_clip(tmp_path_factory.mktemp("saliency_clip") / "tiny_clip.safetensors")
+    path = write_tiny_open_clip(tmp_path_factory.mktemp("saliency_clip") / "tiny_clip.safetensors", seed=0)
     yield Auditor.from_files(path, arch=TINY_ARCH, classes=["nsfw", "gore", "weapon"])
     torch.set_num_threads(threads)
 

@@ -7,7 +7,7 @@ from PIL import Image
 from tipai_core.eval.__main__ import main as eval_main
 from tipai_core.eval.shapes import EvalSettings, evaluate
 from tipai_core.protocols import Auditor
-from tipai_core.regions import SaliencyMiner
+from tipai_core.mining.regions import SaliencyMiner
 from tipai_core.worlds.shapes.checker import Checker
 from tipai_core.worlds.shapes.model import ModelConfig
 from tipai_core.worlds.shapes.oracle import CheckerAuditor, checker_saliency
@@ -59,7 +59,7 @@ def test_eval_runs_and_reproduces(tmp_path, capsys):
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds_per_image"} for r in rs]  # noqa: E731
     assert strip(rows) == strip(rows2)
     # the tournaments were logged with the checker's true_win, readable by the Stage C reader
-    from tipai_core.tournament_log import iter_records
+    from tipai_core.records.tournament_log import iter_records
 
     recs = list(iter_records([tmp_path / "logs" / "tournaments-oracle.records.jsonl"]))
     assert len(recs) == rows2[2]["tournaments"] > 0
@@ -80,11 +80,11 @@ def test_eval_cli_help_and_unknown_world(capsys):
 def test_stage_c_and_tspo_rows(tmp_path):
     """The calibration set's tournaments feed the real Stage C and offline TSPO commands; their files
     load back into the loop; a guard that cannot accept leaves every image exactly the plain one."""
-    from tipai_core.calibration import Calibration
+    from tipai_core.guard.calibration import Calibration
     from tipai_core.eval.shapes import Pieces, calibrated_pieces, fit_stage_c
-    from tipai_core.guard import TournamentGuard
-    from tipai_core.policy_net import PolicyNet
-    from tipai_core.tournament_log import iter_records
+    from tipai_core.guard.tournament_guard import TournamentGuard
+    from tipai_core.policy.policy_net import PolicyNet
+    from tipai_core.records.tournament_log import iter_records
     from tipai_core.worlds.shapes.evaluate import calibration_set, held_out
 
     assert not {p for p in calibration_set(64)} & {p for p in held_out(64)}  # seeds never shared

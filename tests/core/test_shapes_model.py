@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tipai_core.diffusion import Conditioning
+from tipai_core.diffusion.conditioning import Conditioning
 from tipai_core.protocols import AuditDecoder, Denoiser
 from tipai_core.worlds.shapes.generate import generate
 from tipai_core.worlds.shapes.grammar import tokenize

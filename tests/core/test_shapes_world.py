@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tipai_core.worlds.shapes import grammar
-from tipai_core.worlds.shapes.checker import Checker, check, scene_truth, validate
+from tipai_core.worlds.shapes.checker import Checker, check, scene_truth
+from tipai_core.worlds.shapes.validate import validate
 from tipai_core.worlds.shapes.dataset import batch, example, pair, pair_scenes
 from tipai_core.worlds.shapes.grammar import Clause, corrupt, describe, parse, sample_spec, tokenize
 from tipai_core.worlds.shapes.render import PALETTE, Scene, ShapeSpec, layout, render

@@ -5,11 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tipai_core.bandit import CONTEXTS, KnobBandit
-from tipai_core.policy_net import PolicyNet
-from tipai_core.tournament_log import LogStats, append_records, iter_records, require_records
-from tipai_core.tspo import (candidate_cost, diversity, listnet_loss, loo_credits, plackett_luce_nll,
-                             records_to_batch, records_to_batches, refine_judge, soft_credits)
+from tipai_core.testing.bandit import CONTEXTS, KnobBandit
+from tipai_core.policy.policy_net import PolicyNet
+from tipai_core.records.tournament_log import LogStats, append_records, iter_records, require_records
+from tipai_core.policy.tspo import (
+    candidate_cost,
+    diversity,
+    listnet_loss,
+    loo_credits,
+    plackett_luce_nll,
+    records_to_batch,
+    records_to_batches,
+    refine_judge,
+    soft_credits,
+)
 from tipai_core.train import tspo as tspo_stage
 
 

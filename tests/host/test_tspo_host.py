@@ -99,8 +99,8 @@ def test_tspo_online_trains_against_the_server_and_the_node_uses_the_policy(comf
     records = _records(comfy_server, entry)
     assert records, "the workflow with the learned policy logged no tournament"
     sys.path.insert(0, str(REPO))
-    from tipai_core.actions import Action, PolicyState
-    from tipai_core.policy_net import PolicyNet
+    from tipai_core.policy.actions import Action, PolicyState
+    from tipai_core.policy.policy_net import PolicyNet
 
     net = PolicyNet.load(out)
     for rec in records:
@@ -133,8 +133,8 @@ def test_calibrated_guard_node_loads_a_calibration_file_and_refuses_another_audi
     sys.path.insert(0, str(REPO))
     import torch
 
-    from tipai_core.bandit import calibration_records
-    from tipai_core.tournament_log import append_records
+    from tipai_core.testing.bandit import calibration_records
+    from tipai_core.records.tournament_log import append_records
 
     log = tmp / "labelled.records.jsonl"
     append_records(log, calibration_records(300, 4, torch.Generator().manual_seed(0), classes=classes))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..scores import AuditScores
+from ..protocols import AuditScores
 from .backbones import ImageTextBackbone, load_backbone
 from .heads import AuditorHeads, load_heads
 from .seam import SeamQuality

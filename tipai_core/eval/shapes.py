@@ -38,15 +38,15 @@ from pathlib import Path
 
 import torch
 
-from ..actions import FixedKnobPolicy
-from ..audit_schedule import AuditSchedule
-from ..costs import CountingDenoiser, Costs
-from ..diffusion import Conditioning
-from ..editor import DiffusionEditor
-from ..guard import TournamentGuard
-from ..loop import AuditSuite, sample_with_audits
-from ..regions import SaliencyMiner
-from ..sampler import sample
+from ..policy.actions import FixedKnobPolicy
+from ..loop.audit_schedule import AuditSchedule
+from ..records.costs import CountingDenoiser, Costs
+from ..diffusion.conditioning import Conditioning
+from ..editing.diffusion_editor import DiffusionEditor
+from ..guard.tournament_guard import TournamentGuard
+from ..loop.audit_loop import AuditSuite, sample_with_audits
+from ..mining.regions import SaliencyMiner
+from ..diffusion.sampler import sample
 from ..worlds.shapes.checker import Checker
 from ..worlds.shapes.evaluate import clause_accuracy, held_out, save_grid
 from ..worlds.shapes.generate import SAMPLE_SIGMA_MAX, sigmas_for, start_latent
@@ -186,7 +186,7 @@ LEARNED_MINER = {"weights": {"gradcam": 1.0, "drift": 0.0, "feature_change": 0.0
 
 def learned_pieces(folder):
     """(auditor, miner): the trained tiny open_clip + Stage A heads, and the Grad-CAM RegionMiner."""
-    from ..miner import RegionMiner
+    from ..mining.miner import RegionMiner
     from ..worlds.shapes.auditor import load_auditor
 
     auditor = load_auditor(folder)
@@ -262,8 +262,8 @@ def fit_stage_c(model, s: EvalSettings, pieces: "Pieces", folder: Path, n_calib:
 
 def calibrated_pieces(base: "Pieces", cal_path: Path, policy_path: Path | None) -> "Pieces":
     """The same auditor and miner with the Stage C guard and, when given, the TSPO policy."""
-    from ..calibration import Calibration, calibrated_guard
-    from ..policy_net import PolicyNet
+    from ..guard.calibration import Calibration, calibrated_guard
+    from ..policy.policy_net import PolicyNet
 
     cal = Calibration.load(cal_path)
     policy = PolicyNet.load(policy_path) if policy_path is not None else None
@@ -288,7 +288,7 @@ def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path |
         res.evals.append(c.denoiser_evals)
         res.tournaments += len(out.records)
         if log_path is not None and labeller is not None:
-            from ..tournament_log import append_records
+            from ..records.tournament_log import append_records
 
             # one auditor call per tournament (FixedKnobPolicy reads no control scores), in order
             labels, labeller.labels = labeller.labels[-len(out.records):] if out.records else [], []
@@ -357,7 +357,7 @@ def diagnose(model, s: EvalSettings, pairs: dict, n: int, folder: Path, log=prin
     n prompts of the calibration set with checker labels, and per candidate: the true-win rate, the share
     of tournaments that hold a true winner (what the miner and editor make possible) and the ROC-AUC of
     the auditor's margin S_i - S_0 for a true win (how well it ranks them). Logs go to ``folder``."""
-    from ..tournament_log import iter_records
+    from ..records.tournament_log import iter_records
     from ..worlds.shapes.evaluate import calibration_set
     from ..auditor.metrics import roc_auc
 
@@ -473,7 +473,7 @@ def main(argv=None) -> int:
     print(f"base model {meta['recipe']} at step {meta['step']} ({recipe_dir(cfg, args.cache)})")
     if args.train_only:
         return 0
-    from ..worlds.shapes.checker import validate
+    from ..worlds.shapes.validate import validate
 
     print(f"checker on rendered scenes with known truth (300 chosen + 300 rejected, every clause) at "
           f"{args.size}px: {validate(300, args.size):.4f}")

@@ -30,10 +30,19 @@ from pathlib import Path
 
 import torch
 
-from ..calibration import (Calibration, choose_delta, choose_tau, expected_calibration_error, fit_map, nll,
-                           reliability_png, reliability_table, stricter_late)
-from ..schedules import Schedule
-from ..tournament_log import LogStats, iter_records, require_records
+from ..guard.calibration import (
+    Calibration,
+    choose_delta,
+    choose_tau,
+    expected_calibration_error,
+    fit_map,
+    nll,
+    reliability_png,
+    reliability_table,
+    stricter_late,
+)
+from ..diffusion.schedules import Schedule
+from ..records.tournament_log import LogStats, iter_records, require_records
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +156,7 @@ def top1_agreement(score: torch.Tensor, y: torch.Tensor) -> float | None:
 
 def refine(fit: dict, held: dict, loss: str) -> dict:
     """The listwise judge refinement of the module docstring; its weights and held-out top-1 agreements."""
-    from ..tspo import refine_judge
+    from ..policy.tspo import refine_judge
 
     xf, yf = judge_lists(fit)
     xh, yh = judge_lists(held)

@@ -16,17 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """write(tmp_path) then rename over ``path``: a kill leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+from ..records.files import atomic_write
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:

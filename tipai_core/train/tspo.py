@@ -39,10 +39,10 @@ from typing import Any
 
 import torch
 
-from ..calibration import learning_curve_png
-from ..policy_net import DEFAULT_CHOICES, PolicyNet
-from ..tournament_log import LogStats, iter_records, require_records
-from ..tspo import TSPOConfig, records_to_batches, tspo_step
+from ..guard.calibration import learning_curve_png
+from ..policy.policy_net import DEFAULT_CHOICES, PolicyNet
+from ..records.tournament_log import LogStats, iter_records, require_records
+from ..policy.tspo import TSPOConfig, records_to_batches, tspo_step
 from .checkpoint import complete_checkpoints, load_checkpoint, remove_checkpoints, save_checkpoint
 
 CHECKPOINT_FORMAT = "tipai-tspo-checkpoint"
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.init and not args.resume:
             policy.fit_normaliser(torch.cat([b.feats for b in data]))
     elif args.mode == "bandit":
-        from ..bandit import CONTEXTS, KnobBandit
+        from ..testing.bandit import CONTEXTS, KnobBandit
 
         bandit = KnobBandit(seed=args.seed)
         policy = make_policy(args)
@@ -330,7 +330,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "config": vars(cfg), "seconds": time.time() - t0}
     result: dict[str, Any] = {"curve": curve}
     if bandit is not None:
-        from ..bandit import CONTEXTS
+        from ..testing.bandit import CONTEXTS
 
         final, oracle, uniform = bandit.evaluate(policy), bandit.oracle(), bandit.evaluate(bandit.uniform())
         result.update(final=final, oracle=oracle, uniform=uniform,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from auditor_synthetic import write_tiny_open_clip
+from tipai_core.testing.auditor_synthetic import write_tiny_open_clip
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from auditor_synthetic import make_pairs
+from tipai_core.testing.auditor_synthetic import make_pairs
 from tipai_core.auditor.data import DatasetRowError, PreferencePairs, write_pairs_parquet
 
 

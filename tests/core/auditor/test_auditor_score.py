@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tipai_core.scores import AuditScores
+from tipai_core.protocols import AuditScores
 
 
 def count_image_forwards(aud):

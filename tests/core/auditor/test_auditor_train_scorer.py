@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from auditor_synthetic import CATEGORIES, make_pairs
+from tipai_core.testing.auditor_synthetic import CATEGORIES, make_pairs
 from tipai_core.auditor import TINY_ARCH, Auditor
 from tipai_core.auditor.data import PreferencePairs, write_pairs_parquet
 from tipai_core.auditor.metrics import pair_auc

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     import torch
 
     if args.cmd == "check":
-        from .checker import validate
+        from .validate import validate
 
         t = time.time()
         print(f"checker accuracy at {args.size}px on {args.n} chosen+rejected pairs: "

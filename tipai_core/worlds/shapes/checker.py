@@ -182,22 +182,3 @@ def scene_truth(scene, prompt: str | list[Clause]) -> list[tuple[Clause, bool]]:
     clauses = parse(prompt) if isinstance(prompt, str) else prompt
     found = [Detection(o.colour, o.shape, o.cx, o.cy, 1.0, 1.0) for o in scene.objects]
     return [(c, Checker.judge(c, found)) for c in clauses]
-
-
-def validate(n: int = 300, size: int = 32, checker: Checker | None = None) -> float:
-    """Checker accuracy against ``scene_truth`` over n chosen/rejected pairs (2n images, every clause).
-
-    Rejected scenes violate their prompt, so both verdicts (true and false) are exercised.
-    """
-    from .dataset import pair_scenes
-    from .render import render
-
-    checker = checker or Checker()
-    agree = []
-    for seed in range(n):
-        prompt, scenes = pair_scenes(seed)
-        for scene in scenes:
-            found = checker.detect(render(scene, size))
-            for clause, truth in scene_truth(scene, prompt):
-                agree.append(Checker.judge(clause, found) == truth)
-    return float(np.mean(agree))

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ...auditor.backbones import OPENAI_MEAN, OPENAI_STD, OpenClipBackbone, register_config_dir
-from ...train.checkpoint import atomic_write
+from ...records.files import atomic_write
 from .dataset import _rng, scene_for
 from .grammar import corrupt, describe, sample_spec
 from .prefetch import prefetched

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from ...diffusion import Conditioning, karras_sigmas
-from ...sampler import initial_latent, sample
+from ...diffusion.conditioning import Conditioning
+from ...diffusion.sigmas import karras_sigmas
+from ...diffusion.sampler import initial_latent, sample
 from .model import ShapesDenoiser, ShapesUNet
 
 

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...diffusion import Conditioning, Parametrisation, cfg_combine
+from ...diffusion.conditioning import Conditioning, guided_x0
+from ...diffusion.parametrisation import Parametrisation
 from .grammar import MAX_TOKENS, PAD, VOCAB, tokenize
 
 
@@ -188,16 +189,7 @@ class ShapesDenoiser:
         # one batched forward for all branches
         k = len(branches)
         out = self.model(x.repeat(k, 1, 1, 1), sig.repeat(k), torch.cat(branches)).chunk(k)
-        x0_u, x0_c = out[0], out[1]
-        w = cond.cfg
-        if cond.region_mask is not None:
-            m = cond.region_mask.to(x)
-            if k == 3:
-                x0_c = (1 - m) * x0_c + m * out[2]
-            e = torch.as_tensor(cond.emphasis, dtype=x.dtype)
-            e = e.reshape(-1, 1, 1, 1) if e.dim() else e
-            w = torch.as_tensor(w, dtype=x.dtype) * (1 + (e - 1) * m)
-        return cfg_combine(x0_u, x0_c, w)
+        return guided_x0(out[0], out[1], cond, out[2] if k == 3 else None)
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
@@ -211,7 +203,7 @@ class PixelDecoder:
     factor = 1
 
     def __call__(self, latent: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        from ...preview import view_factor
+        from ...diffusion.decode import view_factor
 
         f = view_factor(self.factor, scale)
         rgb = ((latent + 1) / 2).clamp(0, 1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ...scores import AuditScores
+from ...protocols import AuditScores
 from .checker import Checker, Detection
 from .grammar import parse
 

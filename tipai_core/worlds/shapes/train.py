@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from ...train.checkpoint import atomic_write, complete_checkpoints, load_checkpoint, save_checkpoint
+from ...records.files import atomic_write
+from ...train.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
 from .dataset import batch as render_batch
 from .grammar import tokenize
 from .model import ModelConfig, ShapesUNet, as_tokens, ema_update, to_model_space

@@ -21,20 +21,21 @@ from typing import Any
 
 import torch
 
-from .actions import PolicyState
+from ..policy.actions import PolicyState
 from .audit_schedule import AuditSchedule
 from .blend import alpha_at, latent_blend
-from .costs import CountingDenoiser, Costs
-from .ddim import check_latent
-from .diffusion import Conditioning, Parametrisation
-from .editor import EditContext
-from .masks import check_mask, latent_to_pixel, pixel_to_latent
-from .preview import view_factor
-from .protocols import AuditDecoder, Auditor, Denoiser, Editor, Guard, Miner, Policy
-from .record import TournamentRecord
-from .regions import Region, compose, context_box, crop, scale_box
-from .sampler import sample
-from .schedules import Schedule, progress
+from ..records.costs import CountingDenoiser, Costs
+from ..diffusion.ddim import check_latent
+from ..diffusion.conditioning import Conditioning
+from ..diffusion.parametrisation import Parametrisation
+from ..protocols import EditContext
+from ..mining.masks import check_mask, latent_to_pixel, pixel_to_latent
+from ..diffusion.decode import view_factor
+from ..protocols import AuditDecoder, Auditor, Denoiser, Editor, Guard, Miner, Policy
+from ..records.tournament_record import TournamentRecord
+from ..mining.regions import Region, compose, context_box, crop, scale_box
+from ..diffusion.sampler import sample
+from ..diffusion.schedules import Schedule, progress
 
 
 @dataclass

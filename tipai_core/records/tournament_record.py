@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .costs import Costs
-from .scores import AuditScores
+from ..protocols import AuditScores
 
 SCHEMA_VERSION = "tipai.tournament/1"
 

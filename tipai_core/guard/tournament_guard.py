@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .schedules import Schedule
-from .scores import AuditScores
+from ..diffusion.schedules import Schedule
+from ..protocols import AuditScores, GuardDecision
 
 
 def guarded_utility(
@@ -41,16 +41,6 @@ def guarded_utility(
     u = gain * passes.double() * B.clamp_min(0.0)
     u[0] = 0.0  # the control never beats itself
     return u
-
-
-@dataclass(frozen=True)
-class GuardDecision:
-    winner: int  # 0 = control kept
-    accepted: bool
-    utilities: torch.Tensor  # [N+1] float64
-    delta: float
-    tau_P: list[float]
-    tau_F: float
 
 
 @dataclass(frozen=True)

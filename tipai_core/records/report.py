@@ -38,12 +38,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .costs import Costs
-from .record import TournamentRecord
+from .files import atomic_write
+from .tournament_record import TournamentRecord
 
 REPORT_SCHEMA = "tipai.report/1"
 REPORT_SUFFIX = ".report.json"
@@ -175,23 +175,6 @@ def check_stem(stem: str) -> str:
     return stem
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, then os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_log(report: dict, folder: Path, stem: str) -> list[Path]:
     """Write ``<stem>.records.jsonl`` then ``<stem>.report.json`` into ``folder``; returns [report, records].
 
@@ -205,8 +188,8 @@ def write_log(report: dict, folder: Path, stem: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     report_path, records_path = folder / (stem + REPORT_SUFFIX), folder / (stem + RECORDS_SUFFIX)
     # the records first: a report on disk means its records are complete
-    _atomic_write(records_path, records_text)
-    _atomic_write(report_path, report_text)
+    atomic_write(records_path, records_text)
+    atomic_write(report_path, report_text)
     return [report_path, records_path]
 
 

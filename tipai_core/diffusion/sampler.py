@@ -14,8 +14,10 @@ from typing import Callable
 import torch
 
 from .ddim import check_latent, ddim_step, euler_step
-from .diffusion import Conditioning, Parametrisation, validate_sigmas
-from .protocols import Denoiser
+from .conditioning import Conditioning
+from .parametrisation import Parametrisation
+from .sigmas import validate_sigmas
+from ..protocols import Denoiser
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 SAMPLERS = ("euler", "ddim")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .record import SCHEMA_VERSION, TournamentRecord
+from .tournament_record import SCHEMA_VERSION, TournamentRecord
 
 RECORDS_GLOB = "*.records.jsonl"
 

@@ -20,37 +20,16 @@ each on a batch of the candidates that share (editor, d).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
-from .actions import Action
-from .ddim import check_latent, ddim_invert, ddim_segment
-from .diffusion import Conditioning, Parametrisation
-from .masks import check_mask_matches, dilate, feather
-from .protocols import Denoiser
-
-
-@dataclass(frozen=True)
-class EditContext:
-    """The control state the editor starts from: x at ``sigmas[step]`` and its x̂0 (batch 1)."""
-
-    denoiser: Denoiser
-    param: Parametrisation
-    sigmas: torch.Tensor
-    step: int
-    x: torch.Tensor
-    x0: torch.Tensor
-    cond: Conditioning | None
-    region_payload: Any = None
-
-
-@dataclass(frozen=True)
-class EditResult:
-    latents: torch.Tensor  # [N, C, h, w] candidates at σ_i, equal to the control where masks == 0
-    x0: torch.Tensor  # [N, C, h, w] their x̂0 at σ_i (the audit view)
-    masks: torch.Tensor  # [N, 1, h, w] soft blend masks m_n
+from ..policy.actions import Action
+from ..diffusion.ddim import check_latent, ddim_invert, ddim_segment
+from ..diffusion.conditioning import Conditioning
+from ..diffusion.parametrisation import Parametrisation
+from ..mining.masks import check_mask_matches, dilate, feather
+from ..protocols import EditContext, EditResult
 
 
 def action_mask(region_mask: torch.Tensor, action: Action) -> torch.Tensor:

@@ -36,8 +36,16 @@ import torch.nn.functional as F
 
 from .masks import check_mask, feather, latent_to_pixel, pixel_to_latent
 from .regions import Region, SaliencyMiner
-from .saliency import (auditor_features, drift_map, feature_change_map, gradcam_map, is_blank, minmax_normalise,
-                       prompt_mismatch_map, upsample_grid)
+from .saliency import (
+    auditor_features,
+    drift_map,
+    feature_change_map,
+    gradcam_map,
+    is_blank,
+    minmax_normalise,
+    prompt_mismatch_map,
+    upsample_grid,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .actions import Action, PolicyState
-from .ddim import check_latent
-from .diffusion import Conditioning, Parametrisation
-from .editor import DiffusionEditor, EditContext, seeded_noise
-from .masks import check_mask_matches
+from ..policy.actions import Action, PolicyState
+from ..diffusion.ddim import check_latent
+from ..diffusion.conditioning import Conditioning
+from ..diffusion.parametrisation import Parametrisation
+from .diffusion_editor import DiffusionEditor, seeded_noise
+from ..protocols import EditContext
+from ..mining.masks import check_mask_matches
 
 
 @dataclass

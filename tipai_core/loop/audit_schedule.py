@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .schedules import progress
+from ..diffusion.schedules import progress
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .actions import Action, PolicyState
-from .costs import Costs
-from .policy_net import DEFAULT_CHOICES, PolicyNet
-from .record import TournamentRecord
-from .tspo import candidate_cost
+from ..policy.actions import Action, PolicyState
+from ..records.costs import Costs
+from ..policy.policy_net import DEFAULT_CHOICES, PolicyNet
+from ..records.tournament_record import TournamentRecord
+from ..policy.tspo import candidate_cost
 
 # logit effects per knob choice (in DEFAULT_CHOICES order)
 EFFECTS = {
@@ -119,7 +119,7 @@ class KnobBandit:
         return {"win_rate": win, "cost": cost}
 
     def uniform(self):
-        from .actions import FixedKnobPolicy
+        from ..policy.actions import FixedKnobPolicy
 
         return FixedKnobPolicy({k: (v, [1.0 / len(v)] * len(v)) for k, v in self.choices.items()})
 
@@ -184,7 +184,7 @@ class KnobBandit:
         p(a | t) and then has u = gain ~ U(0.5, 1), else u = 0. Only a PolicyNet can be the learner, so
         the batch's features are the PolicyNet's φ(s_t).
         """
-        from .tspo import TournamentBatch
+        from ..policy.tspo import TournamentBatch
 
         ctx = torch.randint(0, len(CONTEXTS), (n_tournaments,), generator=gen)
         idx = torch.zeros(n_tournaments, n, len(self.knobs), dtype=torch.long)

@@ -20,16 +20,18 @@ from dataclasses import dataclass
 
 import torch
 
-from .actions import FixedKnobPolicy
+from ..policy.actions import FixedKnobPolicy
 from .analytic import GaussianMixtureDenoiser
-from .audit_schedule import AuditSchedule
-from .diffusion import Conditioning, Parametrisation, flow_sigmas, karras_sigmas
-from .editor import DiffusionEditor
-from .guard import TournamentGuard
-from .loop import AuditSuite, sample_with_audits
-from .preview import LinearLatentDecoder
-from .regions import Box, SaliencyMiner
-from .scores import AuditScores
+from ..loop.audit_schedule import AuditSchedule
+from ..diffusion.conditioning import Conditioning
+from ..diffusion.parametrisation import Parametrisation
+from ..diffusion.sigmas import flow_sigmas, karras_sigmas
+from ..editing.diffusion_editor import DiffusionEditor
+from ..guard.tournament_guard import TournamentGuard
+from ..loop.audit_loop import AuditSuite, sample_with_audits
+from ..diffusion.decode import LinearLatentDecoder
+from ..mining.regions import Box, SaliencyMiner
+from ..protocols import AuditScores
 
 
 def greenness(images: torch.Tensor, kappa: float = 10.0) -> torch.Tensor:
@@ -173,7 +175,7 @@ class FixRates:
 
 def fix_rates(param: Parametrisation | str = "eps", seeds: int = 50, n_candidates: int = 5) -> FixRates:
     """Plain sampler vs the loop on seeds 0..seeds-1 of the synthetic world (Euler, 20 steps)."""
-    from .sampler import initial_latent, sample
+    from ..diffusion.sampler import initial_latent, sample
 
     param = Parametrisation.parse(param)
     world = make_world(param)

@@ -217,7 +217,7 @@ class PolicyNet(nn.Module):
         """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically (JSON last: it marks the pair complete)."""
         from safetensors.torch import save_file
 
-        from .train.checkpoint import atomic_write
+        from ..records.files import atomic_write
 
         path = Path(path).with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from .ddim import check_latent
-from .masks import check_mask_matches
-from .schedules import Schedule
+from ..diffusion.ddim import check_latent
+from ..mining.masks import check_mask_matches
+from ..diffusion.schedules import Schedule
 
 
 def alpha_at(alpha: Schedule | float, t: float) -> float:

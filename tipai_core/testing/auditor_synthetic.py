@@ -14,7 +14,7 @@ pattern at a random offset is smeared over up to four patches and drowned by the
 of cue a real CLIP sees without trouble. The colours are kept clear of the four square colours.
 
 Run as a script to write a demo set and a tiny open_clip weights file:
-    python tests/core/auditor/auditor_synthetic.py OUT_DIR
+    python -m tipai_core.testing.auditor_synthetic OUT_DIR
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def write_tiny_open_clip(path: Path, seed: int = 0) -> Path:
     import open_clip
     from safetensors.torch import save_file
 
-    from tipai_core.auditor.backbones import CONFIG_DIR, TINY_ARCH
+    from ..auditor.backbones import CONFIG_DIR, TINY_ARCH
 
     open_clip.add_model_config(str(CONFIG_DIR))
     torch.manual_seed(seed)
@@ -95,7 +95,7 @@ def write_tiny_open_clip(path: Path, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":
-    from tipai_core.auditor.data import write_pairs_parquet
+    from ..auditor.data import write_pairs_parquet
 
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tipai_core.auditor import Auditor
-from tipai_core.auditor.backbones import ImageTextBackbone
+from ..auditor import Auditor
+from ..auditor.backbones import ImageTextBackbone
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 

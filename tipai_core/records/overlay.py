@@ -25,8 +25,8 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .record import TournamentRecord
-from .regions import Region
+from .tournament_record import TournamentRecord
+from ..mining.regions import Region
 
 Color = Sequence[float]
 

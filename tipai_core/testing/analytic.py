@@ -7,10 +7,10 @@ With ``x = a·x0 + b·ε`` (``diffusion.Parametrisation``: eps ``a=1, b=σ``; fl
   ``τ_k = a²s_k² + b²``, responsibilities ``r_k ∝ π_k N(x; a·μ_k, τ_k I)`` and
   ``E[x0|x] = Σ_k r_k (μ_k + a·s_k²/τ_k · (x - a·μ_k))``.
 
-The mixture is conditioned through per-class log-biases (the "prompt"): the conditional weights
-are ``log π_k + β_k(p)`` with ``β = (1 - r(p))·payload + r(p)·emphasis·region_payload`` where r is
-the region mask; the unconditional ones are ``log π``. CFG combines the two posterior means with
-the per-pixel scale map. Tests, benchmarks and the demo use these as an exact, model-free Denoiser.
+The mixture is conditioned through per-class log-biases (the "prompt"): a prompt's weights are
+``log π_k + β_k`` (``payload``; the region prompt's ``region_payload``), the unconditional ones
+``log π``. The branches' exact posterior means are combined by ``conditioning.guided_x0``, the
+same combine every denoiser uses (CFG map, region composite, emphasis). Tests, benchmarks and the demo use these as an exact, model-free Denoiser.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import math
 
 import torch
 
-from .diffusion import Conditioning, Parametrisation, _as_column, cfg_combine
+from ..diffusion.conditioning import Conditioning, guided_x0
+from ..diffusion.parametrisation import Parametrisation, _as_column
 
 
 class GaussianDenoiser:
@@ -97,32 +98,19 @@ class GaussianMixtureDenoiser:
         resp, means = self.posterior(x, sigma, log_bias)
         return (resp.unsqueeze(2) * means).sum(dim=1)
 
-    def _bias(self, cond: Conditioning, x: torch.Tensor) -> torch.Tensor | None:
-        k = self.n_components
-
-        def as_map(p):
-            t = torch.as_tensor(p).to(x)
-            return t.reshape(1, k, 1, 1) if t.dim() == 1 else t
-
-        if cond.payload is None and cond.region_mask is None:
-            return None
-        base = as_map(cond.payload) if cond.payload is not None else x.new_zeros(1, k, 1, 1)
-        if cond.region_mask is None:
-            return base
-        region = as_map(cond.region_payload) if cond.region_payload is not None else base
-        r = cond.region_mask.to(x)
-        emph = torch.as_tensor(cond.emphasis).to(x)
-        emph = emph.reshape(-1, 1, 1, 1) if emph.dim() else emph
-        return (1 - r) * base + r * (emph * region)
+    def _as_bias(self, p, x: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(p).to(x)
+        return t.reshape(1, self.n_components, 1, 1) if t.dim() == 1 else t
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
         uncond = self._mean(x, sigma, None)
-        if cond is None:
+        if cond is None or (cond.payload is None and cond.region_mask is None):
             return uncond
-        bias = self._bias(cond, x)
-        if bias is None:
-            return uncond
-        return cfg_combine(uncond, self._mean(x, sigma, bias), cond.cfg)
+        base = self._as_bias(cond.payload, x) if cond.payload is not None else x.new_zeros(1, self.n_components, 1, 1)
+        region = None
+        if cond.region_mask is not None and cond.region_payload is not None:
+            region = self._mean(x, sigma, self._as_bias(cond.region_payload, x))
+        return guided_x0(uncond, self._mean(x, sigma, base), cond, region)
 
     def component_of(self, x0: torch.Tensor) -> torch.Tensor:
         """Index of the nearest component mean for each latent pixel of a clean latent, ``[B, h, w]``."""

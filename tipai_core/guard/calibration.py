@@ -29,8 +29,8 @@ from typing import Sequence
 
 import torch
 
-from .guard import TournamentGuard
-from .schedules import Schedule
+from .tournament_guard import TournamentGuard
+from ..diffusion.schedules import Schedule
 
 CALIBRATION_SCHEMA = "tipai.calibration/1"
 
@@ -259,7 +259,7 @@ class Calibration:
                    dict(d.get("metrics") or {}))
 
     def save(self, path: str | Path) -> Path:
-        from .train.checkpoint import atomic_write
+        from ..records.files import atomic_write
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,9 @@ from typing import Callable
 
 import torch
 
-from .diffusion import Conditioning, Parametrisation
-from .protocols import Denoiser
+from .conditioning import Conditioning
+from .parametrisation import Parametrisation
+from ..protocols import Denoiser
 
 
 def ddim_step(
