@@ -12,6 +12,3 @@ class TiPAIExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return list(NODES)
 
-
-async def comfy_entrypoint() -> TiPAIExtension:
-    return TiPAIExtension()

@@ -10,7 +10,7 @@ from comfy_api.latest import io
 from ..tipai_core.auditor import Auditor
 from ..tipai_core.records.overlay import mask_overlay
 from . import model_files
-from .tipai_run import AuditorHandle
+from .settings import AuditorHandle
 from .types import Auditor as AuditorType
 from .types import image_from_core, image_to_core, mask_from_core, mask_to_core
 

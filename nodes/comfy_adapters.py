@@ -18,10 +18,9 @@ import comfy.samplers
 import folder_paths
 from comfy.taesd.taesd import TAESD
 
-from ..tipai_core.records.costs import Costs
 from ..tipai_core.diffusion.conditioning import Conditioning, guided_x0
 from ..tipai_core.diffusion.parametrisation import Parametrisation
-from ..tipai_core.diffusion.decode import view_factor
+from ..tipai_core.diffusion.decode import latent_rgb, view_factor
 
 
 def parametrisation(model_sampling) -> Parametrisation:
@@ -81,7 +80,7 @@ class ComfyAuditDecoder:
     ``taesd`` (models/vae_approx, as ComfyUI's previews) and ``latent_rgb`` (a linear map, cheapest).
     """
 
-    def __init__(self, vae, model, mode: str = "vae", costs: Costs | None = None):
+    def __init__(self, vae, model, mode: str = "vae"):
         if mode not in AUDIT_DECODERS:
             raise ValueError(f"audit decoder mode must be one of {AUDIT_DECODERS}, got {mode!r}")
         self.vae, self.model, self.mode = vae, model, mode
@@ -108,9 +107,7 @@ class ComfyAuditDecoder:
             img = (taesd.decode(latent.float()) + 1.0) / 2.0
         else:
             # the preview factors act on the model-space latent, as ComfyUI's latent previewer uses them
-            lat = latent.float()
-            rgb = torch.einsum("oc,bchw->bohw", self.weight.to(lat), lat) + self.bias.to(lat)[None, :, None, None]
-            img = (rgb + 1.0) / 2.0  # ComfyUI's preview factors map to [-1, 1]
+            img = (latent_rgb(latent.float(), self.weight, self.bias) + 1.0) / 2.0  # the factors map to [-1, 1]
         img = img.to(latent.device).clamp(0, 1)
         if img.shape[-2:] != (f * h, f * w):
             img = F.interpolate(img, size=(f * h, f * w), mode="bilinear", align_corners=False, antialias=True)

@@ -15,7 +15,8 @@ from ..tipai_core.diffusion.conditioning import Conditioning
 from ..tipai_core.mining.masks import pixel_to_latent
 from ..tipai_core.editing.region_edit import edit_region
 from .comfy_adapters import AUDIT_DECODERS, ComfyDenoiser, parametrisation
-from .tipai_run import AuditorHandle, EditorSpec, GuardSpec, PolicySpec
+from . import defaults as D
+from .settings import AuditorHandle, EditorSpec, GuardSpec, PolicySpec
 from .types import Auditor, Editor, Guard, Policy, image_from_core, image_to_core, mask_to_core
 
 
@@ -63,13 +64,13 @@ class TiPAIAuditorInpaint(io.ComfyNode):
                         "(DDIM inversion or fresh noise), then re-denoise it with the candidate's knobs. Connect "
                         "model, conditioning, VAE, image and mask to use it on its own.",
             inputs=[
-                io.Combo.Input("backend", options=["diffusion"], default="diffusion",
+                io.Combo.Input("backend", options=["diffusion"], default=D.EDITOR_BACKEND,
                                tooltip="'diffusion': the training-free diffusion editor on your own model."),
-                io.Int.Input("refine_iters", default=0, min=0, max=30,
+                io.Int.Input("refine_iters", default=D.EDITOR_REFINE_ITERS, min=0, max=30,
                              tooltip="Fixed-point refinements per DDIM inversion step (more exact, more model calls)."),
-                io.Int.Input("crop_margin", default=2, min=0, max=32,
+                io.Int.Input("crop_margin", default=D.EDITOR_CROP_MARGIN, min=0, max=32,
                              tooltip="Context margin, in latent pixels, of the decoded crops."),
-                io.Combo.Input("audit_decoder", options=list(AUDIT_DECODERS), default="vae",
+                io.Combo.Input("audit_decoder", options=list(AUDIT_DECODERS), default=D.EDITOR_DECODER,
                                tooltip="How audit views are decoded: the VAE (TAESD when the checkpoint has it), "
                                        "TAESD from models/vae_approx, or the model's cheap latent-to-RGB map."),
                 io.Model.Input("model", optional=True, tooltip="Standalone: the diffusion model."),

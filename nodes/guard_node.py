@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..tipai_core.loop.audit_schedule import AuditSchedule
+import os
+
 from ..tipai_core.guard.calibration import Calibration, calibrated_guard
-from ..tipai_core.guard.tournament_guard import TournamentGuard
-from ..tipai_core.diffusion.schedules import Schedule
+from . import defaults as D
 from . import model_files
-from .tipai_run import GuardSpec
+from .settings import GuardSpec, audit_schedule, fixed_guard
 from .types import Auditor, Guard, parse_list
 
 
@@ -23,20 +23,20 @@ class TiPAITournamentGuard(io.ComfyNode):
             description="Accepts a candidate only if u_i = (S_i - S_0 - δ)_+ · 1[P_i ≥ τ_P(t)] · 1[F_i ≥ τ_F(t)] · B_i "
                         "is positive for the best one; otherwise the latent stays exactly as it was.",
             inputs=[
-                io.Float.Input("delta", default=0.02, min=0.0, max=10.0, step=0.001,
+                io.Float.Input("delta", default=D.GUARD_DELTA, min=0.0, max=10.0, step=0.001,
                                tooltip="δ: how much a candidate must beat the unedited control by."),
-                io.Float.Input("tau_P_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("tau_P_start", default=D.GUARD_TAU_P[0], min=0.0, max=1.0, step=0.01,
                                tooltip="τ_P at the start of sampling: minimum policy safety of every class."),
-                io.Float.Input("tau_P_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="τ_P at the end."),
-                io.Float.Input("tau_F_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("tau_P_end", default=D.GUARD_TAU_P[1], min=0.0, max=1.0, step=0.01, tooltip="τ_P at the end."),
+                io.Float.Input("tau_F_start", default=D.GUARD_TAU_F[0], min=0.0, max=1.0, step=0.01,
                                tooltip="τ_F at the start of sampling: minimum faithfulness."),
-                io.Float.Input("tau_F_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="τ_F at the end."),
-                io.Float.Input("alpha", default=1.0, min=0.0, max=1.0, step=0.05,
+                io.Float.Input("tau_F_end", default=D.GUARD_TAU_F[1], min=0.0, max=1.0, step=0.01, tooltip="τ_F at the end."),
+                io.Float.Input("alpha", default=D.GUARD_ALPHA, min=0.0, max=1.0, step=0.05,
                                tooltip="α in z ← (1-α·m)·z_ctrl + α·m·z_edit when an edit is accepted."),
-                io.Int.Input("audit_every", default=3, min=1, max=100, tooltip="Audit every this many steps."),
-                io.Int.Input("audit_first", default=2, min=1, max=1000, tooltip="First audited step."),
-                io.Int.Input("skip_last", default=1, min=0, max=1000, tooltip="Never audit the last this many steps."),
-                io.String.Input("audit_scales", default="0.5, 1.0",
+                io.Int.Input("audit_every", default=D.AUDIT_EVERY, min=1, max=100, tooltip="Audit every this many steps."),
+                io.Int.Input("audit_first", default=D.AUDIT_FIRST, min=1, max=1000, tooltip="First audited step."),
+                io.Int.Input("skip_last", default=D.AUDIT_SKIP_LAST, min=0, max=1000, tooltip="Never audit the last this many steps."),
+                io.String.Input("audit_scales", default=D.as_list_text(D.AUDIT_SCALES),
                                 tooltip="Audit resolution over time, coarse early to fine late (1.0 = full size)."),
                 io.Combo.Input("calibration_file", options=model_files.list_files(".json", optional=True),
                                default=model_files.NONE, optional=True,
@@ -50,6 +50,11 @@ class TiPAITournamentGuard(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, calibration_file=model_files.NONE, **kwargs):
+        # a calibration file rewritten under the same name (a new Stage C fit) must be read again
+        return model_files.fingerprint(calibration_file, "calibration")
+
+    @classmethod
     def execute(cls, delta, tau_P_start, tau_P_end, tau_F_start, tau_F_end, alpha, audit_every, audit_first,
                 skip_last, audit_scales, calibration_file=model_files.NONE, auditor=None) -> io.NodeOutput:
         if calibration_file and calibration_file != model_files.NONE:
@@ -61,7 +66,7 @@ class TiPAITournamentGuard(io.ComfyNode):
                 raise ValueError(f"TiPAI Tournament Guard: {calibration_file}: {exc}") from None
             guard = calibrated_guard(cal)
         else:
-            guard = TournamentGuard(delta=delta, tau_P=Schedule.linear(tau_P_start, tau_P_end),
-                                    tau_F=Schedule.linear(tau_F_start, tau_F_end))
-        schedule = AuditSchedule(every=audit_every, first=audit_first, skip_last=skip_last, scales=parse_list(audit_scales, float, "TiPAI Tournament Guard", "audit_scales"))
+            guard = fixed_guard(delta, (tau_P_start, tau_P_end), (tau_F_start, tau_F_end))
+        scales = parse_list(audit_scales, float, "TiPAI Tournament Guard", "audit_scales")
+        schedule = audit_schedule(audit_every, audit_first, skip_last, scales)
         return io.NodeOutput(GuardSpec(guard, schedule, alpha))

@@ -65,3 +65,14 @@ def resolve(name: str, what: str) -> str:
     raise FileNotFoundError(
         f"TiPAI: the {what} file '{name}' was not found in the models/{FOLDER} folder "
         f"({', '.join(folders())}). Put the file there (safetensors, ONNX or JSON) and refresh.")
+
+
+def fingerprint(name: str, what: str) -> str:
+    """What ComfyUI compares to re-run a node: a file rewritten under the same name changes its mtime and size."""
+    if not name or name == NONE:
+        return ""
+    try:
+        path = resolve(name, what)
+        return f"{name}:{os.path.getmtime(path)}:{os.path.getsize(path)}"
+    except (FileNotFoundError, OSError):
+        return name

@@ -11,7 +11,8 @@ from comfy_api.latest import io
 
 from ..tipai_core.records.overlay import draw_overlay
 from ..tipai_core.records.report import build_report, write_log
-from .tipai_run import EditorSpec, GuardSpec, MinerSpec, PolicySpec, TiPAIRun, TiPAISettings, patch_model
+from .settings import EditorSpec, GuardSpec, MinerSpec, PolicySpec, TiPAISettings
+from .tipai_run import TiPAIRun, patch_model
 from .types import Auditor, Editor, Guard, Miner, Policy, Report, image_from_core, image_to_core
 
 LOG_FOLDER = "tipai_logs"

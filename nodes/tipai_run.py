@@ -1,5 +1,5 @@
-"""One TiPAI sampling run inside ComfyUI: the settings objects the nodes pass along, and the
-per-run state that the sampler hook drives (audit at chosen steps, records, costs, model calls).
+"""One TiPAI sampling run inside ComfyUI: the per-run state that the sampler hook drives (audit at
+chosen steps, records, costs, model calls). The settings it runs with are in ``settings.py``.
 
 The run is created fresh at the start of every sampling call, so a cancelled run leaves nothing
 behind for the next one, and the input MODEL is never modified (the patch works on a clone).
@@ -8,147 +8,19 @@ behind for the next one, and the input MODEL is never modified (the patch works 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-
 import torch
 
-import comfy.model_management
-import comfy.model_patcher
 import comfy.patcher_extension
 import comfy.utils
 
-from ..tipai_core.policy.actions import FixedKnobPolicy
-from ..tipai_core.policy.policy_net import PolicyNet
-from ..tipai_core.loop.audit_schedule import AuditSchedule
-from ..tipai_core.records.costs import Costs
 from ..tipai_core.diffusion.conditioning import Conditioning
-from ..tipai_core.editing.diffusion_editor import DiffusionEditor
-from ..tipai_core.guard.tournament_guard import TournamentGuard
-from ..tipai_core.loop.audit_loop import AuditSuite, audit_step
+from ..tipai_core.loop.audit_step import AuditSuite, audit_step
+from ..tipai_core.mining.masks import check_user_mask
+from ..tipai_core.records.costs import Costs, editor_calls, restart_costs
 from ..tipai_core.records.tournament_record import TournamentRecord
-from ..tipai_core.mining.miner import AuditMemory, RegionMiner
 from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, parametrisation
 from .sampler_hook import WRAPPER_KEY, make_sampler_wrapper
-
-
-@dataclass
-class AuditorHandle:
-    """The auditor A_s and the ModelPatcher that lets ComfyUI load and offload it."""
-
-    auditor: object
-    patcher: object
-    name: str = ""
-
-    @classmethod
-    def wrap(cls, auditor, name: str = "") -> "AuditorHandle":
-        # ModelPatcher writes bookkeeping attributes (device, ...) onto the module it manages, so it
-        # manages a plain holder module whose child is the auditor.
-        holder = torch.nn.Module()
-        holder.auditor = auditor
-        patcher = comfy.model_patcher.ModelPatcher(
-            holder, load_device=comfy.model_management.get_torch_device(),
-            offload_device=comfy.model_management.unet_offload_device())
-        return cls(auditor, patcher, name)
-
-    def ready(self):
-        comfy.model_management.load_model_gpu(self.patcher)
-        return self.auditor
-
-
-@dataclass
-class MinerSpec:
-    k: int = 2
-    threshold: float = 0.6
-    min_area: float = 0.02
-    max_area: float = 0.5
-    merge_margin: int = 2
-    risk_weight: float = 1.0
-    faithfulness_weight: float = 1.0  # the auditor Grad-CAM faithfulness map
-    user_mask: torch.Tensor | None = None  # [B or 1, 1, H, W] pixel mask, always a region
-    drift_weight: float = 0.5
-    mismatch_weight: float = 0.0  # patch features vs the prompt
-    change_weight: float = 0.5  # patch features vs the last audit's
-    detectors: tuple[str, ...] = ()  # "nsfw", "age", "text"
-    nsfw_weight: float = 1.0
-    age_weight: float = 1.0
-    text_weight: float = 1.0
-    latent_align: bool = True
-    feather: int = 4
-    region_prompt: str = ""
-    # the previous audit's Grad-CAM and tokens, for drift; start_run() clears it
-    memory: AuditMemory = field(default_factory=AuditMemory, repr=False, compare=False)
-
-    def weights(self) -> dict[str, float]:
-        return {"gradcam": self.faithfulness_weight, "risk": self.risk_weight, "drift": self.drift_weight,
-                "prompt_mismatch": self.mismatch_weight, "feature_change": self.change_weight,
-                "nsfw": self.nsfw_weight, "age": self.age_weight, "text": self.text_weight}
-
-    def start_run(self) -> None:
-        """A new sampling run: drift and feature change start again from 0."""
-        self.memory.reset()
-
-    def build(self, auditor) -> RegionMiner:
-        dets = {}
-        if self.detectors:
-            from ..tipai_core.mining.detectors import build_detectors, providers_for
-            from .model_files import folders
-
-            dets = build_detectors(list(self.detectors), providers_for(comfy.model_management.get_torch_device()),
-                                   folders())
-        return RegionMiner(auditor, weights=self.weights(), detectors=dets, k=self.k, threshold=self.threshold,
-                           min_area_frac=self.min_area, max_area_frac=self.max_area, merge_margin=self.merge_margin,
-                           latent_factor=8 if self.latent_align else None, feather_radius=self.feather,
-                           region_prompt=self.region_prompt or None, memory=self.memory)
-
-
-@dataclass
-class EditorSpec:
-    backend: str = "diffusion"
-    refine_iters: int = 0
-    crop_margin: int = 2
-    decoder: str = "vae"
-
-    def build(self) -> DiffusionEditor:
-        if self.backend != "diffusion":
-            raise ValueError(f"editor backend {self.backend!r} is not available yet; use 'diffusion'")
-        return DiffusionEditor(refine_iters=self.refine_iters)
-
-
-@dataclass
-class GuardSpec:
-    guard: TournamentGuard = field(default_factory=TournamentGuard)
-    schedule: AuditSchedule = field(default_factory=AuditSchedule)
-    alpha: float = 1.0
-    kappa: float = 1.0
-
-
-@dataclass
-class PolicySpec:
-    policy: FixedKnobPolicy | PolicyNet = field(default_factory=FixedKnobPolicy)  # any protocols.Policy
-    n: int = 4
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"N (candidates per region) must be at least 1, got {self.n}")
-
-
-@dataclass
-class TiPAISettings:
-    prompt: str
-    auditor: AuditorHandle
-    vae: object
-    miner: MinerSpec = field(default_factory=MinerSpec)
-    editor: EditorSpec = field(default_factory=EditorSpec)
-    guard: GuardSpec = field(default_factory=GuardSpec)
-    policy: PolicySpec = field(default_factory=PolicySpec)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise ValueError("TiPAI: the prompt text is empty. The auditor judges each candidate against "
-                             "this text, so give the prompt the image should show.")
-        if self.vae is None and self.editor.decoder == "vae":
-            raise ValueError("TiPAI: connect a VAE, or choose the 'latent_rgb' audit decoder")
+from .settings import TiPAISettings
 
 
 class TiPAIRun:
@@ -176,12 +48,10 @@ class TiPAIRun:
         m = self.s.miner.user_mask
         if m is None:
             return None
-        want = (factor * x.shape[-2], factor * x.shape[-1])
-        if tuple(m.shape[-2:]) != want:
-            raise ValueError(f"TiPAI: the user mask is {m.shape[-1]}x{m.shape[-2]} pixels but the image is "
-                             f"{want[1]}x{want[0]}; resize the mask to the image size")
-        if m.shape[0] not in (1, x.shape[0]):
-            raise ValueError(f"TiPAI: the user mask batch ({m.shape[0]}) must be 1 or the latent batch ({x.shape[0]})")
+        try:
+            check_user_mask(m, x.shape[0], (factor * x.shape[-2], factor * x.shape[-1]))
+        except ValueError as exc:
+            raise ValueError(f"TiPAI: {exc}") from None
         return m.to(x)
 
     def audit(self, view) -> torch.Tensor | None:
@@ -196,8 +66,8 @@ class TiPAIRun:
             # progress over the editor's model calls of this audit, at most K regions of the deepest d
             knobs = getattr(self.s.policy.policy, "knobs", None) or {}
             d_max = min(view.step, max(knobs.get("depth", ((view.step,), None))[0]))
-            r = self.s.editor.refine_iters
-            progress = comfy.utils.ProgressBar(max(1, self.s.miner.k * view.x.shape[0] * (d_max * (2 + r) + 1)))
+            per_region = editor_calls("invert", d_max, self.s.editor.refine_iters)
+            progress = comfy.utils.ProgressBar(max(1, self.s.miner.k * view.x.shape[0] * per_region))
             suite = AuditSuite(
                 decoder=decoder, miner=self._miner, auditor=auditor, editor=self.s.editor.build(),
                 policy=self.s.policy.policy, guard=self.s.guard.guard, schedule=self.s.guard.schedule,
@@ -215,9 +85,7 @@ class TiPAIRun:
         self.records.extend(records)
         if new_x is not None:
             self.accepted.append(view.step)
-            # the restart re-evaluates the model once at σ_i from the edited x: an extra call
-            self.costs.denoiser_calls += 1
-            self.costs.denoiser_evals += int(view.x.shape[0])
+            self.costs.add(restart_costs(view.x.shape[0]))
         return new_x
 
     @property

@@ -12,7 +12,8 @@ from tipai_core.loop.audit_schedule import AuditSchedule
 from tipai_core.records.costs import Costs, expected_step_costs
 from tipai_core.editing.diffusion_editor import DiffusionEditor, action_mask
 from tipai_core.guard.tournament_guard import TournamentGuard
-from tipai_core.loop.audit_loop import audit_step, sample_with_audits
+from tipai_core.loop.audit_step import audit_step
+from tipai_core.loop.sampling import sample_with_audits
 from tipai_core.mining.masks import pixel_to_latent
 from tipai_core.mining.regions import Region
 from tipai_core.diffusion.sampler import initial_latent, sample

@@ -150,16 +150,3 @@ def test_saliency_miner_fuses_a_user_mask():
     assert miner(img, "p") == []
 
 
-def test_region_sets_from_masks_reject_empty_and_all_zero_sets():
-    from tipai_core.mining.regions import FixedRegionsMiner, regions_from_masks
-
-    masks = torch.cat([_square(64, 64, 0, 0, 8, 8), _square(64, 64, 30, 40, 33, 41)])
-    regions = regions_from_masks(masks)
-    assert [r.bbox for r in regions] == [(0, 0, 8, 8), (30, 40, 33, 41)]
-    # at a 4x coarser view the 3x1-pixel region survives as one pixel
-    coarse = FixedRegionsMiner(masks)(torch.zeros(1, 3, 16, 16), "p")
-    assert [r.bbox for r in coarse] == [(0, 0, 2, 2), (7, 10, 9, 11)]
-    with pytest.raises(ValueError, match="empty region set"):
-        regions_from_masks(torch.zeros(0, 1, 8, 8))
-    with pytest.raises(ValueError, match=r"masks\[1\] is all zero"):
-        FixedRegionsMiner(torch.cat([masks[:1], torch.zeros(1, 1, 64, 64)]))

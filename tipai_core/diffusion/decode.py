@@ -19,6 +19,11 @@ def view_factor(factor: int, scale: float) -> int:
     return int(round(f))
 
 
+def latent_rgb(latent: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``W·z(p) + c`` per latent pixel: ``[B, C, h, w]`` -> ``[B, 3, h, w]``, not clamped."""
+    return torch.einsum("oc,bchw->bohw", weight.to(latent), latent) + bias.to(latent)[None, :, None, None]
+
+
 class LinearLatentDecoder:
     """``protocols.AuditDecoder`` from a ``[3, C]`` matrix W and a ``[3]`` bias c."""
 
@@ -33,6 +38,5 @@ class LinearLatentDecoder:
         if latent.dim() != 4 or latent.shape[1] != self.weight.shape[1]:
             raise ValueError(f"latent must be [B, {self.weight.shape[1]}, h, w], got {tuple(latent.shape)}")
         f = view_factor(self.factor, scale)
-        rgb = torch.einsum("oc,bchw->bohw", self.weight.to(latent), latent) + self.bias.to(latent)[None, :, None, None]
-        rgb = rgb.clamp(0.0, 1.0)
+        rgb = latent_rgb(latent, self.weight, self.bias).clamp(0.0, 1.0)
         return F.interpolate(rgb, scale_factor=f, mode="nearest") if f > 1 else rgb

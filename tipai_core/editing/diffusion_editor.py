@@ -30,6 +30,7 @@ from ..diffusion.conditioning import Conditioning
 from ..diffusion.parametrisation import Parametrisation
 from ..mining.masks import check_mask_matches, dilate, feather
 from ..protocols import EditContext, EditResult
+from ..records.costs import editor_calls
 
 
 def action_mask(region_mask: torch.Tensor, action: Action) -> torch.Tensor:
@@ -53,8 +54,7 @@ class DiffusionEditor:
 
     def calls_per_region(self, editor: str, d: int) -> int:
         """Denoiser calls for one (editor, d) group of candidates."""
-        inv = d * (1 + self.refine_iters) if editor == "invert" else 0
-        return inv + d + 1
+        return editor_calls(editor, d, self.refine_iters)
 
     def __call__(self, ctx: EditContext, region_mask: torch.Tensor, actions: Sequence[Action]) -> EditResult:
         x, x0, i = ctx.x, ctx.x0, ctx.step

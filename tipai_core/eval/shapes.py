@@ -44,7 +44,8 @@ from ..records.costs import CountingDenoiser, Costs
 from ..diffusion.conditioning import Conditioning
 from ..editing.diffusion_editor import DiffusionEditor
 from ..guard.tournament_guard import TournamentGuard
-from ..loop.audit_loop import AuditSuite, sample_with_audits
+from ..loop.audit_step import AuditSuite
+from ..loop.sampling import sample_with_audits
 from ..mining.regions import SaliencyMiner
 from ..diffusion.sampler import sample
 from ..worlds.shapes.checker import Checker

@@ -1,4 +1,4 @@
-"""The guard: the guarded margin utility u_i, and select/accept (DESIGN.md, step 6).
+"""The guard: the guarded margin utility u_i, and select/accept (step 6 of the loop; docs/architecture.md).
 
     u_i = (S_i - S_0 - δ)_+ · 1[P_i ≥ τ_P(t)] · 1[F_i ≥ τ_F(t)] · B_i
 

@@ -125,10 +125,27 @@ class MiningResult:
     messages: dict[str, str]
 
 
+@dataclass(frozen=True)
+class MinerSettings:
+    """The settings of a ``RegionMiner`` (see its docstring); the one list of them, which the nodes fill."""
+
+    k: int = 3
+    threshold: float = 0.5
+    min_area_frac: float = 0.0
+    max_area_frac: float = 1.0
+    merge_margin: int = 0
+    weights: Mapping[str, float] = field(default_factory=dict)
+    latent_factor: int | None = 8
+    feather_radius: int = 4
+    region_prompt: str | None = None
+    region_prompts: bool = False
+
+
 class RegionMiner:
     """Step 3 of the audited step; a ``Miner``: ``miner(view [1,C,H,W], prompt, user_mask) -> regions``.
 
     auditor: A_s for the auditor signals (None: detectors and the user mask only).
+    settings: a ``MinerSettings``; keyword arguments override its fields. They are:
     weights: w_k per signal name (``SIGNALS``); missing names take ``DEFAULT_WEIGHTS``.
     detectors: plugins by signal name (``detectors.build_detectors``); each that fails to load or run
       is switched off with its message in ``messages``, and mining goes on without it.
@@ -137,15 +154,19 @@ class RegionMiner:
     latent_factor: f of the latent grid; regions are snapped outward to f×f blocks when the view is a
       multiple of f (None: no snapping). feather_radius: pixels of the soft mask's edge.
     region_prompt: a text that replaces the Grad-CAM words as every region's prompt (user or LLM);
-      region_prompts=False leaves region prompts empty (saves a backward per prompt word).
+      region_prompts=True fills each region's prompt with the prompt words its Grad-CAM ties to it (one
+      backward per prompt word). Off by default: nothing conditions the edit on them yet.
     """
 
-    def __init__(self, auditor=None, weights: Mapping[str, float] | None = None,
-                 detectors: Mapping[str, Any] | None = None, k: int = 3, threshold: float = 0.5,
-                 min_area_frac: float = 0.0, max_area_frac: float = 1.0, merge_margin: int = 0,
-                 latent_factor: int | None = 8, feather_radius: int = 4, region_prompt: str | None = None,
-                 region_prompts: bool = True, memory: AuditMemory | None = None,
-                 prompter: Callable[[Region, str], str | None] | None = None):
+    def __init__(self, auditor=None, settings: MinerSettings | None = None, *,
+                 detectors: Mapping[str, Any] | None = None, memory: AuditMemory | None = None,
+                 prompter: Callable[[Region, str], str | None] | None = None, **overrides: Any):
+        self.settings = replace(settings or MinerSettings(), **overrides)
+        cfg = self.settings
+        k, threshold, weights = cfg.k, cfg.threshold, cfg.weights
+        min_area_frac, max_area_frac, merge_margin = cfg.min_area_frac, cfg.max_area_frac, cfg.merge_margin
+        latent_factor, feather_radius = cfg.latent_factor, cfg.feather_radius
+        region_prompt, region_prompts = cfg.region_prompt, cfg.region_prompts
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         w = dict(DEFAULT_WEIGHTS)
@@ -177,6 +198,10 @@ class RegionMiner:
         self.prompter = prompter
         self.messages: dict[str, str] = {}
         self.last: MiningResult | None = None
+
+    def soft_mask(self, region: Region) -> torch.Tensor:
+        """The region's mask with a soft edge of ``feather_radius`` pixels (what a user sees as its mask)."""
+        return feather(region.mask, self.feather_radius)
 
     def reset(self) -> None:
         """Forget the previous audit (a new run): drift and feature change start at 0."""
@@ -252,8 +277,7 @@ class RegionMiner:
                     seen.append({"detector": name, "label": d.label, "score": round(float(d.score), 4),
                                  "box": list(b), **{k: v for k, v in d.info.items()}})
         out = Region.from_mask(mask, score=region.score)
-        return replace(out, signals=tuple(dict.fromkeys((*extra, *signals))), info={"detections": seen},
-                       soft_mask=feather(mask, self.feather_radius))
+        return replace(out, signals=tuple(dict.fromkeys((*extra, *signals))), info={"detections": seen})
 
     def _word_prompts(self, view: torch.Tensor, prompt: str, regions: list[Region]) -> list[str | None]:
         words = prompt_words(prompt)

@@ -7,8 +7,8 @@ with any user mask and keeps the top K regions: step 3 of DESIGN.md's audited st
 
 A region may also carry its provenance and its own text, filled in by ``miner.RegionMiner``:
 ``signals`` (the saliency signals that raised it, strongest first, e.g. ``("text", "gradcam")``),
-``prompt`` (the region prompt: the prompt's words that the Grad-CAM ties to it, or a user/LLM text),
-``soft_mask`` (the feathered mask, [1,1,H,W]) and ``info`` (what the detectors saw: text, age).
+``prompt`` (the region prompt: the prompt's words that the Grad-CAM ties to it, or a user/LLM text)
+and ``info`` (what the detectors saw: text, age).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ class Region:
     score: float
     signals: tuple[str, ...] = ()
     prompt: str | None = None
-    soft_mask: torch.Tensor | None = field(default=None, repr=False)
     info: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -50,22 +49,6 @@ class Region:
         area = int(on.sum())
         binary = on.to(mask.dtype)[None, None]
         return cls(binary, box, area, float(area if score is None else score))
-
-
-def regions_from_masks(masks: torch.Tensor) -> list[Region]:
-    """One region per mask of ``[K, 1, H, W]`` (e.g. user-drawn masks), in order.
-
-    Raises ValueError for an empty set (K = 0) or a mask that is all zero.
-    """
-    check_mask(masks, "masks")
-    if masks.shape[0] == 0:
-        raise ValueError("masks is an empty region set")
-    out = []
-    for k in range(masks.shape[0]):
-        if not (masks[k] > 0).any():
-            raise ValueError(f"masks[{k}] is all zero: every region needs at least one pixel")
-        out.append(Region.from_mask((masks[k : k + 1] > 0).to(masks.dtype)))
-    return out
 
 
 def connected_components(mask: torch.Tensor) -> torch.Tensor:
@@ -241,22 +224,3 @@ class SaliencyMiner:
         return top_k_regions(sal, self.k, threshold, min_area, max_area, self.merge_margin)
 
 
-class FixedRegionsMiner:
-    """A miner that returns given regions (user masks at any resolution), resized to each audit view.
-
-    ``masks [K, 1, H, W]``; an empty set or an all-zero mask raises ValueError at construction.
-    """
-
-    def __init__(self, masks: torch.Tensor):
-        regions_from_masks(masks)  # validates
-        self.masks = masks
-
-    def __call__(self, image: torch.Tensor, prompt: str, user_mask: torch.Tensor | None = None) -> list[Region]:
-        h, w = image.shape[-2:]
-        m = self.masks.to(image.dtype)
-        if m.shape[-2:] != (h, w):
-            # area-average then any-coverage, so a small mask never vanishes at a coarse view
-            m = (torch.nn.functional.adaptive_avg_pool2d(m, (h, w)) > 0).to(image.dtype) if m.shape[-2] >= h else (
-                torch.nn.functional.interpolate(m, size=(h, w), mode="nearest")
-            )
-        return regions_from_masks(m)

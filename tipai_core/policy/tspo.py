@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..records.costs import editor_calls
 from .actions import Action, PolicyState
 from .policy_net import PolicyNet, state_features
 
@@ -69,7 +70,7 @@ def diversity(features: torch.Tensor) -> torch.Tensor:
 
 def candidate_cost(depth: int, editor: str, refine_iters: int = 0) -> float:
     """c(a): denoiser calls of one candidate, d·(1 + r)·[invert] + d + 1 (its batch rows in costs.py)."""
-    return float(depth * (1 + refine_iters) * (editor == "invert") + depth + 1)
+    return float(editor_calls(editor, depth, refine_iters))
 
 
 def expected_cost(policy: PolicyNet, table: dict[str, torch.Tensor], refine_iters: int = 0) -> torch.Tensor:

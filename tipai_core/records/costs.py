@@ -1,6 +1,6 @@
 """Cost accounting: extra denoiser evaluations, decodes and auditor calls of the audits.
 
-The cost of one audited step is ``O(K · (N·C_Ag + C_As + d·C_inv))`` (DESIGN.md). Counted exactly,
+The cost of one audited step is ``O(K · (N·C_Ag + C_As + d·C_inv))`` (the TiPAI design). Counted exactly,
 with the ``DiffusionEditor`` and K regions that each hold N candidates of the same (editor, d):
 
     denoiser calls  = K · (d·(1 + r)·[invert] + d + 1)      r = refine_iters
@@ -46,9 +46,19 @@ class Costs:
         return cls(**{f.name: int(d[f.name]) for f in fields(cls)})
 
 
+def editor_calls(editor: str, d: int, refine_iters: int = 0) -> int:
+    """Denoiser calls of the diffusion editor for one (editor, d) group: ``d·(1 + r)·[invert] + d + 1``."""
+    return (d * (1 + refine_iters) if editor == "invert" else 0) + d + 1
+
+
+def restart_costs(batch: int) -> Costs:
+    """An accepted edit restarts sampling at σ_i from the edited x: one more call over the batch."""
+    return Costs(denoiser_calls=1, denoiser_evals=int(batch))
+
+
 def expected_step_costs(k: int, n: int, d: int, editor: str = "invert", refine_iters: int = 0) -> Costs:
     """The formula above for one audited step with K regions (nothing accepted)."""
-    calls = k * ((d * (1 + refine_iters) if editor == "invert" else 0) + d + 1)
+    calls = k * editor_calls(editor, d, refine_iters)
     return Costs(
         denoiser_calls=calls,
         denoiser_evals=n * calls,

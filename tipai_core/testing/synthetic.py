@@ -28,7 +28,8 @@ from ..diffusion.parametrisation import Parametrisation
 from ..diffusion.sigmas import flow_sigmas, karras_sigmas
 from ..editing.diffusion_editor import DiffusionEditor
 from ..guard.tournament_guard import TournamentGuard
-from ..loop.audit_loop import AuditSuite, sample_with_audits
+from ..loop.audit_step import AuditSuite
+from ..loop.sampling import sample_with_audits
 from ..diffusion.decode import LinearLatentDecoder
 from ..mining.regions import Box, SaliencyMiner
 from ..protocols import AuditScores

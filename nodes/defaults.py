@@ -1,0 +1,52 @@
+"""The one home of the nodes' defaults.
+
+Every default a user sees on a TiPAI node, and the value a TiPAI KSampler uses when that node is
+left unconnected, comes from here: the schemas read these constants for their ``default=``, and the
+settings types in ``settings.py`` build their defaults from the same constants. So an unconnected
+Miner, Guard or Policy input behaves exactly like the node wired at its defaults.
+"""
+
+from __future__ import annotations
+
+# TiPAI Region Miner
+MINER_K = 2
+MINER_THRESHOLD = 0.6
+MINER_MIN_AREA = 0.02
+MINER_MAX_AREA = 0.5
+MINER_MERGE_MARGIN = 2
+MINER_WEIGHTS = {"risk": 1.0, "faithfulness": 1.0, "drift": 0.5, "mismatch": 0.0, "change": 0.5,
+                 "nsfw": 1.0, "age": 1.0, "text": 1.0}
+MINER_DETECTORS = "none"
+MINER_LATENT_ALIGN = True
+MINER_FEATHER = 4
+
+# TiPAI Auditor Inpaint
+EDITOR_BACKEND = "diffusion"
+EDITOR_REFINE_ITERS = 0
+EDITOR_CROP_MARGIN = 2
+EDITOR_DECODER = "vae"
+
+# TiPAI Tournament Guard
+GUARD_DELTA = 0.02
+GUARD_TAU_P = (0.0, 0.0)  # (start, end) of sampling
+GUARD_TAU_F = (0.0, 0.0)
+GUARD_ALPHA = 1.0
+AUDIT_EVERY = 3
+AUDIT_FIRST = 2
+AUDIT_SKIP_LAST = 1
+AUDIT_SCALES = (0.5, 1.0)
+
+# TiPAI TSPO Sampler: N, the policy seed, and the fixed knob lists (each drawn uniformly)
+POLICY_N = 4
+POLICY_SEED = 0
+POLICY_DEPTHS = (1, 2)
+POLICY_CFG_INSIDE = (3.0, 5.0, 7.0)
+POLICY_JITTER = (0.0, 0.3)
+POLICY_DILATION = (0, 1)
+POLICY_FEATHER = (1,)
+POLICY_EDITOR = "invert"  # "invert", "renoise" or "both"
+
+
+def as_list_text(values: tuple) -> str:
+    """A knob list as the node's text widget shows it: ``(1, 2)`` -> ``"1, 2"``."""
+    return ", ".join(str(v) for v in values)
