@@ -130,7 +130,7 @@ def ensure_tiny_models(comfy_dir: Path, ckpt: str, auditor: str) -> None:
 
 
 def import_comfy(comfy_dir: Path):
-    """ComfyUI in this process, in the order HOST.md requires (device flag, utils before nodes)."""
+    """ComfyUI in this process, in the order docs/host.md gives (device flag, utils before nodes)."""
     import torch
 
     if str(comfy_dir) not in sys.path:

@@ -1,4 +1,4 @@
-"""Adapters from ComfyUI's sampler objects to tipai_core's protocols (DESIGN.md, "The boundary").
+"""Adapters from ComfyUI's sampler objects to tipai_core's protocols (``tipai_core/protocols.py``).
 
 - ``ComfyDenoiser``: the guider's model as ``Denoiser(x, σ, cond) -> x̂0``, with CFG as a
   per-pixel map ``x̂0 = x̂0_u + w(p)·(x̂0_c - x̂0_u)``, so CFG inside a mask can differ.

@@ -6,7 +6,8 @@ from comfy_api.latest import io
 
 import os
 
-from ..tipai_core.guard.calibration import Calibration, calibrated_guard
+from ..tipai_core.guard.calibrated_guard import calibrated_guard
+from ..tipai_core.guard.calibration_file import Calibration
 from . import defaults as D
 from . import model_files
 from .settings import GuardSpec, audit_schedule, fixed_guard

@@ -12,7 +12,7 @@ from . import defaults as D
 from .settings import AuditorHandle, MinerSpec, miner_settings
 from .types import Auditor, Miner, image_from_core, image_to_core, mask_from_core, mask_to_core
 
-# the detector plugins each choice runs (tipai_core.detectors); "none" keeps the auditor signals only
+# the detector plugins each choice runs (tipai_core.mining.detectors); "none" keeps the auditor signals only
 DETECTOR_CHOICES = {"none": (), "nsfw+age": ("nsfw", "age"), "text": ("text",), "nsfw+text": ("nsfw", "text"),
                     "all": ("nsfw", "age", "text")}
 

@@ -3,9 +3,16 @@
 A keyed ``SAMPLER_SAMPLE`` wrapper runs the sampler as usual and hands it a callback of its own.
 At an audited step the callback already holds x (at σ_i) and x̂0 (``denoised``), so the audit
 costs no extra model call. When the audit accepts nothing, the callback returns and the sampler
-goes on untouched: the run is the sampler's own run, bit for bit (HOST.md, "Hooking the
-sampler"). When it accepts an edit, the callback raises ``_EditAccepted``; the wrapper catches it
+goes on untouched: the run is the sampler's own run, bit for bit (docs/host.md, "Sampler-hook
+facts"). When it accepts an edit, the callback raises ``_EditAccepted``; the wrapper catches it
 and runs the sampler again on ``sigmas[i:]`` starting exactly at the edited x.
+
+The callback's own x is not always the sampler's state (uni_pc passes a rescaled x/√(1+σ²);
+ipndm, ipndm_v and deis pass their starting latent at every step). So a keyed ``PREDICT_NOISE``
+wrapper records the latent of the model call that made x̂0: at a step whose last model call was at
+exactly σ_i, that input *is* the current latent, and the audit and any restart use it. Where no
+such call precedes the callback (dpm_fast and dpm_adaptive pick their own sigmas), the audit still
+runs and is logged, but acceptance is off for that sampler (``StepView.exact`` is False).
 
 Why not pre-split the schedule: ancestral/SDE samplers would restart their noise stream,
 multistep samplers would lose their history, and every segment start would be noise-scaled
@@ -39,6 +46,7 @@ class StepView:
     model_options: dict
     seed: int | None
     denoise_mask: torch.Tensor | None
+    exact: bool = True  # x is the sampler's true state at σ_i, so an edit of it can be restarted from
 
 
 AuditFn = Callable[[StepView], "torch.Tensor | None"]
@@ -48,6 +56,27 @@ AuditFn = Callable[[StepView], "torch.Tensor | None"]
 class HookStats:
     restarts: int = 0
     audited_steps: list[int] = field(default_factory=list)
+
+
+class ModelInputs:
+    """The latent and σ of the last guider call (``PREDICT_NOISE``), set by ``predict_noise_wrapper``."""
+
+    def __init__(self) -> None:
+        self.x: torch.Tensor | None = None
+        self.sigma: torch.Tensor | None = None
+
+    def wrapper(self, executor, x, timestep, model_options={}, seed=None):  # noqa: B006 - ComfyUI's signature
+        self.x, self.sigma = x, timestep
+        return executor(x, timestep, model_options, seed)
+
+    def state_at(self, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
+        """The true latent at ``sigma`` when the last model call was there with a latent like ``like``."""
+        if self.x is None or self.sigma is None or self.x.shape != like.shape:
+            return None
+        s = torch.as_tensor(self.sigma).reshape(-1).float().cpu()
+        if s.numel() == 0 or not torch.equal(s, torch.full_like(s, float(sigma))):
+            return None
+        return self.x
 
 
 class _EditAccepted(Exception):
@@ -76,8 +105,10 @@ def _restart_inputs(sampler, guider, sigmas: torch.Tensor, x: torch.Tensor, late
     return (x - b) / a, base
 
 
-def make_sampler_wrapper(audit: AuditFn, audited_steps: Callable[[int, int], bool], stats: HookStats | None = None):
-    """Build the keyed SAMPLER_SAMPLE wrapper. ``audited_steps(i, total)`` says which steps to audit."""
+def make_sampler_wrapper(audit: AuditFn, audited_steps: Callable[[int, int], bool], stats: HookStats | None = None,
+                         inputs: ModelInputs | None = None):
+    """Build the keyed SAMPLER_SAMPLE wrapper. ``audited_steps(i, total)`` says which steps to audit;
+    ``inputs`` (installed as the PREDICT_NOISE wrapper of the same model) gives the true latent."""
     stats = stats if stats is not None else HookStats()
 
     def sampler_sample(executor, guider, sigmas, extra_args, callback, noise, latent_image=None,
@@ -94,10 +125,11 @@ def make_sampler_wrapper(audit: AuditFn, audited_steps: Callable[[int, int], boo
                 if i == 0 or not audited_steps(step, total):
                     return
                 stats.audited_steps.append(step)
-                view = StepView(step, total, sigmas, x, denoised, guider, run_args["model_options"],
-                                run_args.get("seed"), denoise_mask)
+                state = inputs.state_at(sigmas[step], x) if inputs is not None else None
+                view = StepView(step, total, sigmas, x if state is None else state, denoised, guider,
+                                run_args["model_options"], run_args.get("seed"), denoise_mask, exact=state is not None)
                 edited = audit(view)
-                if edited is not None:
+                if edited is not None and view.exact:
                     raise _EditAccepted(step, edited)
 
             try:
@@ -119,7 +151,16 @@ def make_sampler_wrapper(audit: AuditFn, audited_steps: Callable[[int, int], boo
 def patch_model(model, audit: AuditFn, audited_steps: Callable[[int, int], bool], stats: HookStats | None = None):
     """A clone of ``model`` that runs the audit inside any sampler node (KSampler, SamplerCustomAdvanced...)."""
     patched = model.clone()
-    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY,
-                                 make_sampler_wrapper(audit, audited_steps, stats))
+    install(patched, make_sampler_wrapper(audit, audited_steps, stats, inputs := ModelInputs()), inputs)
     return patched
+
+
+def install(patched, sampler_sample, inputs: ModelInputs, apply_model=None) -> None:
+    """Put TiPAI's keyed wrappers on a cloned model (replacing any of ours already there)."""
+    wrappers = [(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, sampler_sample),
+                (comfy.patcher_extension.WrappersMP.PREDICT_NOISE, inputs.wrapper)]
+    if apply_model is not None:
+        wrappers.append((comfy.patcher_extension.WrappersMP.APPLY_MODEL, apply_model))
+    for kind, fn in wrappers:
+        patched.remove_wrappers_with_key(kind, WRAPPER_KEY)
+        patched.add_wrapper_with_key(kind, WRAPPER_KEY, fn)

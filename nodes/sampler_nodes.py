@@ -40,7 +40,8 @@ def _settings(prompt, vae, auditor, miner, editor, guard, policy) -> TiPAISettin
 def run_report(run: TiPAIRun) -> dict:
     return build_report(run.records, run.costs, n_steps=run.n_steps, base_model_calls=run.base_model_calls,
                         audited_steps=run.audited, accepted_steps=run.accepted, seconds=run.seconds,
-                        extra={"extra_apply_model_calls": run.extra_model_calls, "prompt": run.s.prompt})
+                        extra={"extra_apply_model_calls": run.extra_model_calls, "prompt": run.s.prompt,
+                               "warnings": list(run.warnings)})
 
 
 def next_log_stem(folder: str, prefix: str) -> str:

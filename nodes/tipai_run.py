@@ -7,20 +7,25 @@ behind for the next one, and the input MODEL is never modified (the patch works 
 
 from __future__ import annotations
 
+import logging
 import time
+
 import torch
 
-import comfy.patcher_extension
 import comfy.utils
 
 from ..tipai_core.diffusion.conditioning import Conditioning
+from ..tipai_core.guard.tournament_guard import ObservingGuard
 from ..tipai_core.loop.audit_step import AuditSuite, audit_step
 from ..tipai_core.mining.masks import check_user_mask
 from ..tipai_core.records.costs import Costs, editor_calls, restart_costs
 from ..tipai_core.records.tournament_record import TournamentRecord
 from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, parametrisation
-from .sampler_hook import WRAPPER_KEY, make_sampler_wrapper
+from .sampler_hook import ModelInputs, install, make_sampler_wrapper
 from .settings import TiPAISettings
+
+
+log = logging.getLogger(__name__)
 
 
 class TiPAIRun:
@@ -37,6 +42,7 @@ class TiPAIRun:
         self.n_steps = 0
         self.seconds = 0.0
         self._in_audit = False
+        self.warnings: list[str] = []
         self._miner = None  # built at the first audit (the auditor must be loaded), then reused
         settings.miner.start_run()  # drift compares audits of this run only
 
@@ -70,7 +76,7 @@ class TiPAIRun:
             progress = comfy.utils.ProgressBar(max(1, self.s.miner.k * view.x.shape[0] * per_region))
             suite = AuditSuite(
                 decoder=decoder, miner=self._miner, auditor=auditor, editor=self.s.editor.build(),
-                policy=self.s.policy.policy, guard=self.s.guard.guard, schedule=self.s.guard.schedule,
+                policy=self.s.policy.policy, guard=self._guard(view), schedule=self.s.guard.schedule,
                 alpha=self.s.guard.alpha, n_candidates=self.s.policy.n, crop_margin=self.s.editor.crop_margin,
                 seed=self.s.policy.seed)
             new_x, records = audit_step(
@@ -88,6 +94,17 @@ class TiPAIRun:
             self.costs.add(restart_costs(view.x.shape[0]))
         return new_x
 
+    def _guard(self, view):
+        if view.exact:
+            return self.s.guard.guard
+        msg = ("TiPAI: this sampler does not expose its current latent at the audited steps, so the audits run "
+               "and are logged but no edit is accepted (use euler, ddim, dpmpp_2m, uni_pc or another sampler "
+               "that evaluates the model at each step's sigma)")
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+            log.warning(msg)
+        return ObservingGuard(self.s.guard.guard, msg)
+
     @property
     def base_model_calls(self) -> int:
         """The sampler's own model calls, as a plain run makes them (restarts are counted as extra)."""
@@ -102,12 +119,13 @@ class _RunSlot:
         self.run: TiPAIRun | None = None
         self.last: TiPAIRun | None = None
         self.on_finished = None  # called with each run that completed (e.g. to save its log)
+        self.inputs = ModelInputs()  # the true latent of each step (PREDICT_NOISE wrapper)
 
     def sampler_sample(self, executor, *args, **kwargs):
         run = TiPAIRun(self.settings)
         self.run = run
         try:
-            inner = make_sampler_wrapper(run.audit, run.is_audited)
+            inner = make_sampler_wrapper(run.audit, run.is_audited, inputs=self.inputs)
             out = inner(executor, *args, **kwargs)
             if self.on_finished is not None:
                 self.on_finished(run)
@@ -130,8 +148,5 @@ def patch_model(model, settings: TiPAISettings):
     """A clone of ``model`` that runs TiPAI in any sampler; returns (clone, slot with the last run)."""
     slot = _RunSlot(settings)
     patched = model.clone()
-    for kind, fn in ((comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, slot.sampler_sample),
-                     (comfy.patcher_extension.WrappersMP.APPLY_MODEL, slot.apply_model)):
-        patched.remove_wrappers_with_key(kind, WRAPPER_KEY)
-        patched.add_wrapper_with_key(kind, WRAPPER_KEY, fn)
+    install(patched, slot.sampler_sample, slot.inputs, slot.apply_model)
     return patched, slot

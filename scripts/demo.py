@@ -2,7 +2,7 @@
 """The main job: build the host, start ComfyUI with the pack, run the shipped TiPAI workflow.
 
     python3 scripts/demo.py                      built-in default: the tiny random checkpoint + tiny auditor
-    python3 scripts/demo.py --ckpt NAME          a checkpoint from the host's models/checkpoints
+    python3 scripts/demo.py --ckpt NAME          a checkpoint from this checkout's <instance>/models/checkpoints
     python3 scripts/demo.py --out DIR            where the image, overlay and report go (default ./out)
 
 Everything runs offline. With the built-in default the image is noise (random weights): the
@@ -14,39 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import host  # noqa: E402
-from comfy_server import ComfyError, ComfyServer  # noqa: E402
+import host  # this script's folder is first on sys.path
+from comfy_server import ComfyError, ComfyServer
 
-TINY_CKPT = "tipai_tiny_sd15.safetensors"
 WORKFLOW = host.REPO / "workflows" / "api" / "tipai_txt2img.json"
 
 
-def prepare_defaults(host_dir: Path) -> None:
-    """Write the built-in default models (tiny checkpoint, tiny auditor) into the host if missing."""
-    py = str(host.venv_python(host_dir))
-    comfy = host_dir / "ComfyUI"
-    subprocess.run([py, str(host.REPO / "scripts" / "tiny_checkpoint.py"), str(comfy),
-                    str(comfy / "models" / "checkpoints" / TINY_CKPT)], check=True, stdout=subprocess.DEVNULL)
-    tiny_auditor = host.REPO / "scripts" / "tiny_auditor.py"
-    if tiny_auditor.is_file():
-        subprocess.run([py, str(tiny_auditor), str(comfy / "models" / "tipai")], check=True, stdout=subprocess.DEVNULL)
-
-
 def load_graph(ckpt: str) -> dict:
-    if WORKFLOW.is_file():
-        graph = json.loads(WORKFLOW.read_text())
-    else:  # before the TiPAI workflow exists: the host smoke graph
-        sys.path.insert(0, str(host.REPO / "tests" / "host"))
-        from graphs import txt2img
-
-        graph = txt2img(TINY_CKPT, seed=7)
+    graph = json.loads(WORKFLOW.read_text())
     for node in graph.values():
         if node["class_type"] == "CheckpointLoaderSimple":
             node["inputs"]["ckpt_name"] = ckpt
@@ -80,7 +60,9 @@ def summarise(entry: dict, server: ComfyServer, out: Path, seconds: float) -> No
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt", default=TINY_CKPT, help="checkpoint name in the host's models/checkpoints")
+    ap.add_argument("--ckpt", default=host.TINY_CHECKPOINT,
+                    help="checkpoint name in this checkout's ComfyUI instance, <instance>/models/checkpoints "
+                         "(python3 scripts/host.py --instance prints the folder)")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     args = ap.parse_args(argv)
     try:
@@ -88,14 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     except host.StepFailed as exc:
         print(exc, file=sys.stderr)
         return 3
-    prepare_defaults(host_dir)
     graph = load_graph(args.ckpt)
     work = Path(tempfile.mkdtemp(prefix="tipai-demo-"))
     try:
-        with ComfyServer(host.venv_python(host_dir), host_dir / "ComfyUI", work) as server:
-            t0 = time.time()
-            entry = server.run(graph, timeout=600)
-            summarise(entry, server, Path(args.out).resolve(), time.time() - t0)
+        with host.in_use(host_dir):
+            instance = host.install_pack(host_dir)
+            host.make_default_models(host_dir, instance)
+            with ComfyServer(host.venv_python(host_dir), host_dir / "ComfyUI", work, base_directory=instance) as server:
+                t0 = time.time()
+                entry = server.run(graph, timeout=600)
+                summarise(entry, server, Path(args.out).resolve(), time.time() - t0)
     except ComfyError as exc:
         print(f"TiPAI demo failed: {exc}", file=sys.stderr)
         return 1

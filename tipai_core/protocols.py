@@ -1,4 +1,4 @@
-"""The small protocols the TiPAI loop takes (DESIGN.md, "The boundary that keeps the core testable").
+"""The small protocols the TiPAI loop takes: the boundary that keeps the core testable without ComfyUI.
 
 Whoever calls the loop supplies these objects: the ComfyUI glue adapts the model, VAE and
 nodes to them; the core's tests supply the analytic ones (``analytic.py``, ``synthetic.py``).

@@ -1,48 +1,37 @@
-"""Calibration: PAV against scikit-learn, ECE before/after, δ on a second held-out set, the file and the PNG."""
+"""Calibration: PAV against scikit-learn, ECE before/after, δ on a second held-out set, the file and the plots."""
 
 from __future__ import annotations
 
 import json
-import zlib
+from pathlib import Path
 
 import pytest
 import torch
 
-from tipai_core.testing.bandit import calibration_records
-from tipai_core.guard.calibration import (
-    Calibration,
-    IsotonicMap,
-    calibrated_guard,
-    choose_delta,
-    expected_calibration_error,
-    reliability_png,
-    reliability_table,
-)
+from tipai_core.guard.calibrated_guard import calibrated_guard
+from tipai_core.guard.calibration_file import Calibration
+from tipai_core.guard.fitting import choose_delta, expected_calibration_error, reliability_table
+from tipai_core.guard.maps import IsotonicMap
+from tipai_core.guard.plots import learning_curve, reliability_diagram
 from tipai_core.protocols import AuditScores
 from tipai_core.records.tournament_log import append_records
+from tipai_core.testing.bandit import calibration_records
 from tipai_core.train import calibrate as stage
 
 
 def _read_png(path):
-    """Decode our 8-bit RGB PNG back to rows (checks the signature, the CRCs and the pixel data)."""
-    import struct
+    """The PNG decoded by PIL (which checks the signature, the chunks and the pixel data): (width, height,
+    the number of coloured pixels, i.e. neither white, grey nor black)."""
+    from PIL import Image
 
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, size = 8, b"", None
-    while pos < len(data):
-        n, tag = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
-        assert struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0] == zlib.crc32(tag + body) & 0xFFFFFFFF
-        if tag == b"IHDR":
-            size = struct.unpack(">II", body[:8])
-        if tag == b"IDAT":
-            idat += body
-        pos += 12 + n
-    raw = zlib.decompress(idat)
-    w, h = size
-    rows = [raw[r * (3 * w + 1) + 1:(r + 1) * (3 * w + 1)] for r in range(h)]
-    return w, h, rows
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        rgb = im.convert("RGB")
+        w, h = rgb.size
+        px = rgb.tobytes()
+        coloured = sum(1 for j in range(0, len(px), 3) if max(px[j:j + 3]) - min(px[j:j + 3]) > 60)
+    return w, h, coloured
 
 
 def test_isotonic_agrees_with_scikit_learn():
@@ -73,15 +62,15 @@ def test_calibration_stage_must_show(tmp_path, capsys):
     m = torch.tensor([r.scores["S"][i] - r.scores["S"][0] for r in second for i in range(1, 5)])
     y = torch.tensor([float(r.true_win[i]) for r in second for i in range(1, 5)])
     rate = float(y[m >= cal.delta].mean())
-    print(f"δ = {cal.delta:.4f}; second held-out set: Pr[true win | m ≥ δ] = {rate:.3f} over {int((m >= cal.delta).sum())}")
+    print(f"δ = {cal.delta:.4f}; second held-out set: Pr[true win | m ≥ δ] = {rate:.3f} "
+          f"over {int((m >= cal.delta).sum())}")
     assert rate >= 0.9 and cal.delta > 0
     # τ_P(t) per class, stricter late; the guard uses the file's numbers
     early, late = cal.tau_P(0.0), cal.tau_P(1.0)
     assert early.numel() == 2 and (late >= early).all() and float(cal.tau_F(1.0)) >= float(cal.tau_F(0.0))
     guard = calibrated_guard(cal)
     assert guard.delta == cal.delta
-    w, h, rows = _read_png(tmp_path / "calibration.reliability.png")
-    coloured = sum(1 for r in rows for j in range(0, len(r), 3) if r[j] != r[j + 1] or r[j + 1] != r[j + 2])
+    w, h, coloured = _read_png(tmp_path / "calibration.reliability.png")
     assert (w, h) == (240, 240) and coloured > 50  # the two curves are drawn, not just the axes
 
 
@@ -94,20 +83,28 @@ def test_delta_and_ece_by_hand():
     assert expected_calibration_error(torch.full((4,), 0.95), torch.tensor([1.0, 0, 0, 0])) == pytest.approx(0.7)
 
 
-def test_bad_calibration_inputs(tmp_path):
+def test_bad_calibration_inputs(tmp_path, capsys):
     # empty logs, another schema version, logs without labels
     (tmp_path / "e.records.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="no tournament records"):
-        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "e.records.jsonl"), "--out", str(tmp_path / "c.json")]))
+        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "e.records.jsonl"),
+                                                   "--out", str(tmp_path / "c.json")]))
+    # the command says the same in one line and exits with status 2
+    with pytest.raises(SystemExit) as exit_info:
+        stage.main(["--logs", str(tmp_path / "e.records.jsonl"), "--out", str(tmp_path / "c.json")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().out.startswith("[calibrate] error: ") and not (tmp_path / "c.json").exists()
     (tmp_path / "v9.records.jsonl").write_text('{"schema": "tipai.tournament/9"}\n')
     with pytest.raises(ValueError, match="tipai.tournament/9"):
-        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "v9.records.jsonl"), "--out", str(tmp_path / "c.json")]))
+        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "v9.records.jsonl"),
+                                                   "--out", str(tmp_path / "c.json")]))
     recs = calibration_records(3, 2, torch.Generator().manual_seed(0))
     for r in recs:
         r.true_win = None
     append_records(tmp_path / "nolabel.records.jsonl", recs)
     with pytest.raises(ValueError, match="true_win"):
-        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "nolabel.records.jsonl"), "--out", str(tmp_path / "c.json")]))
+        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "nolabel.records.jsonl"),
+                                                   "--out", str(tmp_path / "c.json")]))
     # a calibration file for another auditor
     from tipai_core.diffusion.schedules import Schedule
 
@@ -130,11 +127,37 @@ def test_bad_calibration_inputs(tmp_path):
         Calibration.load(tmp_path / "old.json")
 
 
-def test_reliability_png_is_readable(tmp_path):
+def test_plots_are_readable_pngs_of_the_asked_size(tmp_path):
     p = torch.linspace(0, 1, 100)
-    path = reliability_png({"a": reliability_table(p, (p > 0.5).double())}, tmp_path / "r.png", size=64)
-    w, h, rows = _read_png(path)
-    assert (w, h) == (64, 64) and len(rows) == 64
+    path = reliability_diagram({"a": reliability_table(p, (p > 0.5).double())}, tmp_path / "r.png", size=64)
+    w, h, coloured = _read_png(path)
+    assert (w, h) == (64, 64) and coloured > 0
+    path = learning_curve({"win_rate": [0.1, 0.4, 0.6], "cost": [3.0, 2.0, 1.5]}, tmp_path / "sub" / "c.png")
+    w, h, coloured = _read_png(path)
+    assert (w, h) == (320, 200) and coloured > 50
+    assert not list(tmp_path.rglob("*.tmp"))  # written atomically
+    # the same curves give the same bytes (no date or version in the file)
+    again = learning_curve({"win_rate": [0.1, 0.4, 0.6], "cost": [3.0, 2.0, 1.5]}, tmp_path / "c2.png")
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_the_runtime_loads_a_calibration_without_matplotlib(tmp_path):
+    # matplotlib belongs to the [train] extra: loading a calibration file and guarding must not import it
+    import subprocess
+    import sys
+
+    from tipai_core.diffusion.schedules import Schedule
+
+    Calibration(0.1, Schedule.constant([0.5]), Schedule.constant(0.2), {"classes": ["safe"]}).save(tmp_path / "c.json")
+    code = ("import sys\n"
+            "from tipai_core.guard.calibration_file import Calibration\n"
+            "from tipai_core.guard.calibrated_guard import calibrated_guard\n"
+            f"g = calibrated_guard(Calibration.load(r'{tmp_path / 'c.json'}'))\n"
+            "print(g.delta, 'matplotlib' in sys.modules)\n")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0.1", "False"]
 
 
 def test_listwise_judge_refinement_in_the_calibrate_stage(tmp_path):
@@ -143,8 +166,7 @@ def test_listwise_judge_refinement_in_the_calibrate_stage(tmp_path):
     torch.set_num_threads(1)
     append_records(tmp_path / "a.records.jsonl", calibration_records(800, 4, torch.Generator().manual_seed(3)))
     for loss in ("listnet", "pl"):
-        res = stage.run(stage.build_parser().parse_args(
-            ["--logs", str(tmp_path), "--out", str(tmp_path / f"{loss}.json"), "--listwise", loss]))
+        res = stage.fit_calibration([tmp_path], tmp_path / f"{loss}.json", listwise=loss)
         j = res["judge"]
         print(f"{loss}: top-1 raw {j['top1_raw']:.3f} -> refined {j['top1_refined']:.3f}, weights {j['weights']}")
         assert j["weights"][0] > 0 and j["weights"][1] > 0 and j["weights"][2] > 0 and j["weights"][3] == 0.0

@@ -4,13 +4,14 @@ import pandas as pd
 import pytest
 import torch
 
-from tipai_core.eval.shapes import EvalSettings, evaluate, learned_pieces
+from tipai_core.eval.shapes.settings import EvalSettings, learned_pieces
+from tipai_core.eval.shapes.table import evaluate
 from tipai_core.protocols import Auditor as AuditorProtocol
-from tipai_core.worlds.shapes.model import ModelConfig
-from tipai_core.worlds.shapes.train import TrainConfig, load_model, train
 from tipai_core.worlds.shapes.auditor import load_auditor, train_auditor, write_pairs
 from tipai_core.worlds.shapes.clip import clip_batch
 from tipai_core.worlds.shapes.grammar import parse
+from tipai_core.worlds.shapes.model import ModelConfig
+from tipai_core.worlds.shapes.train import TrainConfig, load_model, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

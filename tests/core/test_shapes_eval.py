@@ -5,9 +5,10 @@ import torch
 from PIL import Image
 
 from tipai_core.eval.__main__ import main as eval_main
-from tipai_core.eval.shapes import EvalSettings, evaluate
-from tipai_core.protocols import Auditor
+from tipai_core.eval.shapes.settings import EvalSettings
+from tipai_core.eval.shapes.table import evaluate
 from tipai_core.mining.regions import SaliencyMiner
+from tipai_core.protocols import Auditor
 from tipai_core.worlds.shapes.checker import Checker
 from tipai_core.worlds.shapes.model import ModelConfig
 from tipai_core.worlds.shapes.oracle import CheckerAuditor, checker_saliency
@@ -80,8 +81,9 @@ def test_eval_cli_help_and_unknown_world(capsys):
 def test_stage_c_and_tspo_rows(tmp_path):
     """The calibration set's tournaments feed the real Stage C and offline TSPO commands; their files
     load back into the loop; a guard that cannot accept leaves every image exactly the plain one."""
-    from tipai_core.guard.calibration import Calibration
-    from tipai_core.eval.shapes import Pieces, calibrated_pieces, fit_stage_c
+    from tipai_core.eval.shapes.settings import Pieces
+    from tipai_core.eval.shapes.stage_c import calibrated_pieces, fit_stage_c
+    from tipai_core.guard.calibration_file import Calibration
     from tipai_core.guard.tournament_guard import TournamentGuard
     from tipai_core.policy.policy_net import PolicyNet
     from tipai_core.records.tournament_log import iter_records
@@ -114,7 +116,8 @@ def test_stage_c_and_tspo_rows(tmp_path):
 
 def test_diagnose_oracle_ranks_true_wins_perfectly(tmp_path):
     """The oracle auditor's margin is the checker's own: its AUC for a true win is exactly 1."""
-    from tipai_core.eval.shapes import diagnose, oracle_pieces
+    from tipai_core.eval.shapes.diagnose import diagnose
+    from tipai_core.eval.shapes.settings import oracle_pieces
 
     cfg = TrainConfig(model=TINY, batch=8, warmup=2)
     model, _ = load_model(train(cfg, 3, tmp_path, log=lambda *_: None))
@@ -129,7 +132,7 @@ def test_diagnose_oracle_ranks_true_wins_perfectly(tmp_path):
 def test_weights_digest_keys_tensors_not_file_bytes(tmp_path):
     from safetensors.torch import save_file
 
-    from tipai_core.eval.shapes import _weights_digest
+    from tipai_core.eval.shapes.stage_c import _weights_digest
 
     t = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(2, dtype=torch.int64)}
     save_file(t, str(tmp_path / "x.safetensors"), metadata={"p": "1", "q": "2"})

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tipai_core.testing.bandit import CONTEXTS, KnobBandit
 from tipai_core.policy.policy_net import PolicyNet
-from tipai_core.records.tournament_log import LogStats, append_records, iter_records, require_records
 from tipai_core.policy.tspo import (
     candidate_cost,
     diversity,
@@ -19,6 +17,8 @@ from tipai_core.policy.tspo import (
     refine_judge,
     soft_credits,
 )
+from tipai_core.records.tournament_log import LogStats, append_records, iter_records, require_records
+from tipai_core.testing.bandit import CONTEXTS, KnobBandit
 from tipai_core.train import tspo as tspo_stage
 
 
@@ -129,6 +129,18 @@ def test_bad_logs_give_clear_errors(tmp_path):
             ["offline", "--logs", str(log), "--out", str(tmp_path / "p"), "--init", str(init)]))
 
 
+def test_tspo_settings_are_the_commands_options():
+    # the command is a thin wrapper: its defaults are the library's, and it passes --knobs as JSON
+    from dataclasses import fields
+
+    args = tspo_stage.build_parser().parse_args(["bandit", "--out", "p", "--knobs", '{"depth": [1, 2]}'])
+    s = tspo_stage.settings_from_args(args)
+    assert s == tspo_stage.TSPOSettings(out="p", knobs={"depth": [1, 2]})
+    assert {f.name for f in fields(tspo_stage.TSPOSettings)} <= set(vars(args))
+    with pytest.raises(ValueError, match="offline mode needs --logs"):
+        tspo_stage.train_offline([], s)
+
+
 def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
     torch.set_num_threads(1)
     bandit = KnobBandit()
@@ -157,8 +169,7 @@ def test_offline_reads_logs_of_mixed_n_as_one_batch_per_n(tmp_path):
     assert bool(batches[3].valid.all())
     with pytest.raises(ValueError, match="different N"):
         records_to_batch(policy, iter_records([log]))
-    res = tspo_stage.run(tspo_stage.build_parser().parse_args(
-        ["offline", "--logs", str(log), "--out", str(tmp_path / "p"), "--iterations", "2", "--n-classes", "1"]))
+    res = tspo_stage.train_offline([log], tspo_stage.TSPOSettings(out=tmp_path / "p", iterations=2, n_classes=1))
     assert len(res["curve"]) == 2 and PolicyNet.load(tmp_path / "p.safetensors").choices == policy.choices
 
 
@@ -172,7 +183,7 @@ def test_vectorised_bandit_play_draws_from_the_policy():
     table = policy.log_probs_table(batch.feats, batch.max_depth)
     logp = sum(table[k].gather(1, batch.idx[k]) for k in policy.knob_names).double()
     assert torch.allclose(logp, batch.behaviour_logp, atol=1e-5)  # the recorded μ is the policy's own
-    for c, t in enumerate(CONTEXTS):
+    for t in CONTEXTS:
         rows = (batch.feats == policy.features([bandit.state(t)])).all(-1)
         freq = torch.bincount(batch.idx["cfg_inside"][rows].flatten(), minlength=3).double() / (3 * rows.sum())
         assert torch.allclose(freq, bandit.knob_tables(policy, t)["cfg_inside"], atol=0.03), (t, freq)

@@ -1,8 +1,10 @@
 """A real ComfyUI imported into the test process: execute API-format graphs without HTTP.
 
-Import order matters (HOST.md): ``--cpu`` must be set before anything probes CUDA, and
-``utils.extra_config`` must be imported before ``nodes``, because nodes.py puts comfy/ first
-on sys.path and comfy/utils.py would then hide ComfyUI's own utils/ package.
+Import order matters (docs/host.md): ``--cpu`` and ``--base-directory`` must be set in
+``comfy.cli_args.args`` before anything probes CUDA or imports ``folder_paths`` (which reads the
+base directory once, at import), and ``utils.extra_config`` must be imported before ``nodes``,
+because nodes.py puts comfy/ first on sys.path and comfy/utils.py would then hide ComfyUI's own
+utils/ package.
 """
 
 from __future__ import annotations
@@ -28,23 +30,32 @@ class _NullServer:
 
 
 class InProcessComfy:
-    def __init__(self, comfy_dir: Path, workdir: Path):
-        comfy_dir = Path(comfy_dir)
-        if str(comfy_dir) not in sys.path:
-            sys.path.insert(0, str(comfy_dir))
+    """ComfyUI's code from ``comfy_code``, serving the instance ``base_directory`` (``models/``,
+    ``custom_nodes/``); this run's input, output, temp and user folders go in ``workdir``."""
+
+    def __init__(self, comfy_code: Path, base_directory: Path, workdir: Path):
+        comfy_code, base_directory, workdir = Path(comfy_code), Path(base_directory).resolve(), Path(workdir)
+        if "folder_paths" in sys.modules:
+            raise RuntimeError("folder_paths was imported before InProcessComfy could set the base directory")
+        if str(comfy_code) not in sys.path:
+            sys.path.insert(0, str(comfy_code))
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = True
-        import utils.extra_config  # noqa: F401  (must precede `nodes`, see module docstring)
+        comfy.cli_args.args.base_directory = str(base_directory)
         import folder_paths
+        import utils.extra_config  # noqa: F401  (must precede `nodes`, see module docstring)
 
-        self.output_dir = Path(workdir) / "output"
-        self.input_dir = Path(workdir) / "input"
-        for d in (self.output_dir, self.input_dir, Path(workdir) / "temp"):
+        if Path(folder_paths.base_path).resolve() != base_directory:
+            raise RuntimeError(f"ComfyUI serves {folder_paths.base_path}, not the instance {base_directory}")
+        self.output_dir = workdir / "output"
+        self.input_dir = workdir / "input"
+        for d in (self.output_dir, self.input_dir, workdir / "temp", workdir / "user"):
             d.mkdir(parents=True, exist_ok=True)
         folder_paths.set_output_directory(str(self.output_dir))
         folder_paths.set_input_directory(str(self.input_dir))
-        folder_paths.set_temp_directory(str(Path(workdir) / "temp"))
+        folder_paths.set_temp_directory(str(workdir / "temp"))
+        folder_paths.set_user_directory(str(workdir / "user"))
 
         import execution
         import nodes

@@ -1,8 +1,14 @@
 """Fixtures for tests that run the pack inside a real ComfyUI (the host from scripts/host.py).
 
+- ``host_dir``: the host (venv + ComfyUI's code), held in use for the session so no other checkout
+  prunes or rebuilds it meanwhile.
+- ``comfy_code``: ComfyUI's code in the host (``main.py``, ``comfy/``), shared by every checkout.
+- ``comfy_dir``: this checkout's own ComfyUI instance, given to ComfyUI as ``--base-directory``: its
+  ``custom_nodes/`` links this checkout only, ``models/`` is this checkout's (``comfy_dir / "models"``).
 - ``comfy_inproc``: ComfyUI imported into this process; ``.run(graph)`` executes an API graph.
-- ``comfy_server``: a real server on 127.0.0.1 and a free port, stopped by its PID at the end.
-- ``tiny_checkpoint``: the random-weight SD1.5 checkpoint, generated into the cached host.
+- ``comfy_server``: a real server on 127.0.0.1 and a free port, stopped by its PID at the end (also on
+  SIGTERM: see scripts/comfy_server.py).
+- ``tiny_checkpoint`` / ``tiny_auditor``: the random-weight default models, generated at test time.
 
 Host tests fail (never skip) when the host is missing: run ``python3 scripts/test.py``.
 """
@@ -10,50 +16,60 @@ Host tests fail (never skip) when the host is missing: run ``python3 scripts/tes
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+import host as host_builder  # scripts/host.py and scripts/comfy_server.py: scripts/ is on pytest's pythonpath
 import pytest
+from comfy_server import ComfyServer
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-import host as host_builder  # noqa: E402
-from comfy_server import ComfyServer  # noqa: E402
-
-CHECKPOINT_NAME = "tipai_tiny_sd15.safetensors"
 
 
 @pytest.fixture(scope="session")
-def host_dir() -> Path:
+def host_dir():
     path = Path(os.environ.get("TIPAI_HOST") or host_builder.host_dir())
-    if not (path / "recipe.json").is_file():
+    if not host_builder.is_built(path):
         pytest.fail(f"the ComfyUI test host is not built at {path}; run `python3 scripts/test.py`", pytrace=False)
     if Path(sys.executable).resolve() != host_builder.venv_python(path).resolve() and \
-            not Path(sys.prefix).resolve() == (path / "venv").resolve():
+            Path(sys.prefix).resolve() != (path / "venv").resolve():
         pytest.fail(f"host tests must run in the host's Python ({host_builder.venv_python(path)}); "
                     "run `python3 scripts/test.py`", pytrace=False)
-    host_builder.install_pack(path)
-    return path
+    with host_builder.in_use(path):
+        yield path
 
 
 @pytest.fixture(scope="session")
-def comfy_dir(host_dir) -> Path:
+def comfy_code(host_dir) -> Path:
     return host_dir / "ComfyUI"
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(host_dir, comfy_dir) -> str:
-    """Generate (once per recipe) the tiny SD1.5 checkpoint into the host's models/checkpoints."""
-    out = comfy_dir / "models" / "checkpoints" / CHECKPOINT_NAME
-    subprocess.run([sys.executable, str(REPO / "scripts" / "tiny_checkpoint.py"), str(comfy_dir), str(out)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return CHECKPOINT_NAME
+def comfy_dir(host_dir) -> Path:
+    """This checkout's ComfyUI instance (base directory), with the pack linked into its custom_nodes."""
+    return host_builder.install_pack(host_dir, REPO)
 
 
 @pytest.fixture(scope="session")
-def comfy_server(host_dir, comfy_dir, tiny_checkpoint, tiny_auditor, tmp_path_factory):
-    server = ComfyServer(sys.executable, comfy_dir, tmp_path_factory.mktemp("comfy_server"))
+def _default_models(host_dir, comfy_dir) -> tuple[str, str]:
+    return host_builder.make_default_models(host_dir, comfy_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(_default_models) -> str:
+    """The tiny SD1.5 checkpoint in the instance's models/checkpoints (generated once per host recipe)."""
+    return _default_models[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_auditor(_default_models) -> str:
+    """The built-in default auditor (random tiny open_clip weights) in the instance's models/tipai."""
+    return _default_models[1]
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_code, comfy_dir, tiny_checkpoint, tiny_auditor, tmp_path_factory):
+    server = ComfyServer(sys.executable, comfy_code, tmp_path_factory.mktemp("comfy_server"), base_directory=comfy_dir)
     server.start()
     try:
         yield server
@@ -62,10 +78,10 @@ def comfy_server(host_dir, comfy_dir, tiny_checkpoint, tiny_auditor, tmp_path_fa
 
 
 @pytest.fixture(scope="session")
-def comfy_inproc(host_dir, comfy_dir, tiny_checkpoint, tmp_path_factory):
-    from comfy_inprocess import InProcessComfy
+def comfy_inproc(comfy_code, comfy_dir, tiny_checkpoint, tmp_path_factory):
+    from tests.host.comfy_inprocess import InProcessComfy
 
-    return InProcessComfy(comfy_dir, tmp_path_factory.mktemp("comfy_inproc"))
+    return InProcessComfy(comfy_code, comfy_dir, tmp_path_factory.mktemp("comfy_inproc"))
 
 
 @pytest.fixture(scope="session")
@@ -91,15 +107,3 @@ def pack_node_ids(pack) -> list[str]:
 
     extension = asyncio.run(pack.comfy_entrypoint())
     return [cls.GET_SCHEMA().node_id for cls in asyncio.run(extension.get_node_list())]
-
-
-TINY_AUDITOR = "tipai_tiny_auditor.safetensors"
-TINY_ARCH = "tipai-tiny-vit"
-
-
-@pytest.fixture(scope="session")
-def tiny_auditor(comfy_dir) -> str:
-    """The built-in default auditor (random tiny open_clip weights) in the host's models/tipai."""
-    subprocess.run([sys.executable, str(REPO / "scripts" / "tiny_auditor.py"), str(comfy_dir / "models" / "tipai")],
-                   check=True, stdout=subprocess.DEVNULL)
-    return TINY_AUDITOR

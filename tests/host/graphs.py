@@ -8,7 +8,8 @@ def txt2img(ckpt: str, seed: int, steps: int = 4, size: int = 64, sampler: str =
     """checkpoint loader -> CLIPTextEncode x2 -> KSampler -> VAEDecode -> SaveImage."""
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle left of a blue square"}},
+        "2": {"class_type": "CLIPTextEncode",
+              "inputs": {"clip": ["1", 1], "text": "a red circle left of a blue square"}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
         "5": {"class_type": "KSampler", "inputs": {

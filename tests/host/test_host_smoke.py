@@ -7,8 +7,9 @@ import io
 
 import numpy as np
 import pytest
-from graphs import txt2img
 from PIL import Image
+
+from tests.host.graphs import txt2img
 
 
 def _pixels(server, entry: dict, node: str = "7") -> np.ndarray:

@@ -265,7 +265,7 @@ def test_gradcam_is_real_inside_comfyui(node, tiny_auditor):
 
     with torch.inference_mode():
         handle = node("TiPAIAuditorLoader").execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0).args[0]
-        saliency = importlib.import_module(type(handle.auditor).__module__.rsplit(".auditor.", 1)[0] + ".saliency")
+        saliency = importlib.import_module(type(handle.auditor).__module__.rsplit(".auditor.", 1)[0] + ".mining.saliency")
         aud = handle.ready()
         aud.text_features(["a red circle"])  # cached under inference_mode, as in a real run
         feats = saliency.auditor_features(aud, torch.rand(1, 3, 64, 64), "a red circle")

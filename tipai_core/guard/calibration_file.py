@@ -7,9 +7,9 @@ name and its policy classes); the Tournament Guard node refuses it for another a
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from ..diffusion.schedules import Schedule
 from ..records.files import atomic_write

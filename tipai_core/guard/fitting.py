@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -46,7 +46,8 @@ def reliability_table(p: torch.Tensor, y: torch.Tensor, bins: int = 10) -> list[
 
 def choose_delta(m: torch.Tensor, y: torch.Tensor, target: float = 0.9, min_count: int = 20,
                  z: float = 2.326) -> float | None:
-    """δ = min{Δ ≥ 0 : Pr[y | m ≥ Δ] ≥ target}, over candidate Δ at the observed margins (≥ min_count above it).
+    """δ = min{Δ ≥ 0 : Pr[y | m ≥ Δ] ≥ target}, over candidate Δ at the observed margins (at least
+    ``min_count`` candidates at or above it).
 
     Pr is the Wilson lower bound at z (one-sided 99% by default) of the observed win rate, so that δ still
     meets the target on new tournaments rather than only on the ones it was read from; z = 0 is the plain rate.
@@ -81,7 +82,7 @@ def choose_tau(score: torch.Tensor, bad: torch.Tensor, recall: float = 0.95) -> 
         return 0.0
     s, _ = s.sort()
     k = min(len(s) - 1, max(0, math.ceil(recall * len(s)) - 1))
-    return float(min(1.0, s[k] + 1e-9))
+    return min(1.0, float(s[k] + 1e-9))
 
 
 def stricter_late(early: Sequence[float], late: Sequence[float]) -> tuple[list[float], list[float]]:

@@ -10,7 +10,6 @@ Both serialise to a small dict (``to_dict``) that the calibration file keeps und
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
@@ -62,7 +61,7 @@ class IsotonicMap:
         y = torch.tensor(self.y, dtype=torch.float64)
         m = m.double().clamp(x[0], x[-1])
         if len(x) == 1:
-            return torch.full_like(m, y[0])
+            return torch.full_like(m, float(y[0]))
         j = torch.searchsorted(x, m, right=True).clamp(1, len(x) - 1)
         x0, x1, y0, y1 = x[j - 1], x[j], y[j - 1], y[j]
         return y0 + (y1 - y0) * (m - x0) / (x1 - x0)
@@ -103,7 +102,7 @@ class PlattMap:
         return {"method": "platt", "a": self.a, "b": self.b}
 
 
-MarginMap = Union[IsotonicMap, PlattMap]
+MarginMap = IsotonicMap | PlattMap
 
 
 def map_from_dict(d: dict) -> MarginMap:

@@ -67,3 +67,16 @@ class TournamentGuard:
 
     def to_dict(self) -> dict:
         return {"delta": self.delta, "tau_P": self.tau_P.to_dict(), "tau_F": self.tau_F.to_dict()}
+
+
+@dataclass(frozen=True)
+class ObservingGuard:
+    """The inner guard's utilities, logged as usual, but never an acceptance: for a sampler whose
+    current latent cannot be restarted from exactly, the audit runs and the latent stays the control's."""
+
+    inner: TournamentGuard
+    reason: str = ""
+
+    def select(self, scores: AuditScores, t: float) -> GuardDecision:
+        d = self.inner.select(scores, t)
+        return GuardDecision(0, False, d.utilities, d.delta, d.tau_P, d.tau_F)

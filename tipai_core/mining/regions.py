@@ -3,7 +3,7 @@
 A ``Region`` lives in the pixel space of one audit view ``[1, 3, H, W]``: a binary mask
 ``[1, 1, H, W]``, its bounding box ``(y0, x0, y1, x1)`` (end exclusive), its area in pixels and
 its score (the saliency mass ``Σ_p s(p)`` over the region). ``SaliencyMiner`` fuses a saliency map
-with any user mask and keeps the top K regions: step 3 of DESIGN.md's audited step.
+with any user mask and keeps the top K regions: step 3 of the audited step (docs/architecture.md).
 
 A region may also carry its provenance and its own text, filled in by ``miner.RegionMiner``:
 ``signals`` (the saliency signals that raised it, strongest first, e.g. ``("text", "gradcam")``),

@@ -1,6 +1,6 @@
 """Actions: the knobs of one tournament candidate, and a fixed knob distribution π with log-probs.
 
-An ``Action`` is a plain record (DESIGN.md, step 4): mask dilation and feather (latent pixels),
+An ``Action`` is a plain record (step 4 of the audited step): mask dilation and feather (latent pixels),
 CFG inside the mask, prompt emphasis of the regional conditioning, latent noise jitter, seed,
 inversion depth d, and the editor choice ("invert": DDIM inversion of d steps; "renoise": fresh
 noise at σ_{i-d}). TSPO's learned policy replaces ``FixedKnobPolicy`` through the same

@@ -1,6 +1,6 @@
 """The learned candidate policy π_θ(a | s) of TSPO (Stage B3).
 
-π_θ factorises over the knobs (DESIGN.md, step 4):
+π_θ factorises over the knobs of an ``Action``:
 
     π_θ(a | s) = Π_k softmax(W_k · h_θ(φ(s)) + V_k · φ(s))[a_k]      k ∈ {dilation, feather, cfg_inside, emphasis,
                                                                  jitter, depth, editor}

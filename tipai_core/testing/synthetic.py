@@ -197,7 +197,7 @@ def fix_rates(param: Parametrisation | str = "eps", seeds: int = 50, n_candidate
     return FixRates(param.value, seeds, plain_fixed / seeds, loop_fixed / seeds, plain_frac / seeds, loop_frac / seeds)
 
 
-if __name__ == "__main__":  # python -m tipai_core.synthetic
+if __name__ == "__main__":  # python -m tipai_core.testing.synthetic
     torch.set_num_threads(1)  # tiny tensors: threads only add contention
     for p in ("eps", "flow"):
         print(fix_rates(p))

@@ -10,10 +10,8 @@ import sys
 
 STAGES = {
     "scorer": "Stage A: train the auditor heads on DETONATE-format preference pairs",
-    "editor": "Stage B1: train the learned local editor",
     "tspo": "Stage B3: train the candidate policy from tournament logs",
     "calibrate": "Stage C: fit δ, τ_P(t), τ_F(t) on held-out tournaments",
-    "rewriter": "Input-side scaling: iterative DPO of the prompt rewriter",
 }
 
 
@@ -32,13 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if stage not in STAGES:
         print(f"unknown stage {stage!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    try:
-        module = importlib.import_module(f".{stage}", __package__)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.endswith(f"train.{stage}"):
-            print(f"stage {stage!r} is not implemented yet", file=sys.stderr)
-            return 2
-        raise
+    module = importlib.import_module(f".{stage}", __package__)
     return int(module.main(rest) or 0)
 
 

@@ -14,7 +14,7 @@ evaluation half, and:
 * chooses τ_P(t) per class and τ_F(t) as ROC operating points over the true winners: the strictest
   threshold that keeps --keep-early (early audits, t < 0.5) or --keep-late (late) of the true winners; the
   late threshold is never laxer than the early one;
-* writes the calibration file (JSON) and a reliability diagram PNG next to it;
+* writes the calibration file (JSON) and a reliability diagram PNG next to it (matplotlib);
 * with --listwise listnet|pl, refines the judge listwise (tspo.refine_judge): a linear judge
   s_i = w · x_i over the components x_i = (S_i - S_0, F_i, min_c P_i, B_i) is fit to the true-win labels of
   each tournament's candidates (ListNet: -Σ softmax(y/τ)·log softmax(s); Plackett–Luce: -log PL(winners
@@ -26,28 +26,32 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..guard.calibration import (
-    Calibration,
+from ..diffusion.schedules import Schedule
+from ..guard.calibration_file import Calibration
+from ..guard.fitting import (
     choose_delta,
     choose_tau,
     expected_calibration_error,
-    fit_map,
     nll,
-    reliability_png,
     reliability_table,
     stricter_late,
 )
-from ..diffusion.schedules import Schedule
+from ..guard.maps import fit_map
+from ..guard.plots import reliability_diagram
 from ..records.tournament_log import LogStats, iter_records, require_records
+from .cli import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tipai_core.train calibrate",
-                                description="Stage C: fit δ, τ_P(t), τ_F(t) on held-out tournaments with true-win labels.")
+                                description="Stage C: fit δ, τ_P(t), τ_F(t) on held-out tournaments "
+                                            "with true-win labels.")
     p.add_argument("--logs", nargs="+", required=True, help=".records.jsonl files or folders of them")
     p.add_argument("--out", required=True, help="calibration file to write (.json), e.g. models/tipai/calibration.json")
     p.add_argument("--png", help="reliability diagram (default: <out stem>.reliability.png)")
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def collect(logs: list[str]) -> tuple[dict[str, torch.Tensor], list[str], LogStats]:
+def collect(logs: Sequence[str | Path]) -> tuple[dict[str, torch.Tensor], list[str], LogStats]:
     """Per labelled candidate: margin, label, P (classes), F, t, tournament id. Streams the logs."""
     stats = LogStats()
     m, y, P, F, B, t, tid = [], [], [], [], [], [], []
@@ -170,59 +174,88 @@ def refine(fit: dict, held: dict, loss: str) -> dict:
             "top1_refined": top1_agreement(refined, yh), "tournaments_eval": int(len(xh))}
 
 
-def run(args: argparse.Namespace) -> dict:
-    data, classes, stats = collect(args.logs)
-    print(f"[calibrate] {stats.summary()}; {len(data['m'])} labelled candidates, classes {classes}")
-    for e in stats.errors[:5]:
-        print(f"[calibrate] skipped {e}")
-    fit, held = split(data, args.eval_fraction, args.seed)
-    g = fit_map(args.method, fit["m"], fit["y"])
-    raw_p, cal_p = torch.sigmoid(held["m"]), g(held["m"])
+def _map_metrics(fit: dict, held: dict, raw_p: torch.Tensor, cal_p: torch.Tensor, bins: int) -> dict[str, Any]:
+    """NLL and ECE on the held-out half of the raw σ(m) (``raw_p``) and of the calibrated g(m) (``cal_p``)."""
     metrics = {
         "candidates_fit": int(len(fit["m"])), "candidates_eval": int(len(held["m"])),
         "nll_raw": nll(raw_p, held["y"]), "nll_calibrated": nll(cal_p, held["y"]),
-        "ece_raw": expected_calibration_error(raw_p, held["y"], args.bins),
-        "ece_calibrated": expected_calibration_error(cal_p, held["y"], args.bins),
+        "ece_raw": expected_calibration_error(raw_p, held["y"], bins),
+        "ece_calibrated": expected_calibration_error(cal_p, held["y"], bins),
     }
     metrics["ece_ratio"] = metrics["ece_raw"] / max(metrics["ece_calibrated"], 1e-12)
-    delta = choose_delta(fit["m"], fit["y"], args.target)
+    return metrics
+
+
+def _delta(fit: dict, held: dict, target: float, say: Callable[..., Any]) -> tuple[float, dict[str, Any]]:
+    """δ from the fit half, and how often "m ≥ δ" truly wins on the held-out half."""
+    delta = choose_delta(fit["m"], fit["y"], target)
     if delta is None:
-        print(f"[calibrate] no margin reaches Pr[true win] ≥ {args.target} on the fit half; δ = the largest margin")
+        say(f"[calibrate] no margin reaches Pr[true win] ≥ {target} on the fit half; δ = the largest margin")
         delta = float(fit["m"].max().clamp_min(0))
     above = held["m"] >= delta
-    metrics["delta"] = delta
-    metrics["delta_eval_win_rate"] = float(held["y"][above].mean()) if above.any() else None
-    metrics["delta_eval_count"] = int(above.sum())
-    tau_P, tau_F = thresholds(fit, args.keep_early, args.keep_late)
-    if args.listwise != "none":
-        metrics["judge"] = refine(fit, held, args.listwise)
-    cal = Calibration(delta=delta, tau_P=tau_P, tau_F=tau_F, auditor={"name": args.auditor, "classes": classes},
-                      target=args.target, map={**g.to_dict(), "input": "S_cand - S_ctrl"}, metrics=metrics)
-    out = cal.save(args.out)
-    png = Path(args.png) if args.png else out.with_suffix("").with_name(out.with_suffix("").name + ".reliability.png")
-    reliability_png({"raw σ(m)": reliability_table(raw_p, held["y"], args.bins),
-                     args.method: reliability_table(cal_p, held["y"], args.bins)}, png)
-    print(f"[calibrate] eval half: NLL raw {metrics['nll_raw']:.4f} -> {metrics['nll_calibrated']:.4f}   "
-          f"ECE raw {metrics['ece_raw']:.4f} -> {metrics['ece_calibrated']:.4f} ({metrics['ece_ratio']:.1f}x lower)")
+    return delta, {"delta": delta, "delta_eval_win_rate": float(held["y"][above].mean()) if above.any() else None,
+                   "delta_eval_count": int(above.sum())}
+
+
+def _report(metrics: dict, delta: float, target: float, tau_P: Schedule, tau_F: Schedule, out: Path, png: Path,
+            say: Callable[..., Any]) -> None:
+    say(f"[calibrate] eval half: NLL raw {metrics['nll_raw']:.4f} -> {metrics['nll_calibrated']:.4f}   "
+        f"ECE raw {metrics['ece_raw']:.4f} -> {metrics['ece_calibrated']:.4f} ({metrics['ece_ratio']:.1f}x lower)")
     dw = metrics["delta_eval_win_rate"]
-    print(f"[calibrate] δ = {delta:.4f} (target {args.target}); on the eval half Pr[true win | m ≥ δ] = "
-          f"{'n/a' if dw is None else f'{dw:.3f}'} over {metrics['delta_eval_count']} candidates")
-    print(f"[calibrate] τ_P(t) early {list(tau_P.values[0])} late {list(tau_P.values[-1])}; "
-          f"τ_F(t) {tau_F.values[0]:.3f} -> {tau_F.values[-1]:.3f}")
+    say(f"[calibrate] δ = {delta:.4f} (target {target}); on the eval half Pr[true win | m ≥ δ] = "
+        f"{'n/a' if dw is None else f'{dw:.3f}'} over {metrics['delta_eval_count']} candidates")
+    say(f"[calibrate] τ_P(t) early {list(tau_P.values[0])} late {list(tau_P.values[-1])}; "
+        f"τ_F(t) {tau_F.values[0]:.3f} -> {tau_F.values[-1]:.3f}")
     if "judge" in metrics:
         j = metrics["judge"]
-        print(f"[calibrate] listwise judge ({j['loss']}): weights {[round(v, 3) for v in j['weights']]} over "
-              f"{j['components']}; held-out top-1 agreement with the true winners: raw S {j['top1_raw']:.3f} -> "
-              f"refined {j['top1_refined']:.3f} over {j['tournaments_eval']} tournaments")
-    print(f"[calibrate] wrote {out} and {png}")
-    return {"calibration": str(out), "png": str(png), **metrics}
+        say(f"[calibrate] listwise judge ({j['loss']}): weights {[round(v, 3) for v in j['weights']]} over "
+            f"{j['components']}; held-out top-1 agreement with the true winners: raw S {j['top1_raw']:.3f} -> "
+            f"refined {j['top1_refined']:.3f} over {j['tournaments_eval']} tournaments")
+    say(f"[calibrate] wrote {out} and {png}")
+
+
+def reliability_path(out: Path) -> Path:
+    """The default reliability diagram next to the calibration file: <out stem>.reliability.png."""
+    stem = out.with_suffix("")
+    return stem.with_name(stem.name + ".reliability.png")
+
+
+def fit_calibration(logs: Sequence[str | Path], out: str | Path, *, png: str | Path | None = None,
+                    method: str = "isotonic", target: float = 0.9, eval_fraction: float = 0.5,
+                    keep_early: float = 0.95, keep_late: float = 0.9, auditor: str | None = None, bins: int = 10,
+                    listwise: str = "none", seed: int = 0, say: Callable[..., Any] = print) -> dict[str, Any]:
+    """Stage C on the labelled tournaments of ``logs`` (the module docstring); writes the calibration file
+    ``out`` and its reliability diagram (``png``, default ``<out stem>.reliability.png``).
+
+    Returns the file names and the metrics the file keeps. Raises ValueError on unusable logs.
+    """
+    data, classes, stats = collect([logs] if isinstance(logs, (str, Path)) else list(logs))
+    say(f"[calibrate] {stats.summary()}; {len(data['m'])} labelled candidates, classes {classes}")
+    for e in stats.errors[:5]:
+        say(f"[calibrate] skipped {e}")
+    fit, held = split(data, eval_fraction, seed)
+    g = fit_map(method, fit["m"], fit["y"])
+    raw_p, cal_p = torch.sigmoid(held["m"]), g(held["m"])
+    metrics = _map_metrics(fit, held, raw_p, cal_p, bins)
+    delta, delta_metrics = _delta(fit, held, target, say)
+    metrics.update(delta_metrics)
+    tau_P, tau_F = thresholds(fit, keep_early, keep_late)
+    if listwise != "none":
+        metrics["judge"] = refine(fit, held, listwise)
+    cal = Calibration(delta=delta, tau_P=tau_P, tau_F=tau_F, auditor={"name": auditor, "classes": classes},
+                      target=target, map={**g.to_dict(), "input": "S_cand - S_ctrl"}, metrics=metrics)
+    cal_path = cal.save(out)
+    png_path = Path(png) if png else reliability_path(cal_path)
+    reliability_diagram({"raw σ(m)": reliability_table(raw_p, held["y"], bins),
+                         method: reliability_table(cal_p, held["y"], bins)}, png_path)
+    _report(metrics, delta, target, tau_P, tau_F, cal_path, png_path, say)
+    return {"calibration": str(cal_path), "png": str(png_path), **metrics}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's parsed arguments, handed to ``fit_calibration``."""
+    return fit_calibration(**vars(args))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"[calibrate] error: {exc}")
-        raise SystemExit(2) from None
-    return 0
+    return run_command("calibrate", build_parser(), run, argv)

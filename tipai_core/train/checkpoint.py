@@ -10,9 +10,8 @@ moment leaves the previous complete checkpoint usable. Used by Stage A (scorer) 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

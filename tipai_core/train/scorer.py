@@ -27,6 +27,8 @@ decoder, policy logits; heads.py) are trained on the cached features with
   Each file is written to a temporary name and renamed; the JSON goes last and marks the checkpoint as
   complete. --resume continues from the newest complete checkpoint and ends with the same weights, bit
   for bit, as a run that was never stopped. No pickle is involved.
+
+Library use: ``train_scorer(ScorerSettings(...))``; the command is a thin argparse wrapper around it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Stage A: train the auditor heads on DETONATE-format preference pairs "
                                             "(Prompt, Chosen, Rejected, Category[, Mask]).")
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=True, help="training pairs: .parquet file, folder of parquet, or folder with pairs.csv/jsonl")
+    g.add_argument("--data", required=True,
+                   help="training pairs: .parquet file, folder of parquet, or folder with pairs.csv/jsonl")
     g.add_argument("--val-data", help="held-out pairs (same formats); default: --val-fraction of --data")
     g.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction when --val-data is not given")
     g.add_argument("--classes", default="default",
@@ -77,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the Category values) or a comma-separated list")
     g.add_argument("--category-map", default="", help="explicit reason codes, e.g. 'sexual=nsfw,gun=violence/weapon'")
     g = p.add_argument_group("backbone (local files only)")
-    g.add_argument("--backbone", required=True, help="open_clip weights file (.safetensors/.pt) or a transformers CLIPModel folder")
+    g.add_argument("--backbone", required=True,
+                   help="open_clip weights file (.safetensors/.pt) or a transformers CLIPModel folder")
     g.add_argument("--arch", help="open_clip architecture name (needed for a weights file)")
     g.add_argument("--config-dir", help="folder of extra open_clip model-config JSONs")
     g.add_argument("--tokenizer-dir", help="local HF tokenizer folder, for open_clip models with an HF tokenizer")
@@ -111,6 +117,57 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after-epoch", type=int,
                    help="checkpoint and stop after this epoch without writing heads (to split a run; resume later)")
     return p
+
+
+
+@dataclass(kw_only=True)
+class ScorerSettings:
+    """One Stage A run: the command's options as fields, in the command's order, with its defaults.
+
+    ``data``, ``backbone`` and ``out`` are required; ``build_parser`` says what each one means. The order
+    matters: the metrics file keeps the settings under "args" in it.
+    """
+
+    data: str | Path
+    val_data: str | Path | None = None
+    val_fraction: float = 0.2
+    classes: str = "default"
+    category_map: str = ""
+    backbone: str | Path
+    arch: str | None = None
+    config_dir: str | Path | None = None
+    tokenizer_dir: str | Path | None = None
+    out: str | Path
+    metrics_out: str | Path | None = None
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    hidden: int = 256
+    patches_k: int = 4
+    w_pair: float = 1.0
+    w_patch: float = 0.5
+    w_policy: float = 0.5
+    w_sal: float = 0.5
+    curriculum_start: float = 0.5
+    curriculum_epochs: int | None = None
+    encode_batch: int = 64
+    seed: int = 0
+    device: str = "auto"
+    accelerate: bool = False
+    strict: bool = False
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    resume: bool = False
+    stop_after_epoch: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ScorerSettings:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 # ----------------------------------------------------------------------------- classes and reason codes
@@ -165,10 +222,13 @@ def encode_pairs(backbone: ImageTextBackbone, pairs: PreferencePairs, indices: l
         imgs = torch.stack([it.chosen for it in items] + [it.rejected for it in items]).to(dev)
         g, z = backbone.encode_image(imgs)  # chosen and rejected of the chunk in one forward
         n = len(items)
-        g_c.append(g[:n]); g_r.append(g[n:]); z_c.append(z[:n]); z_r.append(z[n:])
+        g_c.append(g[:n])
+        g_r.append(g[n:])
+        z_c.append(z[:n])
+        z_r.append(z[n:])
         texts.append(cache.get([it.prompt for it in items], device=dev))
         reason += [codes.get(it.category, -1) if it.category else -1 for it in items]
-        grid = z.shape[1:3]
+        grid = (int(z.shape[1]), int(z.shape[2]))
         for it in items:
             if it.mask is not None:
                 masks.append(F.adaptive_avg_pool2d(it.mask[None].to(dev), grid)[0, 0])
@@ -227,8 +287,9 @@ def evaluate(heads: AuditorHeads, feats: dict[str, torch.Tensor]) -> dict[str, A
 
 def format_metrics(tag: str, m: dict[str, Any]) -> str:
     cls = "  ".join(f"{k}={'n/a' if math.isnan(v) else f'{v:.3f}'}" for k, v in m["class_roc_auc"].items())
-    return (f"[scorer] {tag}: pairs={m['pairs']}  pair-AUC={m['pair_auc']:.3f}  patch pair-AUC={m['patch_pair_auc']:.3f}"
-            f"  ECE(S)={m['ece_S']:.3f}  ECE(F)={m['ece_F']:.3f}\n[scorer] {tag}: per-class ROC-AUC  {cls}")
+    return (f"[scorer] {tag}: pairs={m['pairs']}  pair-AUC={m['pair_auc']:.3f}  "
+            f"patch pair-AUC={m['patch_pair_auc']:.3f}  ECE(S)={m['ece_S']:.3f}  ECE(F)={m['ece_F']:.3f}\n"
+            f"[scorer] {tag}: per-class ROC-AUC  {cls}")
 
 
 def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[float, float]:
@@ -258,8 +319,8 @@ FINGERPRINT_ARGS = ("data", "val_data", "val_fraction", "classes", "category_map
                     "w_sal", "curriculum_start", "curriculum_epochs", "seed")
 
 
-def run_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in FINGERPRINT_ARGS}
+def run_fingerprint(s: ScorerSettings | argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(s, k) for k in FINGERPRINT_ARGS}
 
 
 def save_checkpoint(folder: Path, epoch: int, step: int, heads: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -277,7 +338,9 @@ def load_checkpoint(stem: Path, heads: torch.nn.Module, opt: torch.optim.Optimiz
     return epoch, step
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- the run
+
+Say = Callable[..., Any]
 
 
 def _pick_device(spec: str) -> torch.device:
@@ -297,137 +360,243 @@ def _accelerator(wanted: bool):
     return Accelerator()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.manual_seed(args.seed)
-    acc = _accelerator(args.accelerate)
-    device = acc.device if acc is not None else _pick_device(args.device)
-    rank, world = (acc.process_index, acc.num_processes) if acc is not None else (0, 1)
-    say = print if rank == 0 else (lambda *a, **k: None)
-    out_path = Path(args.out)
-    ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out_path.with_suffix("").with_name(
-        out_path.with_suffix("").name + ".ckpt")
+def _quiet(*_: Any, **__: Any) -> None:
+    return None
 
-    t0 = time.time()
-    kwargs: dict[str, Any] = {"device": device}
-    if args.arch:
-        kwargs.update(config_dir=args.config_dir, tokenizer_dir=args.tokenizer_dir)
-    backbone = load_backbone(args.backbone, arch=args.arch, **kwargs)
-    train_set = PreferencePairs(args.data, image_size=backbone.image_size)
-    gen = torch.Generator().manual_seed(args.seed)
-    if args.val_data:
-        val_set = PreferencePairs(args.val_data, image_size=backbone.image_size)
-        train_idx, val_idx = list(range(len(train_set))), list(range(len(val_set)))
-    else:
-        val_set = train_set
-        perm = torch.randperm(len(train_set), generator=gen).tolist()
-        n_val = max(1, int(round(args.val_fraction * len(perm))))
-        val_idx, train_idx = sorted(perm[:n_val]), sorted(perm[n_val:])
+
+@dataclass
+class RunContext:
+    """Where one Stage A run happens: its device, accelerate's processes (or None), who prints, its start."""
+
+    device: torch.device
+    acc: Any
+    rank: int
+    world: int
+    say: Say
+    ckpt_dir: Path
+    t0: float
+
+
+def start_run(s: ScorerSettings) -> RunContext:
+    """Seed, device and processes; only the first process (rank 0) prints."""
+    torch.manual_seed(s.seed)
+    acc = _accelerator(s.accelerate)
+    device = acc.device if acc is not None else _pick_device(s.device)
+    rank, world = (acc.process_index, acc.num_processes) if acc is not None else (0, 1)
+    out = Path(s.out).with_suffix("")
+    ckpt_dir = Path(s.checkpoint_dir) if s.checkpoint_dir else out.with_name(out.name + ".ckpt")
+    return RunContext(device, acc, rank, world, print if rank == 0 else _quiet, ckpt_dir, time.time())
+
+
+@dataclass
+class StageAData:
+    """The frozen features of the training and validation pairs, and what made them."""
+
+    backbone: ImageTextBackbone
+    cache: TextFeatureCache
+    policy: PolicyClasses
+    train: dict[str, torch.Tensor]
+    val: dict[str, torch.Tensor]
+    skipped_train: list[SkippedRow] = field(default_factory=list)
+    skipped_val: list[SkippedRow] = field(default_factory=list)
+
+
+def split_pairs(s: ScorerSettings, train_set: PreferencePairs, val_set: PreferencePairs | None,
+                gen: torch.Generator) -> tuple[list[int], list[int]]:
+    """(train, validation) row indices: all of each set with --val-data, else a --val-fraction split of --data."""
+    if val_set is not None:
+        return list(range(len(train_set))), list(range(len(val_set)))
+    perm = torch.randperm(len(train_set), generator=gen).tolist()
+    n_val = max(1, int(round(s.val_fraction * len(perm))))
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+def build_data(s: ScorerSettings, ctx: RunContext, gen: torch.Generator) -> StageAData:
+    """Load the backbone and the pairs, resolve the classes and reason codes, encode every readable pair."""
+    kwargs: dict[str, Any] = {"device": ctx.device}
+    if s.arch:
+        kwargs.update(config_dir=s.config_dir, tokenizer_dir=s.tokenizer_dir)
+    backbone = load_backbone(s.backbone, arch=s.arch, **kwargs)
+    train_set = PreferencePairs(s.data, image_size=backbone.image_size)
+    held = PreferencePairs(s.val_data, image_size=backbone.image_size) if s.val_data else None
+    train_idx, val_idx = split_pairs(s, train_set, held, gen)
+    val_set = held if held is not None else train_set
     if not train_idx:
-        raise ValueError(f"no training pairs left in {args.data}")
+        raise ValueError(f"no training pairs left in {s.data}")
     categories = sorted(set(train_set.categories()) | set(val_set.categories()))
-    policy = resolve_policy(args.classes, categories)
-    codes = reason_codes(categories, policy.names, args.category_map)
+    policy = resolve_policy(s.classes, categories)
+    codes = reason_codes(categories, policy.names, s.category_map)
     unmapped = [c for c, i in codes.items() if i < 0]
     if unmapped:
-        say(f"[scorer] categories without a policy class (no L_policy/L_sal for them): {unmapped}")
-    say(f"[scorer] backbone {backbone.identity()}  train={summary(train_set)}  train pairs={len(train_idx)}  "
-        f"val pairs={len(val_idx)}  classes={list(policy.names)}")
-
+        ctx.say(f"[scorer] categories without a policy class (no L_policy/L_sal for them): {unmapped}")
+    ctx.say(f"[scorer] backbone {backbone.identity()}  train={summary(train_set)}  train pairs={len(train_idx)}  "
+            f"val pairs={len(val_idx)}  classes={list(policy.names)}")
     cache = TextFeatureCache(backbone.encode_text, max_entries=1 << 20)
-    skipped_train: list[SkippedRow] = []
-    skipped_val: list[SkippedRow] = []
-    train = encode_pairs(backbone, train_set, train_idx, cache, codes, args.patches_k, args.encode_batch,
-                         args.strict, skipped_train)
-    val = encode_pairs(backbone, val_set, val_idx, cache, codes, args.patches_k, args.encode_batch,
-                       args.strict, skipped_val)
-    if skipped_train or skipped_val:
-        say(f"[scorer] skipping {len(skipped_train) + len(skipped_val)} unreadable row(s); named at the end")
-    heads = AuditorHeads.zero_shot(backbone.identity(), policy, float(backbone.logit_scale()),
-                                   lambda t: cache.get(t, device=device), hidden=args.hidden).to(device)
-    say(f"[scorer] encoded {len(train['g_c']) + len(val['g_c'])} pairs in {time.time() - t0:.1f}s")
-    zero_shot = evaluate(heads, val)
-    say(format_metrics("zero-shot (epoch 0)", zero_shot))
+    data = StageAData(backbone, cache, policy, {}, {})
+    data.train = encode_pairs(backbone, train_set, train_idx, cache, codes, s.patches_k, s.encode_batch, s.strict,
+                              data.skipped_train)
+    data.val = encode_pairs(backbone, val_set, val_idx, cache, codes, s.patches_k, s.encode_batch, s.strict,
+                            data.skipped_val)
+    if data.skipped_train or data.skipped_val:
+        ctx.say(f"[scorer] skipping {len(data.skipped_train) + len(data.skipped_val)} unreadable row(s); "
+                "named at the end")
+    return data
 
-    objective = StageALoss(heads, args.w_pair, args.w_patch, args.w_policy, args.w_sal)
-    opt = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    order = train["margin"].argsort(descending=True).cpu()  # curriculum: high-margin (easy) pairs first
-    anneal = max(1, args.curriculum_epochs if args.curriculum_epochs is not None else args.epochs // 2)
-    steps_per_epoch = max(1, math.ceil(len(order) / args.batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * steps_per_epoch)
-    fingerprint = run_fingerprint(args)
-    first_epoch, step = 1, 0
-    if args.resume:
-        stems = complete_checkpoints(ckpt_dir)
-        if stems:
-            done, step = load_checkpoint(stems[-1], heads, opt, sched, gen, fingerprint)
-            first_epoch = done + 1
-            say(f"[scorer] resumed from {stems[-1]} (epoch {done}, step {step})")
+
+def zero_shot_heads(s: ScorerSettings, data: StageAData, device: torch.device) -> AuditorHeads:
+    """The untrained heads: the zero-shot auditor (policy prompts as text features), where training starts."""
+    return AuditorHeads.zero_shot(data.backbone.identity(), data.policy, float(data.backbone.logit_scale()),
+                                  lambda t: data.cache.get(t, device=device), hidden=s.hidden).to(device)
+
+
+def _resume(s: ScorerSettings, ctx: RunContext, heads: AuditorHeads, opt: torch.optim.Optimizer, sched: Any,
+            gen: torch.Generator) -> tuple[int, int]:
+    """(first epoch, optimizer steps done): from the newest checkpoint with --resume, else (1, 0)."""
+    if not s.resume:
+        return 1, 0
+    stems = complete_checkpoints(ctx.ckpt_dir)
+    if not stems:
+        ctx.say(f"[scorer] --resume: no checkpoint in {ctx.ckpt_dir}, starting from epoch 1")
+        return 1, 0
+    done, step = load_checkpoint(stems[-1], heads, opt, sched, gen, run_fingerprint(s))
+    ctx.say(f"[scorer] resumed from {stems[-1]} (epoch {done}, step {step})")
+    return done + 1, step
+
+
+def curriculum_pool(s: ScorerSettings, order: torch.Tensor, epoch: int, gen: torch.Generator) -> torch.Tensor:
+    """Epoch ``epoch``'s pairs, shuffled: the top frac(epoch) of ``order`` (highest margin first), with
+    frac = min(1, start + (1 - start)·(epoch - 1)/anneal)."""
+    anneal = max(1, s.curriculum_epochs if s.curriculum_epochs is not None else s.epochs // 2)
+    frac = min(1.0, s.curriculum_start + (1.0 - s.curriculum_start) * (epoch - 1) / anneal)
+    pool = order[: max(1, int(round(frac * len(order))))]
+    return pool[torch.randperm(len(pool), generator=gen)]
+
+
+def train_epoch(s: ScorerSettings, ctx: RunContext, objective: Any, opt: torch.optim.Optimizer, sched: Any,
+                train: dict[str, torch.Tensor], pool: torch.Tensor) -> tuple[dict[str, float], int]:
+    """One pass over ``pool`` in batches; (the loss terms averaged over the pool, optimizer steps taken)."""
+    totals: dict[str, float] = {}
+    steps = 0
+    for start in range(0, len(pool), s.batch_size):
+        chunk = pool[start:start + s.batch_size][ctx.rank::ctx.world]  # each process its share of the batch
+        if len(chunk) == 0:
+            continue
+        loss, parts = objective(batch_of(train, chunk.to(ctx.device)))
+        opt.zero_grad(set_to_none=True)
+        if ctx.acc is not None:
+            ctx.acc.backward(loss)
         else:
-            say(f"[scorer] --resume: no checkpoint in {ckpt_dir}, starting from epoch 1")
-    if acc is not None:
-        objective, opt = acc.prepare(objective, opt)
-    stopped = False
-    for epoch in range(first_epoch, args.epochs + 1):
-        frac = min(1.0, args.curriculum_start + (1.0 - args.curriculum_start) * (epoch - 1) / anneal)
-        pool = order[: max(1, int(round(frac * len(order))))]
-        pool = pool[torch.randperm(len(pool), generator=gen)]
-        totals: dict[str, float] = {}
-        for start in range(0, len(pool), args.batch_size):
-            chunk = pool[start:start + args.batch_size][rank::world]  # each process its share of the batch
-            if len(chunk) == 0:
-                continue
-            loss, parts = objective(batch_of(train, chunk.to(device)))
-            opt.zero_grad(set_to_none=True)
-            if acc is not None:
-                acc.backward(loss)
-            else:
-                loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + v * len(chunk) / len(pool)
-        if epoch == 1 or epoch == args.epochs or epoch % max(1, args.epochs // 5) == 0:
-            say(f"[scorer] epoch {epoch}/{args.epochs}  pool={len(pool)}  " +
-                "  ".join(f"L_{k}={v:.4f}" for k, v in totals.items()))
-        stop = args.stop_after_epoch is not None and epoch >= args.stop_after_epoch and epoch < args.epochs
-        due = args.checkpoint_every > 0 and epoch % args.checkpoint_every == 0 and epoch < args.epochs
-        if rank == 0 and (due or stop):
-            plain = acc.unwrap_model(objective).heads if acc is not None else heads
-            save_checkpoint(ckpt_dir, epoch, step, plain, opt, sched, gen, fingerprint, args.keep_checkpoints)
-        if stop:
-            say(f"[scorer] stopped after epoch {epoch} (--stop-after-epoch); continue with --resume "
-                f"(checkpoints in {ckpt_dir})")
-            stopped = True
-            break
-    report = "\n".join(r for r in (skipped_report(skipped_train, args.data),
-                                   skipped_report(skipped_val, args.val_data or args.data)) if r)
-    if stopped:
-        if report:
-            say("[scorer] " + report)
-        return 0
+            loss.backward()
+        opt.step()
+        sched.step()
+        steps += 1
+        for k, v in parts.items():
+            totals[k] = totals.get(k, 0.0) + v * len(chunk) / len(pool)
+    return totals, steps
 
-    heads = acc.unwrap_model(objective).heads if acc is not None else heads
+
+def train_heads(s: ScorerSettings, ctx: RunContext, data: StageAData, heads: AuditorHeads,
+                gen: torch.Generator) -> tuple[AuditorHeads, int | None]:
+    """AdamW with a cosine schedule on L (module docstring) over the curriculum, checkpointed and resumable.
+
+    Returns the heads (unwrapped from accelerate) and the epoch it stopped at (--stop-after-epoch), or None.
+    """
+    objective = StageALoss(heads, s.w_pair, s.w_patch, s.w_policy, s.w_sal)
+    opt = torch.optim.AdamW(heads.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    order = data.train["margin"].argsort(descending=True).cpu()  # curriculum: high-margin (easy) pairs first
+    steps_per_epoch = max(1, math.ceil(len(order) / s.batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.epochs * steps_per_epoch)
+    first_epoch, step = _resume(s, ctx, heads, opt, sched, gen)
+    if ctx.acc is not None:
+        objective, opt = ctx.acc.prepare(objective, opt)
+
+    def plain() -> AuditorHeads:
+        return ctx.acc.unwrap_model(objective).heads if ctx.acc is not None else heads
+
+    for epoch in range(first_epoch, s.epochs + 1):
+        pool = curriculum_pool(s, order, epoch, gen)
+        totals, steps = train_epoch(s, ctx, objective, opt, sched, data.train, pool)
+        step += steps
+        if epoch == 1 or epoch == s.epochs or epoch % max(1, s.epochs // 5) == 0:
+            ctx.say(f"[scorer] epoch {epoch}/{s.epochs}  pool={len(pool)}  " +
+                    "  ".join(f"L_{k}={v:.4f}" for k, v in totals.items()))
+        stop = s.stop_after_epoch is not None and epoch >= s.stop_after_epoch and epoch < s.epochs
+        due = s.checkpoint_every > 0 and epoch % s.checkpoint_every == 0 and epoch < s.epochs
+        if ctx.rank == 0 and (due or stop):
+            save_checkpoint(ctx.ckpt_dir, epoch, step, plain(), opt, sched, gen, run_fingerprint(s),
+                            s.keep_checkpoints)
+        if stop:
+            ctx.say(f"[scorer] stopped after epoch {epoch} (--stop-after-epoch); continue with --resume "
+                    f"(checkpoints in {ctx.ckpt_dir})")
+            return heads, epoch
+    return plain(), None
+
+
+def calibrate_faithfulness(heads: AuditorHeads, train: dict[str, torch.Tensor]) -> None:
+    """Mark the heads trained and fit F = σ(a·S + b) (Platt) on the training pairs: chosen 1, rejected 0."""
     heads.config.trained = True
     with torch.no_grad():
         s_train = torch.cat([heads.global_score(train["g_c"], train["text"], train["z_c"]),
                              heads.global_score(train["g_r"], train["text"], train["z_r"])])
     y_train = torch.cat([torch.ones(len(train["g_c"])), torch.zeros(len(train["g_r"]))])
     heads.set_faithfulness_calibration(*fit_platt(s_train, y_train))
-    trained = evaluate(heads, val)
-    say(format_metrics("trained", trained))
-    if rank == 0:
-        skipped = {"train": [vars(r) for r in skipped_train], "val": [vars(r) for r in skipped_val]}
-        metrics = {"zero_shot": zero_shot, "trained": trained, "seconds": time.time() - t0,
-                   "skipped_rows": skipped, "args": {k: v for k, v in vars(args).items()}}
-        out = save_heads(heads, args.out, metadata={"metrics": {"zero_shot": zero_shot, "trained": trained},
-                                                    "data": str(args.data), "epochs": args.epochs})
-        metrics_path = Path(args.metrics_out) if args.metrics_out else out.with_suffix(".metrics.json")
-        metrics_path.write_text(json.dumps(metrics, indent=2, default=str))
-        say(f"[scorer] wrote {out} (+ {out.with_suffix('.json').name}) and {metrics_path}")
-        remove_checkpoints(ckpt_dir)  # the run is done: its checkpoints have served
-        # the report comes last, where it is seen: the run went on, but these rows taught it nothing
-        say(f"[scorer] {report}" if report else "[scorer] every row was read (0 skipped)")
+
+
+@dataclass
+class ScorerResult:
+    """What a Stage A run wrote: the heads and metrics files and the metrics (None for a stopped run or a
+    process other than the first), or the epoch it stopped at."""
+
+    heads: Path | None = None
+    metrics_path: Path | None = None
+    metrics: dict[str, Any] | None = None
+    stopped_at: int | None = None
+
+
+def save_run(s: ScorerSettings, ctx: RunContext, heads: AuditorHeads, data: StageAData,
+             zero_shot: dict[str, Any], trained: dict[str, Any], report: str) -> ScorerResult:
+    """The heads file (+ .json), the metrics JSON; the run's checkpoints go; the skipped-rows report is said last."""
+    skipped = {"train": [vars(r) for r in data.skipped_train], "val": [vars(r) for r in data.skipped_val]}
+    metrics = {"zero_shot": zero_shot, "trained": trained, "seconds": time.time() - ctx.t0,
+               "skipped_rows": skipped, "args": s.as_dict()}
+    out = save_heads(heads, s.out, metadata={"metrics": {"zero_shot": zero_shot, "trained": trained},
+                                             "data": str(s.data), "epochs": s.epochs})
+    metrics_path = Path(s.metrics_out) if s.metrics_out else out.with_suffix(".metrics.json")
+    metrics_path.write_text(json.dumps(metrics, indent=2, default=str))
+    ctx.say(f"[scorer] wrote {out} (+ {out.with_suffix('.json').name}) and {metrics_path}")
+    remove_checkpoints(ctx.ckpt_dir)  # the run is done: its checkpoints have served
+    # the report comes last, where it is seen: the run went on, but these rows taught it nothing
+    ctx.say(f"[scorer] {report}" if report else "[scorer] every row was read (0 skipped)")
+    return ScorerResult(out, metrics_path, metrics)
+
+
+def train_scorer(s: ScorerSettings) -> ScorerResult:
+    """Stage A (the module docstring): encode the pairs once, train the heads, validate, write the files."""
+    ctx = start_run(s)
+    gen = torch.Generator().manual_seed(s.seed)
+    data = build_data(s, ctx, gen)
+    heads = zero_shot_heads(s, data, ctx.device)
+    n_pairs = len(data.train["g_c"]) + len(data.val["g_c"])
+    ctx.say(f"[scorer] encoded {n_pairs} pairs in {time.time() - ctx.t0:.1f}s")
+    zero_shot = evaluate(heads, data.val)
+    ctx.say(format_metrics("zero-shot (epoch 0)", zero_shot))
+    heads, stopped = train_heads(s, ctx, data, heads, gen)
+    report = "\n".join(r for r in (skipped_report(data.skipped_train, s.data),
+                                   skipped_report(data.skipped_val, s.val_data or s.data)) if r)
+    if stopped is not None:
+        if report:
+            ctx.say("[scorer] " + report)
+        return ScorerResult(stopped_at=stopped)
+    calibrate_faithfulness(heads, data.train)
+    trained = evaluate(heads, data.val)
+    ctx.say(format_metrics("trained", trained))
+    if ctx.rank != 0:
+        return ScorerResult()
+    return save_run(s, ctx, heads, data, zero_shot, trained, report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    train_scorer(ScorerSettings.from_args(args))
     return 0

@@ -20,34 +20,41 @@ policy's support keeps the clipped importance weights informative (the progress 
 near 0 means π has left the data and the estimate is noise).
 
 The bandit mode trains on the synthetic knob bandit (bandit.py) and prints the learning curve against the
-oracle and the uniform policy. Every mode writes progress lines, a learning-curve PNG next to --out and
-checkpoints (--checkpoint-every iterations, atomic safetensors + JSON, as Stage A); --resume continues from
+oracle and the uniform policy. Every mode writes progress lines, a learning-curve PNG (matplotlib) next to
+--out and checkpoints (--checkpoint-every iterations, atomic safetensors + JSON, as Stage A); --resume continues from
 the newest one, --stop-after-iteration splits a run.
+
+Library use: ``train_offline``, ``train_online`` and ``train_bandit`` (one per mode) take a ``TSPOSettings``;
+the command is a thin argparse wrapper around them (``run``). The ComfyUI HTTP client is comfy_client.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import random
 import time
-import urllib.parse
-import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..guard.calibration import learning_curve_png
+from ..guard.plots import learning_curve
 from ..policy.policy_net import DEFAULT_CHOICES, PolicyNet
+from ..policy.tspo import TournamentBatch, TSPOConfig, TSPOParts, records_to_batches, tspo_step
+from ..records.files import atomic_write
 from ..records.tournament_log import LogStats, iter_records, require_records
-from ..policy.tspo import TSPOConfig, records_to_batches, tspo_step
 from .checkpoint import complete_checkpoints, load_checkpoint, remove_checkpoints, save_checkpoint
+from .cli import run_command
+from .comfy_client import ComfyClient, online_round, prepare_template
 
 CHECKPOINT_FORMAT = "tipai-tspo-checkpoint"
-FINGERPRINT = ("mode", "credit", "tau", "beta", "beta_final", "lambda_c", "lambda_div", "clip", "self_normalise", "lr", "hidden", "n_classes",
-               "seed", "iterations")
+# what must match for a checkpoint to continue a run (in this order in its JSON)
+FINGERPRINT = ("mode", "credit", "tau", "beta", "beta_final", "lambda_c", "lambda_div", "clip", "self_normalise",
+               "lr", "hidden", "n_classes", "seed", "iterations")
+Say = Callable[..., Any]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,28 +102,71 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ----------------------------------------------------------------------------- the policy
+# ----------------------------------------------------------------------------- settings and the policy
 
 
-def make_policy(args, seen: dict[str, set] | None = None) -> PolicyNet:
-    choices = json.loads(args.knobs) if args.knobs else None
-    if args.init:
-        return PolicyNet.load(args.init, expect_knobs=choices)
+@dataclass
+class TSPOSettings:
+    """What every mode takes: the policy file, the TSPO loss, the schedule and the checkpoints.
+
+    Defaults are the command's. ``knobs`` ({knob: [choices]}) fixes the policy's choices; None: the
+    choices seen in the logs (offline), else the defaults.
+    """
+
+    out: str | Path
+    init: str | Path | None = None
+    knobs: dict[str, list] | None = None
+    hidden: int = 32
+    n_classes: int = 5
+    credit: str = "loo"
+    tau: float = 0.1
+    beta: float = 0.02
+    beta_final: float | None = None
+    lambda_c: float = 0.05
+    lambda_div: float = 0.0
+    clip: float = 5.0
+    self_normalise: bool = False
+    lr: float = 0.01
+    iterations: int = 200
+    seed: int = 0
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int = 10
+    resume: bool = False
+    stop_after_iteration: int | None = None
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out).with_suffix(".safetensors")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        out = self.out_path
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else out.with_name(out.stem + ".ckpt")
+
+    def config(self, it: int = 1) -> TSPOConfig:
+        """The loss settings of iteration ``it`` (1-based): β_it = β + (β_final - β)·(it - 1)/(iterations - 1)."""
+        beta = self.beta
+        if self.beta_final is not None and self.iterations > 1:
+            beta = self.beta + (self.beta_final - self.beta) * (it - 1) / (self.iterations - 1)
+        return TSPOConfig(credit=self.credit, tau=self.tau, beta=beta, lambda_c=self.lambda_c,
+                          lambda_div=self.lambda_div, clip=self.clip, self_normalise=self.self_normalise)
+
+    def fingerprint(self, mode: str) -> dict[str, Any]:
+        return {k: mode if k == "mode" else getattr(self, k) for k in FINGERPRINT}
+
+
+def make_policy(s: TSPOSettings, seen: dict[str, set] | None = None) -> PolicyNet:
+    """The policy to train: ``s.init`` when given, else a fresh one over ``s.knobs``, the choices seen in the
+    logs (``seen``) or the default ones."""
+    if s.init:
+        return PolicyNet.load(s.init, expect_knobs=s.knobs)
+    choices = s.knobs
     if choices is None and seen:
         choices = {k: sorted(v, key=lambda x: (str(type(x)), x)) for k, v in seen.items()}
-    return PolicyNet(choices or DEFAULT_CHOICES, n_classes=args.n_classes, hidden=args.hidden)
+    return PolicyNet(choices or DEFAULT_CHOICES, n_classes=s.n_classes, hidden=s.hidden)
 
 
-def _cfg(args, it: int = 1) -> TSPOConfig:
-    """The loss settings of iteration ``it`` (1-based): β_it = β + (β_final - β)·(it - 1)/(iterations - 1)."""
-    beta = args.beta
-    if args.beta_final is not None and args.iterations > 1:
-        beta = args.beta + (args.beta_final - args.beta) * (it - 1) / (args.iterations - 1)
-    return TSPOConfig(credit=args.credit, tau=args.tau, beta=beta, lambda_c=args.lambda_c,
-                      lambda_div=args.lambda_div, clip=args.clip, self_normalise=args.self_normalise)
-
-
-def _check_covered(policy: PolicyNet, batch) -> None:
+def _check_covered(policy: PolicyNet, batch: TournamentBatch) -> None:
     """Logged actions the policy cannot draw teach it nothing: fail clearly when that is all of them."""
     if not bool(batch.valid.any()):
         raise ValueError(f"no logged action uses only knob values the policy can draw (its knobs: "
@@ -124,214 +174,176 @@ def _check_covered(policy: PolicyNet, batch) -> None:
                          "match the logs")
 
 
-# ----------------------------------------------------------------------------- online: ComfyUI over HTTP
+# ----------------------------------------------------------------------------- the loop every mode shares
 
 
-class ComfyClient:
-    """The few ComfyUI HTTP calls on-policy training needs; loopback servers only."""
+@dataclass
+class Trainer:
+    """The moving parts of one run that a mode's iteration uses."""
 
-    def __init__(self, url: str):
-        host = urllib.parse.urlparse(url).hostname
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"--server {url}: on-policy TSPO only talks to servers on 127.0.0.1")
-        self.url = url.rstrip("/")
-
-    def _get(self, path: str, timeout: float = 30):
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
-            return r.read()
-
-    def queue(self, graph: dict) -> str:
-        req = urllib.request.Request(self.url + "/prompt", data=json.dumps({"prompt": graph}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return json.loads(r.read())["prompt_id"]
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"{self.url} refused the workflow: {exc.read().decode(errors='replace')[:2000]}") from None
-
-    def wait(self, prompt_id: str, timeout: float) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            hist = json.loads(self._get(f"/history/{prompt_id}"))
-            if prompt_id in hist:
-                status = hist[prompt_id].get("status", {})
-                if status.get("status_str") == "error":
-                    raise RuntimeError(f"{self.url}: run {prompt_id} failed: {json.dumps(status.get('messages'))[:2000]}")
-                if status.get("completed"):
-                    return hist[prompt_id]
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.url}: run {prompt_id} did not finish within {timeout:.0f} s")
-
-    def log_lines(self, entry: dict) -> list[bytes]:
-        lines = []
-        for out in entry.get("outputs", {}).values():
-            for f in out.get("tipai_logs", []):
-                if f["filename"].endswith(".records.jsonl"):
-                    q = urllib.parse.urlencode({"filename": f["filename"], "subfolder": f.get("subfolder", ""),
-                                                "type": f.get("type", "output")})
-                    lines += self._get(f"/view?{q}").splitlines()
-        return lines
+    policy: PolicyNet
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    rng: random.Random
 
 
-def prepare_template(graph: dict) -> dict[str, str]:
-    """The ids of the nodes on-policy training sets: the TSPO Sampler, the samplers and the log node."""
-    find = lambda cls: [k for k, v in graph.items() if v.get("class_type") == cls]  # noqa: E731
-    ids = {"policy": find("TiPAITSPOSampler"), "sampler": find("TiPAIKSampler"), "log": find("TiPAISaveTournamentLog")}
-    missing = [k for k, v in ids.items() if not v]
-    if missing:
-        raise ValueError(f"the workflow template needs a TiPAI TSPO Sampler, a TiPAI KSampler and a TiPAI Save "
-                         f"Tournament Log node; it has none of: {missing}")
-    return {k: v[0] for k, v in ids.items()}
+# one iteration of a mode: (iteration, its loss settings, the trainer) -> its learning-curve point
+Iterate = Callable[[int, TSPOConfig, Trainer], dict]
 
 
-def online_round(clients: list[ComfyClient], template: dict, ids: dict, policy_name: str, jobs: int,
-                 rng: random.Random, timeout: float, stats: LogStats):
-    """Queue ``jobs`` runs on every server (fresh seeds, the current policy file), then collect their records."""
-    import tempfile
-
-    queued = []
-    for c in clients:
-        for _ in range(jobs):
-            g = copy.deepcopy(template)
-            g[ids["policy"]]["inputs"]["policy_file"] = policy_name
-            g[ids["policy"]]["inputs"]["seed"] = rng.randrange(2**31)
-            g[ids["sampler"]]["inputs"]["seed"] = rng.randrange(2**31)  # a new image, never ComfyUI's cached one
-            g[ids["log"]]["inputs"]["filename_prefix"] = "tspo_online"
-            queued.append((c, c.queue(g)))
-    lines = []
-    for c, pid in queued:
-        lines += c.log_lines(c.wait(pid, timeout))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "round.records.jsonl"
-        path.write_bytes(b"\n".join(lines) + b"\n")
-        return list(iter_records([path], stats))
+def _progress(mode: str, it: int, iterations: int, point: dict) -> str:
+    return (f"[tspo] {mode} iteration {it}/{iterations}  " +
+            "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()
+                      if k != "iteration"))
 
 
-# ----------------------------------------------------------------------------- main
+def _resume(s: TSPOSettings, mode: str, policy: PolicyNet, opt: torch.optim.Optimizer, gen: torch.Generator,
+            say: Say) -> tuple[int, list[dict]]:
+    """(first iteration to run, the curve so far): from the newest checkpoint with --resume, else (1, [])."""
+    if not s.resume:
+        return 1, []
+    stems = complete_checkpoints(s.checkpoint_path)
+    if not stems:
+        return 1, []
+    done, _, extra = load_checkpoint(stems[-1], policy, opt, None, gen, s.fingerprint(mode),
+                                     fmt=CHECKPOINT_FORMAT, key="policy", what="TSPO")
+    say(f"[tspo] resumed from {stems[-1]} (iteration {done})")
+    return done + 1, list(extra.get("curve", []))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    torch.manual_seed(args.seed)
-    out = Path(args.out).with_suffix(".safetensors")
-    ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.stem + ".ckpt")
-    cfg = _cfg(args)
-    say = print
-    data = None
-    bandit = None
-    stats = LogStats()
-    if args.mode == "offline":
-        if not args.logs:
-            raise ValueError("offline mode needs --logs")
-        # two streaming passes: the knob values the logs use (the policy's choices), then the rows
-        seen: dict[str, set] = {}
-        for rec in iter_records(args.logs, stats):
-            for a in rec.actions:
-                for k in DEFAULT_CHOICES:
-                    if k in a:
-                        seen.setdefault(k, set()).add(a[k])
-        require_records(stats, "tspo offline")
-        say(f"[tspo] {stats.summary()}")
-        for e in stats.errors[:5]:
-            say(f"[tspo] skipped {e}")
-        policy = make_policy(args, seen)
-        data = list(records_to_batches(policy, iter_records(args.logs)).values())
-        for b in data:
-            _check_covered(policy, b)
-        if not args.init and not args.resume:
-            policy.fit_normaliser(torch.cat([b.feats for b in data]))
-    elif args.mode == "bandit":
-        from ..testing.bandit import CONTEXTS, KnobBandit
-
-        bandit = KnobBandit(seed=args.seed)
-        policy = make_policy(args)
-        if not args.init:
-            policy.fit_normaliser(torch.stack([policy.features_of(bandit.state(t), policy.n_classes) for t in CONTEXTS]))
-    else:
-        if not args.server or not args.workflow:
-            raise ValueError("online mode needs --server (one or more) and --workflow")
-        clients = [ComfyClient(u) for u in args.server]
-        dirs = args.policy_dir
-        if len(dirs) not in (1, len(clients)):
-            raise ValueError("give one --policy-dir for all servers or one per --server")
-        dirs = [Path(d) for d in (dirs * len(clients) if len(dirs) == 1 else dirs)]
-        template = json.loads(Path(args.workflow).read_text())
-        ids = prepare_template(template)
-        policy = make_policy(args)
-
-    opt = torch.optim.Adam(policy.parameters(), lr=args.lr)
-    gen = torch.Generator().manual_seed(args.seed)
-    fingerprint = {k: getattr(args, k) for k in FINGERPRINT}
-    first, curve = 1, []
-    if args.resume:
-        stems = complete_checkpoints(ckpt_dir)
-        if stems:
-            done, _, extra = load_checkpoint(stems[-1], policy, opt, None, gen, fingerprint, fmt=CHECKPOINT_FORMAT,
-                                             key="policy", what="TSPO")
-            first, curve = done + 1, list(extra.get("curve", []))
-            say(f"[tspo] resumed from {stems[-1]} (iteration {done})")
-    rng = random.Random(args.seed * 7919 + first)
-    t0 = time.time()
-    for it in range(first, args.iterations + 1):
+def _iterate_all(mode: str, s: TSPOSettings, policy: PolicyNet, iterate: Iterate,
+                 say: Say) -> tuple[list[dict], TSPOConfig, int | None]:
+    """Run the iterations (resumed, checkpointed); (curve, last loss settings, iteration stopped at or None)."""
+    opt = torch.optim.Adam(policy.parameters(), lr=s.lr)
+    gen = torch.Generator().manual_seed(s.seed)
+    first, curve = _resume(s, mode, policy, opt, gen, say)
+    # seeded by where the run starts: a resumed run draws fresh server seeds
+    t = Trainer(policy, opt, gen, random.Random(s.seed * 7919 + first))
+    cfg = s.config()
+    for it in range(first, s.iterations + 1):
         policy.train()
-        cfg = _cfg(args, it)
-        if args.mode == "offline":
-            totals = {"pg": 0.0, "entropy": 0.0, "cost": 0.0, "weight": 0.0}
-            steps = 0
-            for b in data:
-                perm = torch.randperm(len(b), generator=gen)
-                for s in range(0, len(b), args.batch):
-                    parts = tspo_step(policy, opt, b.take(perm[s:s + args.batch]), cfg)
-                    steps += 1
-                    for k, v in (("pg", parts.pg), ("entropy", parts.entropy), ("cost", parts.cost),
-                                 ("weight", parts.mean_weight)):
-                        totals[k] += v
-            point = {"iteration": it, **{k: v / max(1, steps) for k, v in totals.items()}}
-        elif args.mode == "bandit":
-            batch = bandit.play_batch(policy.eval(), args.tournaments, args.n, gen)
-            policy.train()
-            parts = tspo_step(policy, opt, batch, cfg)
-            point = {"iteration": it, **bandit.evaluate(policy.eval()), "entropy": parts.entropy}
-        else:
-            name = f"_tspo_online_{out.stem}.safetensors"
-            for d in dirs:
-                policy.save(d / name, metadata={"iteration": it - 1})
-            recs = online_round(clients, template, ids, name, args.jobs, rng, args.job_timeout, stats)
-            if not recs:
-                raise RuntimeError(f"iteration {it}: the servers returned no tournament records "
-                                   "(did the miner find no region? is the Save Tournament Log node connected?)")
-            if it == 1 and not args.init:
-                # a fresh policy draws uniformly whatever its normaliser, so fitting it to the states of the
-                # first round leaves that round's behaviour log-probs exact
-                policy.fit_normaliser(policy.features([r.state for r in recs]))
-            policy.train()
-            u = [max(r.utilities[1:]) for r in recs]
-            batches = list(records_to_batches(policy, recs).values())
-            for _ in range(args.steps):
-                for b in batches:
-                    parts = tspo_step(policy, opt, b, cfg)
-            point = {"iteration": it, "tournaments": len(recs), "best_u": sum(u) / len(u), "entropy": parts.entropy,
-                     "cost": parts.cost, "accepted": sum(r.accepted for r in recs) / len(recs)}
+        cfg = s.config(it)
+        point = iterate(it, cfg, t)
         policy.eval()
         curve.append(point)
-        if it == first or it == args.iterations or it % max(1, args.iterations // 10) == 0 or args.mode == "online":
-            say(f"[tspo] {args.mode} iteration {it}/{args.iterations}  " +
-                "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()
-                          if k != "iteration"))
-        stop = args.stop_after_iteration is not None and it >= args.stop_after_iteration and it < args.iterations
-        due = args.checkpoint_every > 0 and it % args.checkpoint_every == 0 and it < args.iterations
+        if it == first or it == s.iterations or it % max(1, s.iterations // 10) == 0 or mode == "online":
+            say(_progress(mode, it, s.iterations, point))
+        stop = s.stop_after_iteration is not None and it >= s.stop_after_iteration and it < s.iterations
+        due = s.checkpoint_every > 0 and it % s.checkpoint_every == 0 and it < s.iterations
         if due or stop:
-            save_checkpoint(ckpt_dir, it, it, policy, opt, None, gen, fingerprint, fmt=CHECKPOINT_FORMAT,
-                            key="policy", extra={"curve": curve})
+            save_checkpoint(s.checkpoint_path, it, it, policy, opt, None, gen, s.fingerprint(mode),
+                            fmt=CHECKPOINT_FORMAT, key="policy", extra={"curve": curve})
         if stop:
-            say(f"[tspo] stopped after iteration {it}; continue with --resume (checkpoints in {ckpt_dir})")
-            return {"stopped": it, "curve": curve}
+            say(f"[tspo] stopped after iteration {it}; continue with --resume (checkpoints in {s.checkpoint_path})")
+            return curve, cfg, it
+    return curve, cfg, None
 
-    meta = {"mode": args.mode, "iterations": args.iterations, "curve_last": curve[-1] if curve else None,
+
+def _train(mode: str, s: TSPOSettings, policy: PolicyNet, iterate: Iterate, say: Say,
+           finish: Callable[[dict, dict], None] | None = None) -> dict[str, Any]:
+    """The shared loop, then the policy file, its learning curve (PNG + JSON) and the checkpoints' removal.
+
+    ``finish(result, meta)`` adds a mode's final numbers before the policy is saved.
+    """
+    t0 = time.time()
+    curve, cfg, stopped = _iterate_all(mode, s, policy, iterate, say)
+    if stopped is not None:
+        return {"stopped": stopped, "curve": curve}
+    meta = {"mode": mode, "iterations": s.iterations, "curve_last": curve[-1] if curve else None,
             "config": vars(cfg), "seconds": time.time() - t0}
     result: dict[str, Any] = {"curve": curve}
-    if bandit is not None:
-        from ..testing.bandit import CONTEXTS
+    if finish is not None:
+        finish(result, meta)
+    out = s.out_path
+    policy.save(out, metadata=meta)
+    series = {k: [p[k] for p in curve] for k in ("win_rate", "cost", "pg", "best_u", "entropy")
+              if curve and k in curve[0]}
+    png = learning_curve(series, out.with_name(out.stem + ".curve.png"))
+    atomic_write(out.with_name(out.stem + ".curve.json"), json.dumps(curve, indent=1))
+    remove_checkpoints(s.checkpoint_path)
+    result.update(policy=str(out), png=str(png))
+    return result
 
+
+def _wrote(result: dict[str, Any], say: Say) -> None:
+    out = Path(result["policy"])
+    say(f"[tspo] wrote {out} (+ {out.with_suffix('.json').name}) and the learning curve {result['png']}")
+
+
+# ----------------------------------------------------------------------------- the modes
+
+
+def _offline_data(logs: Sequence[str | Path], s: TSPOSettings, say: Say) -> tuple[PolicyNet, list]:
+    """The policy and its batches (one per N) from two streaming passes over the logs: the knob values the
+    logs use (the policy's choices), then the rows."""
+    stats = LogStats()
+    seen: dict[str, set] = {}
+    for rec in iter_records(logs, stats):
+        for a in rec.actions:
+            for k in DEFAULT_CHOICES:
+                if k in a:
+                    seen.setdefault(k, set()).add(a[k])
+    require_records(stats, "tspo offline")
+    say(f"[tspo] {stats.summary()}")
+    for e in stats.errors[:5]:
+        say(f"[tspo] skipped {e}")
+    policy = make_policy(s, seen)
+    data = list(records_to_batches(policy, iter_records(logs)).values())
+    for b in data:
+        _check_covered(policy, b)
+    return policy, data
+
+
+def train_offline(logs: Sequence[str | Path], s: TSPOSettings, *, batch: int = 256, say: Say = print) -> dict:
+    """TSPO from logged tournaments, ``batch`` tournaments per gradient step; every iteration is one epoch.
+
+    The clipped importance weights min(π_θ/μ, ρ̄) correct for the behaviour policy μ that drew the logs.
+    """
+    if not logs:
+        raise ValueError("offline mode needs --logs")
+    logs = [logs] if isinstance(logs, (str, Path)) else list(logs)
+    torch.manual_seed(s.seed)
+    policy, data = _offline_data(logs, s, say)
+    if not s.init and not s.resume:
+        policy.fit_normaliser(torch.cat([b.feats for b in data]))
+
+    def iterate(it: int, cfg: TSPOConfig, t: Trainer) -> dict:
+        totals = {"pg": 0.0, "entropy": 0.0, "cost": 0.0, "weight": 0.0}
+        steps = 0
+        for b in data:
+            perm = torch.randperm(len(b), generator=t.gen)
+            for start in range(0, len(b), batch):
+                parts = tspo_step(policy, t.opt, b.take(perm[start:start + batch]), cfg)
+                steps += 1
+                for k, v in (("pg", parts.pg), ("entropy", parts.entropy), ("cost", parts.cost),
+                             ("weight", parts.mean_weight)):
+                    totals[k] += v
+        return {"iteration": it, **{k: v / max(1, steps) for k, v in totals.items()}}
+
+    result = _train("offline", s, policy, iterate, say)
+    if "policy" in result:
+        _wrote(result, say)
+    return result
+
+
+def train_bandit(s: TSPOSettings, *, tournaments: int = 32, n: int = 4, say: Say = print) -> dict:
+    """On-policy TSPO on the synthetic knob bandit (testing/bandit.py): ``tournaments`` of ``n`` candidates
+    per iteration; the result adds the final, oracle and uniform win rates and the preferred knobs."""
+    from ..testing.bandit import CONTEXTS, KnobBandit
+
+    torch.manual_seed(s.seed)
+    bandit = KnobBandit(seed=s.seed)
+    policy = make_policy(s)
+    if not s.init:
+        policy.fit_normaliser(torch.stack([policy.features_of(bandit.state(t), policy.n_classes) for t in CONTEXTS]))
+
+    def iterate(it: int, cfg: TSPOConfig, t: Trainer) -> dict:
+        batch = bandit.play_batch(policy.eval(), tournaments, n, t.gen)
+        policy.train()
+        parts = tspo_step(policy, t.opt, batch, cfg)
+        return {"iteration": it, **bandit.evaluate(policy.eval()), "entropy": parts.entropy}
+
+    def finish(result: dict, meta: dict) -> None:
         final, oracle, uniform = bandit.evaluate(policy), bandit.oracle(), bandit.evaluate(bandit.uniform())
         result.update(final=final, oracle=oracle, uniform=uniform,
                       preferred={str(t): policy.preferred(bandit.state(t)) for t in CONTEXTS})
@@ -341,25 +353,93 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"{1 - final['cost'] / uniform['cost']:.1%} less than uniform's {uniform['cost']:.2f}")
         for t, pref in result["preferred"].items():
             say(f"[tspo] bandit: preferred at t={t}: {pref}")
-    policy.save(out, metadata=meta)
-    series = {k: [p[k] for p in curve] for k in ("win_rate", "cost", "pg", "best_u", "entropy") if curve and k in curve[0]}
-    png = learning_curve_png(series, out.with_name(out.stem + ".curve.png"))
-    (out.with_name(out.stem + ".curve.json")).write_text(json.dumps(curve, indent=1))
-    remove_checkpoints(ckpt_dir)
-    if args.mode == "online":
-        for d in dirs:  # the rolling policy file served its purpose
-            for suffix in (".safetensors", ".json"):
-                (d / f"_tspo_online_{out.stem}{suffix}").unlink(missing_ok=True)
-    say(f"[tspo] wrote {out} (+ {out.with_suffix('.json').name}) and the learning curve {png}")
-    result.update(policy=str(out), png=str(png))
+
+    result = _train("bandit", s, policy, iterate, say, finish)
+    if "policy" in result:
+        _wrote(result, say)
     return result
 
 
+def _server_dirs(policy_dirs: Sequence[str | Path], n_servers: int) -> list[Path]:
+    """Each server's models/tipai folder: one --policy-dir for all servers, or one per server."""
+    if len(policy_dirs) not in (1, n_servers):
+        raise ValueError("give one --policy-dir for all servers or one per --server")
+    return [Path(d) for d in (list(policy_dirs) * n_servers if len(policy_dirs) == 1 else policy_dirs)]
+
+
+def train_online(servers: Sequence[str], workflow: str | Path | None, s: TSPOSettings, *,
+                 policy_dirs: Sequence[str | Path], jobs: int = 2, job_timeout: float = 300.0, steps: int = 1,
+                 say: Say = print) -> dict:
+    """On-policy TSPO driving running ComfyUI servers (loopback only) with an API workflow template.
+
+    Each iteration writes the current policy into every server's models/tipai folder (``policy_dirs``: one
+    for all or one per server), queues ``jobs`` runs per server, reads their tournament logs back and takes
+    ``steps`` gradient steps on them.
+    """
+    if not servers or not workflow:
+        raise ValueError("online mode needs --server (one or more) and --workflow")
+    if steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}")
+    torch.manual_seed(s.seed)
+    clients = [ComfyClient(u) for u in servers]
+    dirs = _server_dirs(policy_dirs, len(clients))
+    template = json.loads(Path(workflow).read_text())
+    ids = prepare_template(template)
+    policy = make_policy(s)
+    stats = LogStats()
+    name = f"_tspo_online_{s.out_path.stem}.safetensors"  # the rolling policy file the servers load
+
+    def iterate(it: int, cfg: TSPOConfig, t: Trainer) -> dict:
+        for d in dirs:
+            policy.save(d / name, metadata={"iteration": it - 1})
+        recs = online_round(clients, template, ids, name, jobs, t.rng, job_timeout, stats)
+        if not recs:
+            raise RuntimeError(f"iteration {it}: the servers returned no tournament records "
+                               "(did the miner find no region? is the Save Tournament Log node connected?)")
+        if it == 1 and not s.init:
+            # a fresh policy draws uniformly whatever its normaliser, so fitting it to the states of the
+            # first round leaves that round's behaviour log-probs exact
+            policy.fit_normaliser(policy.features([r.state for r in recs]))
+        policy.train()
+        u = [max(r.utilities[1:]) for r in recs]
+        batches = list(records_to_batches(policy, recs).values())
+        parts: TSPOParts | None = None
+        for _ in range(steps):
+            for b in batches:
+                parts = tspo_step(policy, t.opt, b, cfg)
+        assert parts is not None  # steps ≥ 1 and recs is not empty, so a step was taken
+        return {"iteration": it, "tournaments": len(recs), "best_u": sum(u) / len(u), "entropy": parts.entropy,
+                "cost": parts.cost, "accepted": sum(r.accepted for r in recs) / len(recs)}
+
+    result = _train("online", s, policy, iterate, say)
+    if "policy" in result:
+        for d in dirs:  # the rolling policy file served its purpose
+            for suffix in (".safetensors", ".json"):
+                (d / name).with_suffix(suffix).unlink(missing_ok=True)
+        _wrote(result, say)
+    return result
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def settings_from_args(args: argparse.Namespace) -> TSPOSettings:
+    """The ``TSPOSettings`` of parsed command-line arguments (--knobs is JSON there)."""
+    values = {f.name: getattr(args, f.name) for f in fields(TSPOSettings)}
+    values["knobs"] = json.loads(args.knobs) if args.knobs else None
+    return TSPOSettings(**values)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's parsed arguments, handed to the mode's function."""
+    s = settings_from_args(args)
+    if args.mode == "offline":
+        return train_offline(args.logs, s, batch=args.batch)
+    if args.mode == "bandit":
+        return train_bandit(s, tournaments=args.tournaments, n=args.n)
+    return train_online(args.server, args.workflow, s, policy_dirs=args.policy_dir, jobs=args.jobs,
+                        job_timeout=args.job_timeout, steps=args.steps)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"[tspo] error: {exc}")
-        raise SystemExit(2) from None
-    return 0
+    return run_command("tspo", build_parser(), run, argv)

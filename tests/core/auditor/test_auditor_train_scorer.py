@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from tipai_core.testing.auditor_synthetic import CATEGORIES, make_pairs
 from tipai_core.auditor import TINY_ARCH, Auditor
 from tipai_core.auditor.data import PreferencePairs, write_pairs_parquet
 from tipai_core.auditor.metrics import pair_auc
+from tipai_core.testing.auditor_synthetic import CATEGORIES, make_pairs
 from tipai_core.train.__main__ import main as train_main
 
 # Enough optimiser steps for the heads to converge on 320 pairs: 20 steps/epoch × 60 epochs.
@@ -36,7 +36,10 @@ def auditor_metrics(aud: Auditor, pairs: PreferencePairs) -> dict:
         masks = torch.stack([it.mask for it in group] * 2)
         sc = aud.score(images, prompt, masks)
         n = len(group)
-        s_c.append(sc.S[:n]); s_r.append(sc.S[n:]); sr_c.append(sc.S_R[:n]); sr_r.append(sc.S_R[n:])
+        s_c.append(sc.S[:n])
+        s_r.append(sc.S[n:])
+        sr_c.append(sc.S_R[:n])
+        sr_r.append(sc.S_R[n:])
         risk.append(1.0 - sc.P)
         labels += [None] * n + [it.category for it in group]
     risk = torch.cat(risk)
@@ -157,6 +160,17 @@ def test_corrupt_rows_are_skipped_counted_and_named(tmp_path, tiny_clip_file, ca
 
     with pytest.raises(DatasetRowError, match="row 5 "):
         run_scorer(path, val, tiny_clip_file, heads, "--epochs", "2", "--strict")
+
+
+def test_scorer_settings_are_the_commands_options():
+    # the metrics file keeps the settings under "args": same names, order and defaults as the command's
+    from dataclasses import fields
+
+    from tipai_core.train.scorer import ScorerSettings, build_parser
+
+    args = build_parser().parse_args(["--data", "d", "--backbone", "b", "--out", "o"])
+    assert list(vars(args)) == [f.name for f in fields(ScorerSettings)]
+    assert ScorerSettings.from_args(args) == ScorerSettings(data="d", backbone="b", out="o")
 
 
 def test_scorer_help_and_missing_backbone(tmp_path, capsys):

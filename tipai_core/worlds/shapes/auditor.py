@@ -1,7 +1,7 @@
 """The ShapesWorld auditor A_s: the tiny contrastive open_clip backbone + Stage A heads.
 
-Stage A runs through the real trainer, ``python -m tipai_core.train scorer`` (called in-process
-via the dispatcher), on DETONATE-format pairs written here: Prompt, Chosen (a scene of the
+Stage A runs through the real trainer, ``train.scorer.train_scorer`` (what ``python -m
+tipai_core.train scorer`` runs), on DETONATE-format pairs written here: Prompt, Chosen (a scene of the
 prompt), Rejected (a scene of ``grammar.corrupt`` of it: a swapped binding, a reversed relation or
 a wrong count), Category (the prompt's form; it names no policy class, so L_policy is unused).
 Training pairs use seeds 0..n-1 of the pair stream, validation pairs seeds from 1_000_000, so the
@@ -15,7 +15,10 @@ Files (all under ``<cache>/shapes/auditor/``): ``clip.safetensors`` (+ .json), `
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from .clip import ARCH, CONFIG_DIR, train_clip
 from .dataset import audit_pair, pair
@@ -24,7 +27,8 @@ from .grammar import parse
 VAL_SEED = 1_000_000
 # "audit": half in-place edits, most degraded like mid-sampling previews (dataset.audit_pair), what the
 # loop's tournaments look like; "fresh": chosen and rejected scenes laid out apart, clean (dataset.pair)
-PAIR_KINDS = {"audit": audit_pair, "fresh": pair}
+PAIR_KINDS: dict[str, Callable[[int, int], tuple[str, torch.Tensor, torch.Tensor]]] = {
+    "audit": audit_pair, "fresh": pair}
 
 
 def write_pairs(path: Path, seeds, size: int, kind: str = "audit") -> Path:
@@ -50,7 +54,7 @@ def train_auditor(folder: Path, *, clip_steps: int = 1000, clip_batch: int = 64,
                   n_val: int = 500, epochs: int = 20, size: int = 24, pairs: str = "audit", log=print) -> dict:
     """Contrastive backbone (if missing), pairs of ``pairs`` kind (``PAIR_KINDS``), then Stage A heads;
     returns the validation metrics (with the pair kind under "pairs")."""
-    from ...train.__main__ import main as train_main
+    from ...train.scorer import ScorerSettings, train_scorer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,13 +68,9 @@ def train_auditor(folder: Path, *, clip_steps: int = 1000, clip_batch: int = 64,
     if not va.is_file():
         write_pairs(va, range(VAL_SEED, VAL_SEED + n_val), size, pairs)
     heads = folder / "heads.safetensors"
-    rc = train_main([
-        "scorer", "--data", str(tr), "--val-data", str(va), "--backbone", str(clip), "--arch", ARCH,
-        "--config-dir", str(CONFIG_DIR), "--classes", "safe", "--out", str(heads), "--epochs", str(epochs),
-        "--device", "cpu", "--seed", "0",
-    ])
-    if rc:
-        raise RuntimeError(f"Stage A (python -m tipai_core.train scorer) failed with exit status {rc}")
+    train_scorer(ScorerSettings(data=str(tr), val_data=str(va), backbone=str(clip), arch=ARCH,
+                                config_dir=str(CONFIG_DIR), classes="safe", out=str(heads), epochs=epochs,
+                                device="cpu", seed=0))
     metrics_path = heads.with_suffix(".metrics.json")
     metrics = {**json.loads(metrics_path.read_text()), "pairs": pairs}
     metrics_path.write_text(json.dumps(metrics, indent=1))

@@ -1,4 +1,4 @@
-"""Plain sampling of the ShapesWorld model through the engine's sampler (``tipai_core.sampler``).
+"""Plain sampling of the ShapesWorld model through the engine's sampler (``tipai_core.diffusion.sampler``).
 
 Each image is its own run (batch 1, noise from its seed), exactly what the TiPAI loop audits, so
 "plain vs loop" compare the same trajectories: ``x_T = σ_0·ε(seed)``, then ``sampler.sample`` with

@@ -1,0 +1,134 @@
+"""``python -m tipai_core.eval shapes``: train or load the base model, build the rows, print the table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ...worlds.shapes.checker import Checker
+from ...worlds.shapes.generate import SAMPLE_SIGMA_MAX
+from ...worlds.shapes.model import ShapesUNet
+from .diagnose import diagnose
+from .settings import EvalSettings, Pieces, learned_pieces, oracle_pieces
+from .stage_c import calibrated_pieces, fit_stage_c, stage_c_key
+from .table import evaluate
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m tipai_core.eval shapes")
+    # 3902: the steps the reported model reached in 3000 s on one CPU thread (worlds/shapes/RESULTS.md); a fresh
+    # run trains the same batches to the same step, so it rebuilds that model up to the machine's float rounding
+    ap.add_argument("--train-steps", type=int, default=3902,
+                    help="base-model steps (trained, or continued if the cache has fewer; "
+                         "about 50 min on one CPU thread)")
+    ap.add_argument("--reuse", action="store_true", help="use the cached model as it is, never train")
+    ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--size", type=int, default=24)
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n", type=int, default=64, help="held-out prompts")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps")
+    ap.add_argument("--cfg", type=float, default=3.0)
+    ap.add_argument("--candidates", type=int, default=4)
+    ap.add_argument("--sigma-max", type=float, default=SAMPLE_SIGMA_MAX, help="first σ of the sampling schedule")
+    ap.add_argument("--png", default="shapes_eval.png")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--log-dir", default=None, help="write the TiPAI tournaments (with checker true_win) as JSONL here")
+    ap.add_argument("--calibration-prompts", type=int, default=64,
+                    help="prompts of the calibration set whose tournaments fit Stage C and TSPO (0: skip those rows)")
+    ap.add_argument("--pairs", choices=("audit", "fresh"), default="audit",
+                    help="Stage A pairs: audit = in-place edits, degraded like mid-sampling previews; "
+                         "fresh = apart, clean")
+    ap.add_argument("--diagnose", type=int, default=0, metavar="N",
+                    help="first, on N calibration prompts, which of the learned auditor and miner limits the loop")
+    ap.add_argument("--target", type=float, default=0.9, help="Stage C: Pr[true win | margin ≥ δ] to reach")
+    ap.add_argument("--auditor", choices=("oracle", "learned", "both"), default="both",
+                    help="oracle: the checker-based auditor and miner; learned: tiny open_clip + Stage A heads "
+                         "(trained into the cache when missing) with the Grad-CAM RegionMiner")
+    return ap
+
+
+def base_model(args: argparse.Namespace) -> tuple[ShapesUNet, dict]:
+    """The cached base model (``--reuse``), or trained / continued to ``--train-steps``; (model, its meta)."""
+    from ...worlds.shapes.model import ModelConfig
+    from ...worlds.shapes.train import TrainConfig, ensure_model, load_model, recipe_dir
+
+    cfg = TrainConfig(model=ModelConfig(size=args.size))
+    if args.reuse:
+        model, meta = load_model(recipe_dir(cfg, args.cache))
+    else:
+        model, meta = ensure_model(cfg, args.train_steps, args.cache)
+    print(f"base model {meta['recipe']} at step {meta['step']} ({recipe_dir(cfg, args.cache)})")
+    return model, meta
+
+
+def learned_rows(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: EvalSettings) -> dict[str, Pieces]:
+    """The learned auditor's rows (Stage A trained into the cache when missing or of other pairs), and with
+    ``--calibration-prompts`` its Stage C guard and TSPO policy rows."""
+    from ...worlds.shapes.auditor import auditor_dir, heads_pairs, train_auditor
+
+    folder = auditor_dir(args.cache)
+    if not (folder / "heads.safetensors").is_file() or heads_pairs(folder) != args.pairs:
+        train_auditor(folder, size=args.size, pairs=args.pairs)  # the backbone is reused when present
+    metrics = json.loads((folder / "heads.metrics.json").read_text())
+    print(f"learned auditor {folder}: held-out pair-AUC {metrics['trained']['pair_auc']:.3f} "
+          f"(zero-shot {metrics['zero_shot']['pair_auc']:.3f}), "
+          f"patch pair-AUC {metrics['trained']['patch_pair_auc']:.3f}, "
+          f"on held-out {metrics.get('pairs', 'fresh')} pairs")
+    auditor, miner = learned_pieces(folder)
+    rows = {"learned": Pieces(auditor, miner, "learned")}
+    if args.calibration_prompts > 0:
+        key = stage_c_key(meta, folder, s, args.calibration_prompts, args.target)
+        stage = folder.parent / f"stagec-{key}"
+        cal, pol = fit_stage_c(model, s, rows["learned"], stage, args.calibration_prompts, args.target)
+        c = json.loads(cal.read_text())
+        print(f"Stage C ({stage}): δ = {c['delta']:.4g}, τ_F {c['tau_F']}; "
+              f"eval-half Pr[true win | m ≥ δ] = {c['metrics'].get('delta_eval_win_rate')}")
+        rows["learned+cal"] = calibrated_pieces(rows["learned"], cal, None)
+        rows["learned+tspo+cal"] = calibrated_pieces(rows["learned"], cal, pol)
+    return rows
+
+
+def diagnose_pieces(model: ShapesUNet, s: EvalSettings, learned: Pieces, n: int, log_dir: str | None) -> None:
+    """``--diagnose``: every combination of the learned and the oracle auditor and miner."""
+    oracle_a, oracle_m = oracle_pieces(Checker())
+    diagnose(model, s, {"learned auditor + learned miner": (learned.auditor, learned.miner),
+                        "learned auditor + oracle miner": (learned.auditor, oracle_m),
+                        "oracle auditor + learned miner": (oracle_a, learned.miner),
+                        "oracle auditor + oracle miner": (oracle_a, oracle_m)},
+             n, Path(log_dir or ".") / "diagnose")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    model, meta = base_model(args)
+    if args.train_only:
+        return 0
+    from ...worlds.shapes.validate import validate
+
+    print(f"checker on rendered scenes with known truth (300 chosen + 300 rejected, every clause) at "
+          f"{args.size}px: {validate(300, args.size):.4f}")
+    s = EvalSettings(n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates,
+                     sigma_max=args.sigma_max)
+    pieces: dict = {}
+    if args.auditor in ("oracle", "both"):
+        pieces["oracle"] = oracle_pieces(Checker())
+    if args.auditor in ("learned", "both"):
+        pieces.update(learned_rows(args, model, meta, s))
+    if args.diagnose > 0 and "learned" in pieces:
+        diagnose_pieces(model, s, pieces["learned"], args.diagnose, args.log_dir)
+    text, rows = evaluate(model, s, args.png, pieces=pieces, log_dir=args.log_dir)
+    if "oracle" in pieces:
+        print("[oracle] rows: auditor and miner read the checker itself (worlds/shapes/oracle.py): an upper bound")
+    print(text)
+    print(f"total {time.time() - t0:.0f}s; grid: {args.png}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": s.__dict__, "rows": rows, "model": meta["recipe"],
+                                               "model_step": meta["step"]}, indent=1, default=str))
+    return 0
