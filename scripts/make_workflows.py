@@ -15,9 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import host  # noqa: E402
-from comfy_server import ComfyServer  # noqa: E402
+import host  # scripts/ is on sys.path: this file runs as a script
+from comfy_server import ComfyServer
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -104,8 +103,9 @@ def api_to_ui(graph: dict, object_info: dict) -> dict:
 
 def main() -> int:
     host_dir = host.ensure_host()
-    sys.path.insert(0, str(host.REPO / "tests" / "host"))
-    with tempfile.TemporaryDirectory() as work, ComfyServer(host.venv_python(host_dir), host_dir / "ComfyUI", Path(work)) as srv:
+    with host.in_use(host_dir), tempfile.TemporaryDirectory() as work, \
+            ComfyServer(host.venv_python(host_dir), host_dir / "ComfyUI", Path(work),
+                        base_directory=host.install_pack(host_dir)) as srv:
         info = srv.get_json("/object_info")
     for api in sorted((host.REPO / "workflows" / "api").glob("*.json")):
         ui = api_to_ui(json.loads(api.read_text()), info)

@@ -8,7 +8,8 @@ The folders, and the marker each gives its tests:
   then ``pytest -m core``);
 - ``tests/scripts``: ``scripts``, the host builder, test command and server launcher of ``scripts/``
   (standard library; a test that builds a venv is also marked ``slow``);
-- ``tests/host``: ``host``, the pack inside the real ComfyUI of the test host (``python3 scripts/test.py``).
+- ``tests/host``: ``host``, the pack inside the real ComfyUI of the test host (``python3 scripts/test.py``);
+- ``tests/lint``: ``lint``, ruff (lint and format) and mypy over the repository.
 
 Shared helpers are imported one way, by their full name from the repository root (pytest's
 ``pythonpath``): library helpers from ``tipai_core.testing``, host-test helpers from ``tests.host``
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 _HERE = Path(__file__).resolve().parent
-FOLDER_MARKERS = {"core": "core", "scripts": "scripts", "host": "host"}
+FOLDER_MARKERS = {"core": "core", "scripts": "scripts", "host": "host", "lint": "lint"}
 
 
 def pytest_collection_modifyitems(config, items):

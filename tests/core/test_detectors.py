@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tipai_core.testing.miner_synthetic import astronaut, box_mask, colour_auditor, mask_iou, render_text  # noqa: E402
+from tipai_core.testing.miner_synthetic import astronaut, box_mask, colour_auditor, mask_iou, render_text
 
 from tipai_core.mining.detectors import (
     AgeDetector,
@@ -24,8 +23,8 @@ from tipai_core.mining.detectors import (
     locate,
     providers_for,
 )
-from tipai_core.mining.detectors.ocr import normalise_text, quoted_texts, text_risk  # noqa: E402
-from tipai_core.mining.miner import RegionMiner  # noqa: E402
+from tipai_core.mining.detectors.ocr import normalise_text, quoted_texts, text_risk
+from tipai_core.mining.miner import RegionMiner
 
 
 def _need(pkg: str):

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tipai_core.testing.miner_synthetic import box_mask, colour_auditor, mask_iou, render_text  # noqa: E402
+from tipai_core.testing.miner_synthetic import box_mask, colour_auditor, mask_iou, render_text
 
-from tipai_core.mining.miner import RegionMiner, fuse, prompt_words, region_report  # noqa: E402
-from tipai_core.mining.saliency import auditor_features, drift_map, feature_change_map  # noqa: E402
+from tipai_core.mining.miner import RegionMiner, fuse, prompt_words, region_report
+from tipai_core.mining.saliency import auditor_features, drift_map, feature_change_map
 
 RED = torch.tensor([0.85, 0.1, 0.1]).view(1, 3, 1, 1)
 BLUE_BOX = (64, 160, 128, 224)

@@ -98,7 +98,6 @@ def test_tspo_online_trains_against_the_server_and_the_node_uses_the_policy(comf
     entry = comfy_server.run(graph, timeout=300)
     records = _records(comfy_server, entry)
     assert records, "the workflow with the learned policy logged no tournament"
-    sys.path.insert(0, str(REPO))
     from tipai_core.policy.actions import Action, PolicyState
     from tipai_core.policy.policy_net import PolicyNet
 
@@ -116,7 +115,6 @@ def test_tspo_online_trains_against_the_server_and_the_node_uses_the_policy(comf
 
 
 def test_online_mode_refuses_non_loopback_servers_and_bad_templates(tmp_path):
-    sys.path.insert(0, str(REPO))
     from tipai_core.train import tspo as tspo_stage
 
     with pytest.raises(ValueError, match="127.0.0.1"):
@@ -130,7 +128,6 @@ def test_calibrated_guard_node_loads_a_calibration_file_and_refuses_another_audi
     Guard node (auditor connected) guards a workflow run with its δ; a file for another auditor is refused."""
     folder, stem, tmp = trained["folder"], trained["stem"], trained["tmp"]
     classes = tuple(trained["records"][0]["scores"]["classes"])
-    sys.path.insert(0, str(REPO))
     import torch
 
     from tipai_core.testing.bandit import calibration_records
