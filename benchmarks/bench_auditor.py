@@ -43,8 +43,9 @@ def write_tiny_weights(folder: Path, seed: int = 0) -> Path:
     return path
 
 
-def throughput(score, images: torch.Tensor, mask: torch.Tensor | None, seconds: float,
-               rounds: int = 3) -> tuple[float, int]:
+def throughput(
+    score, images: torch.Tensor, mask: torch.Tensor | None, seconds: float, rounds: int = 3
+) -> tuple[float, int]:
     """Images per second of score(images, mask): the best of ``rounds`` timed rounds, after two warm-up calls.
 
     The best round, as timeit reports, because on a shared machine the slower rounds measure the neighbours.
@@ -86,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     mask = None
     if not args.no_mask:
         mask = torch.zeros(side, side)
-        mask[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = 1
+        mask[side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = 1
 
     def score(images, m):
         return aud.score(images, prompt, m)
 
     gen = torch.Generator().manual_seed(0)
-    print(f"auditor {TINY_ARCH} (random weights), {side}x{side} images, mask={'no' if mask is None else 'yes'}, "
-          f"seam={aud.seam.mode}, torch threads={torch.get_num_threads()}, device={aud.device}")
+    print(
+        f"auditor {TINY_ARCH} (random weights), {side}x{side} images, mask={'no' if mask is None else 'yes'}, "
+        f"seam={aud.seam.mode}, torch threads={torch.get_num_threads()}, device={aud.device}"
+    )
     print(f"{'batch':>6} {'calls':>6} {'images/s':>10} {'ms/call':>9}   (best of 3 rounds)")
     results = {}
     for b in args.sizes:

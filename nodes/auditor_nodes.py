@@ -27,24 +27,42 @@ class TiPAIAuditorLoader(io.ComfyNode):
             display_name="TiPAI Auditor Loader",
             category="TiPAI",
             description="Loads the auditor A_s (an image–text model) from models/tipai. Without trained heads it "
-                        "works zero-shot.",
+            "works zero-shot.",
             inputs=[
-                io.Combo.Input("backbone", options=_backbone_choices(),
-                               tooltip="open_clip weights (.safetensors) in models/tipai, or a transformers CLIP "
-                                       "folder (with config.json) in models/tipai."),
-                io.String.Input("arch", default="ViT-B-32",
-                                tooltip="open_clip architecture name of the weights (ignored for a transformers "
-                                        "folder). The pack ships 'tipai-tiny-vit' for tests."),
-                io.Combo.Input("heads", options=model_files.list_files(".safetensors", optional=True),
-                               default=model_files.NONE,
-                               tooltip="Trained auditor heads from Stage A (python -m tipai_core.train scorer); "
-                                       "'none' = zero-shot."),
-                io.Combo.Input("lpips_backbone", options=model_files.list_files(".safetensors", optional=True),
-                               default=model_files.NONE,
-                               tooltip="Local LPIPS backbone weights for the seam score B. 'none' uses the "
-                                       "weight-free DSSIM fallback (nothing is downloaded)."),
-                io.Float.Input("kappa", default=1.0, min=0.0, max=100.0, step=0.1,
-                               tooltip="κ in B = exp(-κ · seam distance on a ring around the mask)."),
+                io.Combo.Input(
+                    "backbone",
+                    options=_backbone_choices(),
+                    tooltip="open_clip weights (.safetensors) in models/tipai, or a transformers CLIP "
+                    "folder (with config.json) in models/tipai.",
+                ),
+                io.String.Input(
+                    "arch",
+                    default="ViT-B-32",
+                    tooltip="open_clip architecture name of the weights (ignored for a transformers "
+                    "folder). The pack ships 'tipai-tiny-vit' for tests.",
+                ),
+                io.Combo.Input(
+                    "heads",
+                    options=model_files.list_files(".safetensors", optional=True),
+                    default=model_files.NONE,
+                    tooltip="Trained auditor heads from Stage A (python -m tipai_core.train scorer); "
+                    "'none' = zero-shot.",
+                ),
+                io.Combo.Input(
+                    "lpips_backbone",
+                    options=model_files.list_files(".safetensors", optional=True),
+                    default=model_files.NONE,
+                    tooltip="Local LPIPS backbone weights for the seam score B. 'none' uses the "
+                    "weight-free DSSIM fallback (nothing is downloaded).",
+                ),
+                io.Float.Input(
+                    "kappa",
+                    default=1.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    tooltip="κ in B = exp(-κ · seam distance on a ring around the mask).",
+                ),
             ],
             outputs=[AuditorType.Output(display_name="auditor")],
         )
@@ -74,10 +92,14 @@ class TiPAIAuditorLoader(io.ComfyNode):
 
 def _load(path: str, backbone: str, arch: str, heads: str, lpips_backbone: str, kappa: float) -> Auditor:
     return Auditor.from_files(
-        path, arch=None if backbone.endswith("/") else arch.strip(),
+        path,
+        arch=None if backbone.endswith("/") else arch.strip(),
         heads=None if heads == model_files.NONE else model_files.resolve(heads, "auditor heads"),
-        lpips_backbone=None if lpips_backbone == model_files.NONE else model_files.resolve(lpips_backbone, "LPIPS backbone"),
-        kappa=kappa)
+        lpips_backbone=None
+        if lpips_backbone == model_files.NONE
+        else model_files.resolve(lpips_backbone, "LPIPS backbone"),
+        kappa=kappa,
+    )
 
 
 class TiPAIAuditorScore(io.ComfyNode):
@@ -113,16 +135,37 @@ class TiPAIAuditorScore(io.ComfyNode):
         if mask is not None:
             m = mask_to_core(mask)
             if m.shape[-2:] != images.shape[-2:]:
-                raise ValueError(f"TiPAI Auditor Score: the mask is {m.shape[-1]}x{m.shape[-2]} but the image is "
-                                 f"{images.shape[-1]}x{images.shape[-2]}; resize the mask to the image")
+                raise ValueError(
+                    f"TiPAI Auditor Score: the mask is {m.shape[-1]}x{m.shape[-2]} but the image is "
+                    f"{images.shape[-1]}x{images.shape[-2]}; resize the mask to the image"
+                )
         aud = auditor.ready()
         with torch.no_grad():
-            res = aud.audit(images.to(aud.device, aud.dtype), prompt, None if m is None else m.to(aud.device, aud.dtype))
+            res = aud.audit(
+                images.to(aud.device, aud.dtype), prompt, None if m is None else m.to(aud.device, aud.dtype)
+            )
         sc = res.scores
-        table = [{"S": float(sc.S[i]), "S_R": float(sc.S_R[i]), "F": float(sc.F[i]),
-                  "P": {c: float(sc.P[i, j]) for j, c in enumerate(sc.classes)}} for i in range(len(sc))]
+        table = [
+            {
+                "S": float(sc.S[i]),
+                "S_R": float(sc.S_R[i]),
+                "F": float(sc.F[i]),
+                "P": {c: float(sc.P[i, j]) for j, c in enumerate(sc.classes)},
+            }
+            for i in range(len(sc))
+        ]
         risk = res.risk_maps.max(dim=1, keepdim=True).values.float().cpu()
-        overlay = torch.cat([mask_overlay(images[i:i + 1].cpu(), risk[i:i + 1], colors=[(1.0, 0.0, 0.0)])
-                             for i in range(images.shape[0])])
-        return io.NodeOutput(float(sc.S[0]), float(sc.F[0]), float(sc.P[0].min()), json.dumps(table, indent=1),
-                             mask_from_core(risk), image_from_core(overlay))
+        overlay = torch.cat(
+            [
+                mask_overlay(images[i : i + 1].cpu(), risk[i : i + 1], colors=[(1.0, 0.0, 0.0)])
+                for i in range(images.shape[0])
+            ]
+        )
+        return io.NodeOutput(
+            float(sc.S[0]),
+            float(sc.F[0]),
+            float(sc.P[0].min()),
+            json.dumps(table, indent=1),
+            mask_from_core(risk),
+            image_from_core(overlay),
+        )

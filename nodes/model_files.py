@@ -64,7 +64,8 @@ def resolve(name: str, what: str) -> str:
             return path
     raise FileNotFoundError(
         f"TiPAI: the {what} file '{name}' was not found in the models/{FOLDER} folder "
-        f"({', '.join(folders())}). Put the file there (safetensors, ONNX or JSON) and refresh.")
+        f"({', '.join(folders())}). Put the file there (safetensors, ONNX or JSON) and refresh."
+    )
 
 
 def fingerprint(name: str, what: str) -> str:

@@ -21,23 +21,49 @@ class TiPAITSPOSampler(io.ComfyNode):
             display_name="TiPAI TSPO Sampler",
             category="TiPAI",
             description="The policy π that draws the N candidates' knobs: a learned TSPO policy file from "
-                        "models/tipai (python -m tipai_core.train tspo), or, with policy_file 'none', a fixed "
-                        "distribution drawing each knob uniformly from the listed choices.",
+            "models/tipai (python -m tipai_core.train tspo), or, with policy_file 'none', a fixed "
+            "distribution drawing each knob uniformly from the listed choices.",
             inputs=[
-                io.Int.Input("n", default=D.POLICY_N, min=1, max=32, tooltip="N: candidates per region (plus the control)."),
-                io.Int.Input("seed", default=D.POLICY_SEED, min=0, max=0xFFFFFFFF, control_after_generate=False,
-                             tooltip="Seed of the policy's draws (never the sampler's noise)."),
-                io.String.Input("depths", default=D.as_list_text(D.POLICY_DEPTHS), tooltip="Inversion depths d to draw from."),
-                io.String.Input("cfg_inside", default=D.as_list_text(D.POLICY_CFG_INSIDE), tooltip="CFG scales inside the mask."),
-                io.String.Input("jitter", default=D.as_list_text(D.POLICY_JITTER), tooltip="Latent noise jitter in [0, 1]."),
-                io.String.Input("dilation", default=D.as_list_text(D.POLICY_DILATION), tooltip="Mask dilation in latent pixels."),
-                io.String.Input("feather", default=D.as_list_text(D.POLICY_FEATHER), tooltip="Mask feather radius in latent pixels."),
-                io.Combo.Input("editor", options=["invert", "renoise", "both"], default=D.POLICY_EDITOR,
-                               tooltip="Re-noise by DDIM inversion, by fresh noise, or draw either."),
-                io.Combo.Input("policy_file", options=model_files.list_files(".safetensors", optional=True),
-                               default=model_files.NONE, optional=True,
-                               tooltip="A learned policy π_θ(a|s) (<name>.safetensors + <name>.json) in models/tipai. "
-                                       "When set, it replaces the fixed knob lists above."),
+                io.Int.Input(
+                    "n", default=D.POLICY_N, min=1, max=32, tooltip="N: candidates per region (plus the control)."
+                ),
+                io.Int.Input(
+                    "seed",
+                    default=D.POLICY_SEED,
+                    min=0,
+                    max=0xFFFFFFFF,
+                    control_after_generate=False,
+                    tooltip="Seed of the policy's draws (never the sampler's noise).",
+                ),
+                io.String.Input(
+                    "depths", default=D.as_list_text(D.POLICY_DEPTHS), tooltip="Inversion depths d to draw from."
+                ),
+                io.String.Input(
+                    "cfg_inside", default=D.as_list_text(D.POLICY_CFG_INSIDE), tooltip="CFG scales inside the mask."
+                ),
+                io.String.Input(
+                    "jitter", default=D.as_list_text(D.POLICY_JITTER), tooltip="Latent noise jitter in [0, 1]."
+                ),
+                io.String.Input(
+                    "dilation", default=D.as_list_text(D.POLICY_DILATION), tooltip="Mask dilation in latent pixels."
+                ),
+                io.String.Input(
+                    "feather", default=D.as_list_text(D.POLICY_FEATHER), tooltip="Mask feather radius in latent pixels."
+                ),
+                io.Combo.Input(
+                    "editor",
+                    options=["invert", "renoise", "both"],
+                    default=D.POLICY_EDITOR,
+                    tooltip="Re-noise by DDIM inversion, by fresh noise, or draw either.",
+                ),
+                io.Combo.Input(
+                    "policy_file",
+                    options=model_files.list_files(".safetensors", optional=True),
+                    default=model_files.NONE,
+                    optional=True,
+                    tooltip="A learned policy π_θ(a|s) (<name>.safetensors + <name>.json) in models/tipai. "
+                    "When set, it replaces the fixed knob lists above.",
+                ),
             ],
             outputs=[Policy.Output(display_name="policy")],
         )
@@ -48,8 +74,9 @@ class TiPAITSPOSampler(io.ComfyNode):
         return model_files.fingerprint(policy_file, "TSPO policy")
 
     @classmethod
-    def execute(cls, n, seed, depths, cfg_inside, jitter, dilation, feather, editor,
-                policy_file=model_files.NONE) -> io.NodeOutput:
+    def execute(
+        cls, n, seed, depths, cfg_inside, jitter, dilation, feather, editor, policy_file=model_files.NONE
+    ) -> io.NodeOutput:
         if policy_file and policy_file != model_files.NONE:
             try:
                 policy = PolicyNet.load(model_files.resolve(policy_file, "TSPO policy"))
@@ -57,7 +84,12 @@ class TiPAITSPOSampler(io.ComfyNode):
                 raise ValueError(f"TiPAI TSPO Sampler: {exc}") from None
             return io.NodeOutput(PolicySpec(policy, n=n, seed=seed))
 
-        policy = fixed_policy(parse_list(depths, int, NODE, "depths"), parse_list(cfg_inside, float, NODE, "cfg_inside"),
-                              parse_list(jitter, float, NODE, "jitter"), parse_list(dilation, int, NODE, "dilation"),
-                              parse_list(feather, int, NODE, "feather"), editor)
+        policy = fixed_policy(
+            parse_list(depths, int, NODE, "depths"),
+            parse_list(cfg_inside, float, NODE, "cfg_inside"),
+            parse_list(jitter, float, NODE, "jitter"),
+            parse_list(dilation, int, NODE, "dilation"),
+            parse_list(feather, int, NODE, "feather"),
+            editor,
+        )
         return io.NodeOutput(PolicySpec(policy, n=n, seed=seed))

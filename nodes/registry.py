@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from . import model_files
 from .auditor_nodes import TiPAIAuditorLoader, TiPAIAuditorScore
-from .sampler_nodes import TiPAIKSampler, TiPAIPatchModel, TiPAISaveTournamentLog
 from .editor_node import TiPAIAuditorInpaint
 from .guard_node import TiPAITournamentGuard
 from .miner_node import TiPAIRegionMiner
 from .policy_node import TiPAITSPOSampler
+from .sampler_nodes import TiPAIKSampler, TiPAIPatchModel, TiPAISaveTournamentLog
 
 model_files.register()
 

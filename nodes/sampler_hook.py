@@ -21,12 +21,12 @@ again, so even a run with nothing accepted would differ from plain sampling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import torch
+from typing import Any
 
 import comfy.patcher_extension
+import torch
 
 WRAPPER_KEY = "tipai"
 # A restart must not replay the noise of step 0: derive a distinct sampler seed per restart.
@@ -85,8 +85,14 @@ class _EditAccepted(Exception):
         self.step, self.x = step, x
 
 
-def _restart_inputs(sampler, guider, sigmas: torch.Tensor, x: torch.Tensor, latent_image: torch.Tensor | None,
-                    denoise_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _restart_inputs(
+    sampler,
+    guider,
+    sigmas: torch.Tensor,
+    x: torch.Tensor,
+    latent_image: torch.Tensor | None,
+    denoise_mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The (noise, latent_image) that make the sampler's own noise scaling start exactly at x.
 
     Without an inpainting mask: zero noise and x itself as the latent, which eps models scale to
@@ -105,19 +111,25 @@ def _restart_inputs(sampler, guider, sigmas: torch.Tensor, x: torch.Tensor, late
     return (x - b) / a, base
 
 
-def make_sampler_wrapper(audit: AuditFn, audited_steps: Callable[[int, int], bool], stats: HookStats | None = None,
-                         inputs: ModelInputs | None = None):
+def make_sampler_wrapper(
+    audit: AuditFn,
+    audited_steps: Callable[[int, int], bool],
+    stats: HookStats | None = None,
+    inputs: ModelInputs | None = None,
+):
     """Build the keyed SAMPLER_SAMPLE wrapper. ``audited_steps(i, total)`` says which steps to audit;
     ``inputs`` (installed as the PREDICT_NOISE wrapper of the same model) gives the true latent."""
     stats = stats if stats is not None else HookStats()
 
-    def sampler_sample(executor, guider, sigmas, extra_args, callback, noise, latent_image=None,
-                       denoise_mask=None, disable_pbar=False):
+    def sampler_sample(
+        executor, guider, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None, disable_pbar=False
+    ):
         total = len(sigmas) - 1
         offset = 0
         run_sigmas, run_noise, run_latent, run_args = sigmas, noise, latent_image, extra_args
         while True:
-            def step_callback(i, denoised, x, _steps, _offset=offset):
+
+            def step_callback(i, denoised, x, _steps, _offset=offset, _args=run_args):
                 step = _offset + i
                 if callback is not None:
                     callback(step, denoised, x, total)
@@ -126,24 +138,36 @@ def make_sampler_wrapper(audit: AuditFn, audited_steps: Callable[[int, int], boo
                     return
                 stats.audited_steps.append(step)
                 state = inputs.state_at(sigmas[step], x) if inputs is not None else None
-                view = StepView(step, total, sigmas, x if state is None else state, denoised, guider,
-                                run_args["model_options"], run_args.get("seed"), denoise_mask, exact=state is not None)
+                view = StepView(
+                    step,
+                    total,
+                    sigmas,
+                    x if state is None else state,
+                    denoised,
+                    guider,
+                    _args["model_options"],
+                    _args.get("seed"),
+                    denoise_mask,
+                    exact=state is not None,
+                )
                 edited = audit(view)
                 if edited is not None and view.exact:
                     raise _EditAccepted(step, edited)
 
             try:
-                return executor(guider, run_sigmas, run_args, step_callback, run_noise, run_latent,
-                                denoise_mask, disable_pbar)
+                return executor(
+                    guider, run_sigmas, run_args, step_callback, run_noise, run_latent, denoise_mask, disable_pbar
+                )
             except _EditAccepted as acc:
                 stats.restarts += 1
                 offset = acc.step
-                run_sigmas = sigmas[acc.step:]
+                run_sigmas = sigmas[acc.step :]
                 run_args = dict(extra_args)
                 if extra_args.get("seed") is not None:
                     run_args["seed"] = int(extra_args["seed"]) + _RESTART_SEED_STRIDE * stats.restarts
-                run_noise, run_latent = _restart_inputs(executor.class_obj, guider, run_sigmas, acc.x,
-                                                        latent_image, denoise_mask)
+                run_noise, run_latent = _restart_inputs(
+                    executor.class_obj, guider, run_sigmas, acc.x, latent_image, denoise_mask
+                )
 
     return sampler_sample
 
@@ -157,8 +181,10 @@ def patch_model(model, audit: AuditFn, audited_steps: Callable[[int, int], bool]
 
 def install(patched, sampler_sample, inputs: ModelInputs, apply_model=None) -> None:
     """Put TiPAI's keyed wrappers on a cloned model (replacing any of ours already there)."""
-    wrappers = [(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, sampler_sample),
-                (comfy.patcher_extension.WrappersMP.PREDICT_NOISE, inputs.wrapper)]
+    wrappers = [
+        (comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, sampler_sample),
+        (comfy.patcher_extension.WrappersMP.PREDICT_NOISE, inputs.wrapper),
+    ]
     if apply_model is not None:
         wrappers.append((comfy.patcher_extension.WrappersMP.APPLY_MODEL, apply_model))
     for kind, fn in wrappers:

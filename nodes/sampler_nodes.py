@@ -21,8 +21,9 @@ LOG_FOLDER = "tipai_logs"
 def _loop_inputs() -> list:
     """The inputs the KSampler and the Patch Model share."""
     return [
-        io.String.Input("prompt", multiline=True,
-                        tooltip="The prompt as text: the auditor judges every candidate against it."),
+        io.String.Input(
+            "prompt", multiline=True, tooltip="The prompt as text: the auditor judges every candidate against it."
+        ),
         io.Vae.Input("vae", tooltip="Decodes the audit views (TAESD when the checkpoint carries it)."),
         Auditor.Input("auditor", tooltip="From TiPAI Auditor Loader."),
         Miner.Input("miner", optional=True, tooltip="From TiPAI Region Miner (defaults if left out)."),
@@ -33,15 +34,32 @@ def _loop_inputs() -> list:
 
 
 def _settings(prompt, vae, auditor, miner, editor, guard, policy) -> TiPAISettings:
-    return TiPAISettings(prompt=prompt, auditor=auditor, vae=vae, miner=miner or MinerSpec(),
-                         editor=editor or EditorSpec(), guard=guard or GuardSpec(), policy=policy or PolicySpec())
+    return TiPAISettings(
+        prompt=prompt,
+        auditor=auditor,
+        vae=vae,
+        miner=miner or MinerSpec(),
+        editor=editor or EditorSpec(),
+        guard=guard or GuardSpec(),
+        policy=policy or PolicySpec(),
+    )
 
 
 def run_report(run: TiPAIRun) -> dict:
-    return build_report(run.records, run.costs, n_steps=run.n_steps, base_model_calls=run.base_model_calls,
-                        audited_steps=run.audited, accepted_steps=run.accepted, seconds=run.seconds,
-                        extra={"extra_apply_model_calls": run.extra_model_calls, "prompt": run.s.prompt,
-                               "warnings": list(run.warnings)})
+    return build_report(
+        run.records,
+        run.costs,
+        n_steps=run.n_steps,
+        base_model_calls=run.base_model_calls,
+        audited_steps=run.audited,
+        accepted_steps=run.accepted,
+        seconds=run.seconds,
+        extra={
+            "extra_apply_model_calls": run.extra_model_calls,
+            "prompt": run.s.prompt,
+            "warnings": list(run.warnings),
+        },
+    )
 
 
 def next_log_stem(folder: str, prefix: str) -> str:
@@ -60,15 +78,28 @@ class TiPAIKSampler(io.ComfyNode):
             display_name="TiPAI KSampler",
             category="TiPAI",
             description="KSampler with TiPAI: at the audited steps, mine regions, run a tournament of N inpaints plus "
-                        "the unedited control, and accept the best only if the guard says it wins. With nothing "
-                        "accepted the result is bit-identical to the plain KSampler.",
+            "the unedited control, and accept the best only if the guard says it wins. With nothing "
+            "accepted the result is bit-identical to the plain KSampler.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="The noise seed, as in KSampler."),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="The noise seed, as in KSampler.",
+                ),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps."),
-                io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance scale (outside the edited regions)."),
+                io.Float.Input(
+                    "cfg",
+                    default=7.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Classifier-free guidance scale (outside the edited regions).",
+                ),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, tooltip="The sampler."),
                 io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, tooltip="The scheduler."),
                 io.Conditioning.Input("positive", tooltip="Positive conditioning."),
@@ -79,19 +110,42 @@ class TiPAIKSampler(io.ComfyNode):
             ],
             outputs=[
                 io.Latent.Output(display_name="LATENT"),
-                Report.Output(display_name="report", tooltip="Every tournament: regions, candidates, scores, "
-                                                             "utilities, winners, costs."),
-                io.Image.Output(display_name="overlay", tooltip="The decoded result with audited regions boxed: "
-                                                                "green accepted, orange rejected."),
+                Report.Output(
+                    display_name="report",
+                    tooltip="Every tournament: regions, candidates, scores, utilities, winners, costs.",
+                ),
+                io.Image.Output(
+                    display_name="overlay",
+                    tooltip="The decoded result with audited regions boxed: green accepted, orange rejected.",
+                ),
             ],
         )
 
     @classmethod
-    def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
-                prompt, vae, auditor, miner=None, editor=None, guard=None, policy=None) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        seed,
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+        positive,
+        negative,
+        latent_image,
+        denoise,
+        prompt,
+        vae,
+        auditor,
+        miner=None,
+        editor=None,
+        guard=None,
+        policy=None,
+    ) -> io.NodeOutput:
         patched, slot = patch_model(model, _settings(prompt, vae, auditor, miner, editor, guard, policy))
-        out = comfy_nodes.common_ksampler(patched, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                          latent_image, denoise=denoise)[0]
+        out = comfy_nodes.common_ksampler(
+            patched, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=denoise
+        )[0]
         run = slot.last
         report = run_report(run)
         image = image_to_core(vae.decode(out["samples"]))
@@ -107,24 +161,31 @@ class TiPAIPatchModel(io.ComfyNode):
             display_name="TiPAI Patch Model",
             category="TiPAI",
             description="Returns a copy of the model that runs the TiPAI loop inside any sampler node (KSampler, "
-                        "SamplerCustomAdvanced, detailers). The input model is not changed.",
+            "SamplerCustomAdvanced, detailers). The input model is not changed.",
             inputs=[
                 io.Model.Input("model", tooltip="The diffusion model to patch (it is cloned, not changed)."),
                 *_loop_inputs(),
-                io.Boolean.Input("save_log", default=False, optional=True,
-                                 tooltip=f"Write each run's tournament log to output/{LOG_FOLDER}/."),
+                io.Boolean.Input(
+                    "save_log",
+                    default=False,
+                    optional=True,
+                    tooltip=f"Write each run's tournament log to output/{LOG_FOLDER}/.",
+                ),
             ],
             outputs=[io.Model.Output(display_name="MODEL")],
         )
 
     @classmethod
-    def execute(cls, model, prompt, vae, auditor, miner=None, editor=None, guard=None, policy=None,
-                save_log=False) -> io.NodeOutput:
+    def execute(
+        cls, model, prompt, vae, auditor, miner=None, editor=None, guard=None, policy=None, save_log=False
+    ) -> io.NodeOutput:
         patched, slot = patch_model(model, _settings(prompt, vae, auditor, miner, editor, guard, policy))
         if save_log:
             slot.on_finished = lambda run: write_log(
-                run_report(run), os.path.join(folder_paths.get_output_directory(), LOG_FOLDER),
-                next_log_stem(os.path.join(folder_paths.get_output_directory(), LOG_FOLDER), "patch_model"))
+                run_report(run),
+                os.path.join(folder_paths.get_output_directory(), LOG_FOLDER),
+                next_log_stem(os.path.join(folder_paths.get_output_directory(), LOG_FOLDER), "patch_model"),
+            )
         return io.NodeOutput(patched)
 
 
@@ -136,11 +197,12 @@ class TiPAISaveTournamentLog(io.ComfyNode):
             display_name="TiPAI Save Tournament Log",
             category="TiPAI",
             description=f"Writes the report and its tournament records (JSONL) to output/{LOG_FOLDER}/: the data "
-                        "TSPO and calibration learn from.",
+            "TSPO and calibration learn from.",
             inputs=[
                 Report.Input("report", tooltip="From TiPAI KSampler."),
-                io.String.Input("filename_prefix", default="tipai",
-                                tooltip="File name prefix (letters, digits, '-' and '_' only)."),
+                io.String.Input(
+                    "filename_prefix", default="tipai", tooltip="File name prefix (letters, digits, '-' and '_' only)."
+                ),
             ],
             outputs=[],
             is_output_node=True,
@@ -150,8 +212,10 @@ class TiPAISaveTournamentLog(io.ComfyNode):
     def execute(cls, report: dict, filename_prefix: str) -> io.NodeOutput:
         prefix = filename_prefix.strip()
         if not prefix or not all(c.isalnum() or c in "-_" for c in prefix):
-            raise ValueError(f"TiPAI Save Tournament Log: filename_prefix {filename_prefix!r} may only hold "
-                             "letters, digits, '-' and '_'")
+            raise ValueError(
+                f"TiPAI Save Tournament Log: filename_prefix {filename_prefix!r} may only hold "
+                "letters, digits, '-' and '_'"
+            )
         folder = os.path.join(folder_paths.get_output_directory(), LOG_FOLDER)
         paths = write_log(report, folder, next_log_stem(folder, prefix))
         files = [{"filename": os.path.basename(p), "subfolder": LOG_FOLDER, "type": "output"} for p in paths]

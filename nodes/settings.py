@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 import comfy.model_management
 import comfy.model_patcher
+import torch
 
 from ..tipai_core.diffusion.schedules import Schedule
 from ..tipai_core.editing.diffusion_editor import DiffusionEditor
@@ -24,8 +23,16 @@ from ..tipai_core.policy.actions import FixedKnobPolicy
 from . import defaults as D
 
 # the Region Miner's weight inputs (without "_weight") -> the miner's signal names
-MINER_WEIGHT_SIGNALS = {"faithfulness": "gradcam", "risk": "risk", "drift": "drift", "mismatch": "prompt_mismatch",
-                        "change": "feature_change", "nsfw": "nsfw", "age": "age", "text": "text"}
+MINER_WEIGHT_SIGNALS = {
+    "faithfulness": "gradcam",
+    "risk": "risk",
+    "drift": "drift",
+    "mismatch": "prompt_mismatch",
+    "change": "feature_change",
+    "nsfw": "nsfw",
+    "age": "age",
+    "text": "text",
+}
 
 
 @dataclass
@@ -43,8 +50,10 @@ class AuditorHandle:
         holder = torch.nn.Module()
         holder.auditor = auditor
         patcher = comfy.model_patcher.ModelPatcher(
-            holder, load_device=comfy.model_management.get_torch_device(),
-            offload_device=comfy.model_management.unet_offload_device())
+            holder,
+            load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device(),
+        )
         return cls(auditor, patcher, name)
 
     def ready(self):
@@ -52,16 +61,30 @@ class AuditorHandle:
         return self.auditor
 
 
-def miner_settings(k: int = D.MINER_K, threshold: float = D.MINER_THRESHOLD, min_area: float = D.MINER_MIN_AREA,
-                   max_area: float = D.MINER_MAX_AREA, merge_margin: int = D.MINER_MERGE_MARGIN,
-                   weights: dict[str, float] | None = None, latent_align: bool = D.MINER_LATENT_ALIGN,
-                   feather: int = D.MINER_FEATHER, region_prompt: str = "") -> MinerSettings:
+def miner_settings(
+    k: int = D.MINER_K,
+    threshold: float = D.MINER_THRESHOLD,
+    min_area: float = D.MINER_MIN_AREA,
+    max_area: float = D.MINER_MAX_AREA,
+    merge_margin: int = D.MINER_MERGE_MARGIN,
+    weights: dict[str, float] | None = None,
+    latent_align: bool = D.MINER_LATENT_ALIGN,
+    feather: int = D.MINER_FEATHER,
+    region_prompt: str = "",
+) -> MinerSettings:
     """The Region Miner's inputs, in its own names, as the core's ``MinerSettings``."""
     w = {**D.MINER_WEIGHTS, **(weights or {})}
-    return MinerSettings(k=k, threshold=threshold, min_area_frac=min_area, max_area_frac=max_area,
-                         merge_margin=merge_margin, weights={MINER_WEIGHT_SIGNALS[n]: float(v) for n, v in w.items()},
-                         latent_factor=8 if latent_align else None, feather_radius=feather,
-                         region_prompt=region_prompt.strip() or None)
+    return MinerSettings(
+        k=k,
+        threshold=threshold,
+        min_area_frac=min_area,
+        max_area_frac=max_area,
+        merge_margin=merge_margin,
+        weights={MINER_WEIGHT_SIGNALS[n]: float(v) for n, v in w.items()},
+        latent_factor=8 if latent_align else None,
+        feather_radius=feather,
+        region_prompt=region_prompt.strip() or None,
+    )
 
 
 @dataclass
@@ -86,8 +109,9 @@ class MinerSpec:
             from ..tipai_core.mining.detectors import build_detectors, providers_for
             from .model_files import folders
 
-            dets = build_detectors(list(self.detectors), providers_for(comfy.model_management.get_torch_device()),
-                                   folders())
+            dets = build_detectors(
+                list(self.detectors), providers_for(comfy.model_management.get_torch_device()), folders()
+            )
         return RegionMiner(auditor, self.settings, detectors=dets, memory=self.memory)
 
 
@@ -104,14 +128,19 @@ class EditorSpec:
         return DiffusionEditor(refine_iters=self.refine_iters)
 
 
-def fixed_guard(delta: float = D.GUARD_DELTA, tau_P: tuple[float, float] = D.GUARD_TAU_P,
-                tau_F: tuple[float, float] = D.GUARD_TAU_F) -> TournamentGuard:
+def fixed_guard(
+    delta: float = D.GUARD_DELTA, tau_P: tuple[float, float] = D.GUARD_TAU_P, tau_F: tuple[float, float] = D.GUARD_TAU_F
+) -> TournamentGuard:
     """δ and the linear τ_P(t), τ_F(t) schedules from (start, end) pairs."""
     return TournamentGuard(delta=delta, tau_P=Schedule.linear(*tau_P), tau_F=Schedule.linear(*tau_F))
 
 
-def audit_schedule(every: int = D.AUDIT_EVERY, first: int = D.AUDIT_FIRST, skip_last: int = D.AUDIT_SKIP_LAST,
-                   scales: tuple[float, ...] = D.AUDIT_SCALES) -> AuditSchedule:
+def audit_schedule(
+    every: int = D.AUDIT_EVERY,
+    first: int = D.AUDIT_FIRST,
+    skip_last: int = D.AUDIT_SKIP_LAST,
+    scales: tuple[float, ...] = D.AUDIT_SCALES,
+) -> AuditSchedule:
     return AuditSchedule(every=every, first=first, skip_last=skip_last, scales=tuple(scales))
 
 
@@ -122,20 +151,30 @@ class GuardSpec:
     alpha: float = D.GUARD_ALPHA
 
 
-def fixed_policy(depths: tuple = D.POLICY_DEPTHS, cfg_inside: tuple = D.POLICY_CFG_INSIDE,
-                 jitter: tuple = D.POLICY_JITTER, dilation: tuple = D.POLICY_DILATION,
-                 feather: tuple = D.POLICY_FEATHER, editor: str = D.POLICY_EDITOR) -> FixedKnobPolicy:
+def fixed_policy(
+    depths: tuple = D.POLICY_DEPTHS,
+    cfg_inside: tuple = D.POLICY_CFG_INSIDE,
+    jitter: tuple = D.POLICY_JITTER,
+    dilation: tuple = D.POLICY_DILATION,
+    feather: tuple = D.POLICY_FEATHER,
+    editor: str = D.POLICY_EDITOR,
+) -> FixedKnobPolicy:
     """Each knob drawn uniformly from its list; editor "both" draws invert or renoise."""
 
     def uniform(values):
         values = tuple(values)
         return (values, tuple(1.0 / len(values) for _ in values))
 
-    return FixedKnobPolicy(knobs={
-        "depth": uniform(depths), "cfg_inside": uniform(cfg_inside), "jitter": uniform(jitter),
-        "dilation": uniform(dilation), "feather": uniform(feather),
-        "editor": uniform(("invert", "renoise") if editor == "both" else (editor,)),
-    })
+    return FixedKnobPolicy(
+        knobs={
+            "depth": uniform(depths),
+            "cfg_inside": uniform(cfg_inside),
+            "jitter": uniform(jitter),
+            "dilation": uniform(dilation),
+            "feather": uniform(feather),
+            "editor": uniform(("invert", "renoise") if editor == "both" else (editor,)),
+        }
+    )
 
 
 @dataclass
@@ -161,7 +200,9 @@ class TiPAISettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise ValueError("TiPAI: the prompt text is empty. The auditor judges each candidate against "
-                             "this text, so give the prompt the image should show.")
+            raise ValueError(
+                "TiPAI: the prompt text is empty. The auditor judges each candidate against "
+                "this text, so give the prompt the image should show."
+            )
         if self.vae is None and self.editor.decoder == "vae":
             raise ValueError("TiPAI: connect a VAE, or choose the 'latent_rgb' audit decoder")

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
-import torch
-
 import comfy.utils
+import torch
 
 from ..tipai_core.diffusion.conditioning import Conditioning
 from ..tipai_core.guard.tournament_guard import ObservingGuard
@@ -23,7 +22,6 @@ from ..tipai_core.records.tournament_record import TournamentRecord
 from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, parametrisation
 from .sampler_hook import ModelInputs, install, make_sampler_wrapper
 from .settings import TiPAISettings
-
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +73,31 @@ class TiPAIRun:
             per_region = editor_calls("invert", d_max, self.s.editor.refine_iters)
             progress = comfy.utils.ProgressBar(max(1, self.s.miner.k * view.x.shape[0] * per_region))
             suite = AuditSuite(
-                decoder=decoder, miner=self._miner, auditor=auditor, editor=self.s.editor.build(),
-                policy=self.s.policy.policy, guard=self._guard(view), schedule=self.s.guard.schedule,
-                alpha=self.s.guard.alpha, n_candidates=self.s.policy.n, crop_margin=self.s.editor.crop_margin,
-                seed=self.s.policy.seed)
+                decoder=decoder,
+                miner=self._miner,
+                auditor=auditor,
+                editor=self.s.editor.build(),
+                policy=self.s.policy.policy,
+                guard=self._guard(view),
+                schedule=self.s.guard.schedule,
+                alpha=self.s.guard.alpha,
+                n_candidates=self.s.policy.n,
+                crop_margin=self.s.editor.crop_margin,
+                seed=self.s.policy.seed,
+            )
             new_x, records = audit_step(
-                view.x, view.x0, view.step, view.sigmas, denoiser=ComfyDenoiser(view.guider, view.model_options, progress),
-                param=parametrisation(model.model_sampling), cond=Conditioning(cfg=float(view.guider.cfg)),
-                prompt=self.s.prompt, suite=suite, user_mask=self._user_mask(view.x, decoder.factor),
-                costs=self.costs)
+                view.x,
+                view.x0,
+                view.step,
+                view.sigmas,
+                denoiser=ComfyDenoiser(view.guider, view.model_options, progress),
+                param=parametrisation(model.model_sampling),
+                cond=Conditioning(cfg=float(view.guider.cfg)),
+                prompt=self.s.prompt,
+                suite=suite,
+                user_mask=self._user_mask(view.x, decoder.factor),
+                costs=self.costs,
+            )
         finally:
             self._in_audit = False
             self.seconds += time.perf_counter() - t0
@@ -97,9 +111,11 @@ class TiPAIRun:
     def _guard(self, view):
         if view.exact:
             return self.s.guard.guard
-        msg = ("TiPAI: this sampler does not expose its current latent at the audited steps, so the audits run "
-               "and are logged but no edit is accepted (use euler, ddim, dpmpp_2m, uni_pc or another sampler "
-               "that evaluates the model at each step's sigma)")
+        msg = (
+            "TiPAI: this sampler does not expose its current latent at the audited steps, so the audits run "
+            "and are logged but no edit is accepted (use euler, ddim, dpmpp_2m, uni_pc or another sampler "
+            "that evaluates the model at each step's sigma)"
+        )
         if msg not in self.warnings:
             self.warnings.append(msg)
             log.warning(msg)

@@ -50,8 +50,9 @@ def parse_list(text: str, cast, node: str, name: str) -> tuple:
     try:
         values = tuple(cast(v.strip()) for v in text.replace(";", ",").split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"{node}: {name} must be a comma-separated list of {cast.__name__} values, "
-                         f"got {text!r}") from None
+        raise ValueError(
+            f"{node}: {name} must be a comma-separated list of {cast.__name__} values, got {text!r}"
+        ) from None
     if not values:
         raise ValueError(f"{node}: {name} is empty; give at least one value")
     return values

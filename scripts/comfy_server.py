@@ -54,8 +54,12 @@ def _watch_signals() -> None:
 
 def _unwatch_signals() -> None:
     global _HANDLER_INSTALLED
-    if _HANDLER_INSTALLED and not _LIVE and threading.current_thread() is threading.main_thread() \
-            and signal.getsignal(signal.SIGTERM) is _sigterm_to_interrupt:
+    if (
+        _HANDLER_INSTALLED
+        and not _LIVE
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is _sigterm_to_interrupt
+    ):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _HANDLER_INSTALLED = False
 
@@ -96,8 +100,14 @@ class ComfyServer:
     serves (``models/``, ``custom_nodes/``; ``scripts/host.py`` makes one per checkout); ``workdir`` holds
     this run's log, input, output, temp and user folders and its database."""
 
-    def __init__(self, python: Path, comfy_dir: Path, workdir: Path, extra_args: list[str] | None = None,
-                 base_directory: Path | None = None):
+    def __init__(
+        self,
+        python: Path,
+        comfy_dir: Path,
+        workdir: Path,
+        extra_args: list[str] | None = None,
+        base_directory: Path | None = None,
+    ):
         self.python, self.comfy_dir, self.workdir = Path(python), Path(comfy_dir), Path(workdir)
         self.base_directory = Path(base_directory) if base_directory is not None else None
         self.extra_args = list(extra_args or [])
@@ -115,11 +125,26 @@ class ComfyServer:
         for d in (self.output_dir, self.input_dir, self.workdir / "temp", self.workdir / "user"):
             d.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        cmd = [str(self.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
-               "--temp-directory", str(self.workdir / "temp"), "--user-directory", str(self.workdir / "user"),
-               "--database-url", f"sqlite:///{self.workdir / 'user' / 'comfyui.db'}",
-               "--disable-auto-launch"]
+        cmd = [
+            str(self.python),
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--output-directory",
+            str(self.output_dir),
+            "--input-directory",
+            str(self.input_dir),
+            "--temp-directory",
+            str(self.workdir / "temp"),
+            "--user-directory",
+            str(self.workdir / "user"),
+            "--database-url",
+            f"sqlite:///{self.workdir / 'user' / 'comfyui.db'}",
+            "--disable-auto-launch",
+        ]
         if self.base_directory is not None:
             cmd += ["--base-directory", str(self.base_directory)]
         cmd += self.extra_args
@@ -129,13 +154,21 @@ class ComfyServer:
         _LIVE.add(self)
         try:
             # Own process group, so stop() takes down anything the server spawned too.
-            self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True, preexec_fn=die_with_parent())
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.comfy_dir,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
             deadline = time.time() + timeout
             while time.time() < deadline:
                 if self.proc.poll() is not None:
-                    raise ComfyError(f"ComfyUI exited with code {self.proc.returncode} while starting:\n"
-                                     f"{self.log_tail()}")
+                    raise ComfyError(
+                        f"ComfyUI exited with code {self.proc.returncode} while starting:\n{self.log_tail()}"
+                    )
                 try:
                     self.get_json("/object_info", timeout=5)
                     return self
@@ -193,8 +226,9 @@ class ComfyServer:
             return r.read()
 
     def post_json(self, path: str, payload: dict, timeout: float = 30):
-        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 body = r.read()
@@ -227,6 +261,11 @@ class ComfyServer:
 
     def image_bytes(self, image: dict) -> bytes:
         """The PNG that a SaveImage/PreviewImage output entry points to, through GET /view."""
-        q = urllib.parse.urlencode({"filename": image["filename"], "subfolder": image.get("subfolder", ""),
-                                    "type": image.get("type", "output")})
+        q = urllib.parse.urlencode(
+            {
+                "filename": image["filename"],
+                "subfolder": image.get("subfolder", ""),
+                "type": image.get("type", "output"),
+            }
+        )
         return self.get_bytes(f"/view?{q}")

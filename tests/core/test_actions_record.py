@@ -17,7 +17,9 @@ from tipai_core.records.tournament_record import (
     records_to_jsonl,
 )
 
-STATE = PolicyState(step=6, n_steps=20, t=0.3, sigma=1.2, region_area=0.1, region_score=3.0, audit_scale=0.5, max_depth=6)
+STATE = PolicyState(
+    step=6, n_steps=20, t=0.3, sigma=1.2, region_area=0.1, region_score=3.0, audit_scale=0.5, max_depth=6
+)
 
 
 def _policy():
@@ -63,17 +65,40 @@ def test_policy_and_action_reject_bad_input():
 
 def _record(n=2, winner=1):
     return TournamentRecord(
-        step=6, n_steps=20, t=0.3, sigma=1.2,
-        region={"index": 0, "bbox": [8, 8, 24, 24], "area": 256, "latent_bbox": [2, 2, 6, 6], "score": 3.0,
-                "audit_scale": 0.5, "view_factor": 4},
+        step=6,
+        n_steps=20,
+        t=0.3,
+        sigma=1.2,
+        region={
+            "index": 0,
+            "bbox": [8, 8, 24, 24],
+            "area": 256,
+            "latent_bbox": [2, 2, 6, 6],
+            "score": 3.0,
+            "audit_scale": 0.5,
+            "view_factor": 4,
+        },
         state=STATE.to_dict(),
         actions=[Action(seed=s, depth=2).to_dict() for s in range(n)],
-        log_probs=[-1.5] * n, policy_seed=99, seeds=list(range(n)),
-        scores={"S": [0.5] + [0.6] * n, "S_R": [0.5] * (n + 1), "F": [1.0] * (n + 1), "P": [[1.0]] * (n + 1),
-                "B": [1.0] * (n + 1), "classes": ["safe"]},
-        utilities=[0.0] + [0.1] * n, winner=winner, accepted=winner > 0,
-        guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0}, alpha=1.0,
-        costs=Costs(denoiser_calls=5, denoiser_evals=10, decode_calls=1, decoded_images=2, auditor_calls=1, auditor_images=3),
+        log_probs=[-1.5] * n,
+        policy_seed=99,
+        seeds=list(range(n)),
+        scores={
+            "S": [0.5] + [0.6] * n,
+            "S_R": [0.5] * (n + 1),
+            "F": [1.0] * (n + 1),
+            "P": [[1.0]] * (n + 1),
+            "B": [1.0] * (n + 1),
+            "classes": ["safe"],
+        },
+        utilities=[0.0] + [0.1] * n,
+        winner=winner,
+        accepted=winner > 0,
+        guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0},
+        alpha=1.0,
+        costs=Costs(
+            denoiser_calls=5, denoiser_evals=10, decode_calls=1, decoded_images=2, auditor_calls=1, auditor_images=3
+        ),
     )
 
 

@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from tipai_core.testing.analytic import GaussianDenoiser, GaussianMixtureDenoiser
 from tipai_core.diffusion.conditioning import Conditioning
 from tipai_core.diffusion.parametrisation import Parametrisation
+from tipai_core.testing.analytic import GaussianDenoiser, GaussianMixtureDenoiser
 
 F64 = torch.float64
 
@@ -99,7 +99,9 @@ def test_regional_conditioning_applies_inside_the_region_mask_only():
     base = Conditioning(payload=torch.tensor([0.0, 3.0], dtype=F64), cfg=1.0)
     m = torch.zeros(1, 1, 4, 4, dtype=F64)
     m[..., 1:3, 1:3] = 1
-    cond = base.with_region(m, torch.tensor([1.0], dtype=F64), torch.tensor([2.0], dtype=F64), torch.tensor([3.0, 0.0], dtype=F64))
+    cond = base.with_region(
+        m, torch.tensor([1.0], dtype=F64), torch.tensor([2.0], dtype=F64), torch.tensor([3.0, 0.0], dtype=F64)
+    )
     out = den(x, s, cond)
     assert (out[0, 0][m[0, 0] == 1] > 0).all()  # pulled to component 0 inside
     assert (out[0, 0][m[0, 0] == 0] < 0).all()  # the base prompt's component 1 outside

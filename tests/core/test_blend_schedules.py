@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tipai_core.diffusion.schedules import Schedule, progress
 from tipai_core.loop.audit_schedule import AuditSchedule
 from tipai_core.loop.blend import alpha_at, latent_blend
-from tipai_core.diffusion.schedules import Schedule, progress
 
 
 def test_latent_blend_formula_and_bit_identity_where_m_is_zero():

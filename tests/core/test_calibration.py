@@ -30,7 +30,7 @@ def _read_png(path):
         rgb = im.convert("RGB")
         w, h = rgb.size
         px = rgb.tobytes()
-        coloured = sum(1 for j in range(0, len(px), 3) if max(px[j:j + 3]) - min(px[j:j + 3]) > 60)
+        coloured = sum(1 for j in range(0, len(px), 3) if max(px[j : j + 3]) - min(px[j : j + 3]) > 60)
     return w, h, coloured
 
 
@@ -51,8 +51,11 @@ def test_calibration_stage_must_show(tmp_path, capsys):
     gen = torch.Generator().manual_seed(1)
     append_records(tmp_path / "logs" / "a.records.jsonl", calibration_records(1200, 4, gen))
     out = tmp_path / "calibration.json"
-    res = stage.run(stage.build_parser().parse_args(
-        ["--logs", str(tmp_path / "logs"), "--out", str(out), "--auditor", "tiny.safetensors"]))
+    res = stage.run(
+        stage.build_parser().parse_args(
+            ["--logs", str(tmp_path / "logs"), "--out", str(out), "--auditor", "tiny.safetensors"]
+        )
+    )
     print(capsys.readouterr().out)
     print(f"ECE raw {res['ece_raw']:.4f} -> calibrated {res['ece_calibrated']:.4f} ({res['ece_ratio']:.1f}x)")
     assert res["ece_ratio"] >= 3.0 and res["nll_calibrated"] < res["nll_raw"]
@@ -62,8 +65,10 @@ def test_calibration_stage_must_show(tmp_path, capsys):
     m = torch.tensor([r.scores["S"][i] - r.scores["S"][0] for r in second for i in range(1, 5)])
     y = torch.tensor([float(r.true_win[i]) for r in second for i in range(1, 5)])
     rate = float(y[m >= cal.delta].mean())
-    print(f"δ = {cal.delta:.4f}; second held-out set: Pr[true win | m ≥ δ] = {rate:.3f} "
-          f"over {int((m >= cal.delta).sum())}")
+    print(
+        f"δ = {cal.delta:.4f}; second held-out set: Pr[true win | m ≥ δ] = {rate:.3f} "
+        f"over {int((m >= cal.delta).sum())}"
+    )
     assert rate >= 0.9 and cal.delta > 0
     # τ_P(t) per class, stricter late; the guard uses the file's numbers
     early, late = cal.tau_P(0.0), cal.tau_P(1.0)
@@ -87,8 +92,11 @@ def test_bad_calibration_inputs(tmp_path, capsys):
     # empty logs, another schema version, logs without labels
     (tmp_path / "e.records.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="no tournament records"):
-        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "e.records.jsonl"),
-                                                   "--out", str(tmp_path / "c.json")]))
+        stage.run(
+            stage.build_parser().parse_args(
+                ["--logs", str(tmp_path / "e.records.jsonl"), "--out", str(tmp_path / "c.json")]
+            )
+        )
     # the command says the same in one line and exits with status 2
     with pytest.raises(SystemExit) as exit_info:
         stage.main(["--logs", str(tmp_path / "e.records.jsonl"), "--out", str(tmp_path / "c.json")])
@@ -96,28 +104,44 @@ def test_bad_calibration_inputs(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("[calibrate] error: ") and not (tmp_path / "c.json").exists()
     (tmp_path / "v9.records.jsonl").write_text('{"schema": "tipai.tournament/9"}\n')
     with pytest.raises(ValueError, match="tipai.tournament/9"):
-        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "v9.records.jsonl"),
-                                                   "--out", str(tmp_path / "c.json")]))
+        stage.run(
+            stage.build_parser().parse_args(
+                ["--logs", str(tmp_path / "v9.records.jsonl"), "--out", str(tmp_path / "c.json")]
+            )
+        )
     recs = calibration_records(3, 2, torch.Generator().manual_seed(0))
     for r in recs:
         r.true_win = None
     append_records(tmp_path / "nolabel.records.jsonl", recs)
     with pytest.raises(ValueError, match="true_win"):
-        stage.run(stage.build_parser().parse_args(["--logs", str(tmp_path / "nolabel.records.jsonl"),
-                                                   "--out", str(tmp_path / "c.json")]))
+        stage.run(
+            stage.build_parser().parse_args(
+                ["--logs", str(tmp_path / "nolabel.records.jsonl"), "--out", str(tmp_path / "c.json")]
+            )
+        )
     # a calibration file for another auditor
     from tipai_core.diffusion.schedules import Schedule
 
-    cal = Calibration(0.1, Schedule.constant([0.5, 0.5]), Schedule.constant(0.2),
-                      {"name": "big.safetensors", "classes": ["nsfw", "violence/weapon"]})
+    cal = Calibration(
+        0.1,
+        Schedule.constant([0.5, 0.5]),
+        Schedule.constant(0.2),
+        {"name": "big.safetensors", "classes": ["nsfw", "violence/weapon"]},
+    )
     cal.save(tmp_path / "cal.json")
     back = Calibration.load(tmp_path / "cal.json")
     with pytest.raises(ValueError, match="fit for the auditor 'big.safetensors'"):
         back.check_auditor("tiny.safetensors", ["nsfw", "violence/weapon"])
     with pytest.raises(ValueError, match="policy classes"):
         back.check_auditor(None, ["nsfw"])
-    scores = AuditScores(S=torch.tensor([0.0, 1.0]), S_R=torch.zeros(2), F=torch.ones(2), P=torch.ones(2, 1),
-                         B=torch.ones(2), classes=("logo",))
+    scores = AuditScores(
+        S=torch.tensor([0.0, 1.0]),
+        S_R=torch.zeros(2),
+        F=torch.ones(2),
+        P=torch.ones(2, 1),
+        B=torch.ones(2),
+        classes=("logo",),
+    )
     with pytest.raises(ValueError, match="calibrate again"):
         calibrated_guard(back).select(scores, 0.5)
     d = json.loads((tmp_path / "cal.json").read_text())
@@ -149,11 +173,13 @@ def test_the_runtime_loads_a_calibration_without_matplotlib(tmp_path):
     from tipai_core.diffusion.schedules import Schedule
 
     Calibration(0.1, Schedule.constant([0.5]), Schedule.constant(0.2), {"classes": ["safe"]}).save(tmp_path / "c.json")
-    code = ("import sys\n"
-            "from tipai_core.guard.calibration_file import Calibration\n"
-            "from tipai_core.guard.calibrated_guard import calibrated_guard\n"
-            f"g = calibrated_guard(Calibration.load(r'{tmp_path / 'c.json'}'))\n"
-            "print(g.delta, 'matplotlib' in sys.modules)\n")
+    code = (
+        "import sys\n"
+        "from tipai_core.guard.calibration_file import Calibration\n"
+        "from tipai_core.guard.calibrated_guard import calibrated_guard\n"
+        f"g = calibrated_guard(Calibration.load(r'{tmp_path / 'c.json'}'))\n"
+        "print(g.delta, 'matplotlib' in sys.modules)\n"
+    )
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

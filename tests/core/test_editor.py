@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from tipai_core.policy.actions import Action
-from tipai_core.records.costs import Costs, CountingDenoiser
 from tipai_core.diffusion.parametrisation import Parametrisation
-from tipai_core.editing.diffusion_editor import DiffusionEditor, action_mask
-from tipai_core.protocols import EditContext
 from tipai_core.diffusion.sampler import initial_latent, sample
+from tipai_core.editing.diffusion_editor import DiffusionEditor, action_mask
+from tipai_core.policy.actions import Action
+from tipai_core.protocols import EditContext
+from tipai_core.records.costs import Costs, CountingDenoiser
 from tipai_core.testing.synthetic import make_world, world_sigmas
 
 STEP = 8
@@ -29,8 +29,9 @@ def _ctx(param="eps", dtype=torch.float32, seed=1):
             state["x"], state["x0"] = xi, x0i
 
     sample(world.denoiser, sigmas, x, world.cond, param, callback=grab)
-    ctx = EditContext(world.denoiser, Parametrisation(param), sigmas, STEP, state["x"], state["x0"], world.cond,
-                      world.region_payload)
+    ctx = EditContext(
+        world.denoiser, Parametrisation(param), sigmas, STEP, state["x"], state["x0"], world.cond, world.region_payload
+    )
     return world, ctx
 
 

@@ -57,8 +57,21 @@ def imported_modules(name: str, path: Path, *, type_checking: bool = False) -> s
 
 def test_walk_finds_every_stage():
     stages = {n.split(".")[1] for n in MODULES if n.count(".") >= 1}
-    expected = {"protocols", "diffusion", "loop", "mining", "editing", "auditor", "guard", "policy", "records",
-                "testing", "train", "eval", "worlds"}
+    expected = {
+        "protocols",
+        "diffusion",
+        "loop",
+        "mining",
+        "editing",
+        "auditor",
+        "guard",
+        "policy",
+        "records",
+        "testing",
+        "train",
+        "eval",
+        "worlds",
+    }
     assert expected <= stages, f"missing stages: {expected - stages}"
     assert len(MODULES) > 60
 
@@ -92,8 +105,11 @@ def test_commands_never_call_another_commands_main():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level and node.module:
                 for a in node.names:
-                    assert a.name != "main" or node.module.split(".")[-1] not in ("__main__",) and \
-                        not node.module.startswith(COMMANDS), f"{name} imports main from {node.module}"
+                    assert (
+                        a.name != "main"
+                        or node.module.split(".")[-1] not in ("__main__",)
+                        and not node.module.startswith(COMMANDS)
+                    ), f"{name} imports main from {node.module}"
 
 
 def test_the_module_import_graph_has_no_cycle():
@@ -109,7 +125,7 @@ def test_the_module_import_graph_has_no_cycle():
         stack.append(n)
         for d in sorted(graph[n]):
             if state.get(d) == 1:
-                cycle = stack[stack.index(d):] + [d]
+                cycle = stack[stack.index(d) :] + [d]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if d not in state:
                 visit(d)
@@ -169,8 +185,13 @@ def test_the_shipped_implementations_satisfy_the_loop_protocols():
     world = make_world("eps")
     suite = world_suite(world)
     pairs = [
-        (world.denoiser, pr.Denoiser), (suite.decoder, pr.AuditDecoder), (suite.miner, pr.Miner),
-        (suite.auditor, pr.Auditor), (suite.editor, pr.Editor), (suite.policy, pr.Policy), (suite.guard, pr.Guard),
+        (world.denoiser, pr.Denoiser),
+        (suite.decoder, pr.AuditDecoder),
+        (suite.miner, pr.Miner),
+        (suite.auditor, pr.Auditor),
+        (suite.editor, pr.Editor),
+        (suite.policy, pr.Policy),
+        (suite.guard, pr.Guard),
     ]
     for obj, proto in pairs:
         assert isinstance(obj, proto), f"{type(obj).__name__} is not a {proto.__name__}"

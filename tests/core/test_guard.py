@@ -7,15 +7,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tipai_core.guard.tournament_guard import TournamentGuard, guarded_utility
 from tipai_core.diffusion.schedules import Schedule
+from tipai_core.guard.tournament_guard import TournamentGuard, guarded_utility
 from tipai_core.protocols import AuditScores
 
 
 def _scores(S, F, P, B):
     S = torch.as_tensor(S, dtype=torch.float64)
-    return AuditScores(S=S, S_R=S.clone(), F=torch.as_tensor(F, dtype=torch.float64),
-                       P=torch.as_tensor(P, dtype=torch.float64), B=torch.as_tensor(B, dtype=torch.float64))
+    return AuditScores(
+        S=S,
+        S_R=S.clone(),
+        F=torch.as_tensor(F, dtype=torch.float64),
+        P=torch.as_tensor(P, dtype=torch.float64),
+        B=torch.as_tensor(B, dtype=torch.float64),
+    )
 
 
 def _check_promise(scores: AuditScores, guard: TournamentGuard, t: float) -> None:
@@ -23,8 +28,11 @@ def _check_promise(scores: AuditScores, guard: TournamentGuard, t: float) -> Non
     tau_P, tau_F = guard.tau_P(t), float(guard.tau_F(t))
     S, F, P, B = scores.S.double(), scores.F.double(), scores.P.double(), scores.B.double()
     valid = [
-        i for i in range(1, len(scores))
-        if S[i] >= S[0] + guard.delta and bool((P[i] >= tau_P).all()) and F[i] >= tau_F
+        i
+        for i in range(1, len(scores))
+        if S[i] >= S[0] + guard.delta
+        and bool((P[i] >= tau_P).all())
+        and F[i] >= tau_F
         # a utility that rounds or underflows to 0 (e.g. B subnormal) is no win
         and (S[i] - S[0] - guard.delta) * B[i] > 0
     ]
@@ -52,7 +60,9 @@ def test_guard_promise_over_thousands_of_seeded_tournaments():
         P = torch.rand(n + 1, c, generator=g, dtype=torch.float64)
         B = torch.rand(n + 1, generator=g, dtype=torch.float64) * (torch.rand(n + 1, generator=g) > 0.1)
         delta = float(torch.rand(1, generator=g)) * 0.3
-        tau_P = Schedule.linear(torch.rand(c, generator=g).mul(0.5).tolist(), torch.rand(c, generator=g).mul(0.5).tolist())
+        tau_P = Schedule.linear(
+            torch.rand(c, generator=g).mul(0.5).tolist(), torch.rand(c, generator=g).mul(0.5).tolist()
+        )
         tau_F = Schedule.constant(float(torch.rand(1, generator=g)) * 0.5)
         guard = TournamentGuard(delta, tau_P, tau_F)
         t = float(torch.rand(1, generator=g))

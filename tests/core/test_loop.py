@@ -7,16 +7,16 @@ import dataclasses
 import pytest
 import torch
 
-from tipai_core.policy.actions import Action, FixedKnobPolicy
-from tipai_core.loop.audit_schedule import AuditSchedule
-from tipai_core.records.costs import Costs, expected_step_costs
+from tipai_core.diffusion.sampler import initial_latent, sample
 from tipai_core.editing.diffusion_editor import DiffusionEditor, action_mask
 from tipai_core.guard.tournament_guard import TournamentGuard
+from tipai_core.loop.audit_schedule import AuditSchedule
 from tipai_core.loop.audit_step import audit_step
 from tipai_core.loop.sampling import sample_with_audits
 from tipai_core.mining.masks import pixel_to_latent
 from tipai_core.mining.regions import Region
-from tipai_core.diffusion.sampler import initial_latent, sample
+from tipai_core.policy.actions import Action, FixedKnobPolicy
+from tipai_core.records.costs import Costs, expected_step_costs
 from tipai_core.testing.synthetic import fix_rates, make_world, world_sigmas, world_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,7 +59,15 @@ def test_accepted_edit_leaves_the_latent_bit_identical_where_the_blend_mask_is_z
     xc, x0c = seen["x"], seen["x0"]
     x_keep, x0_keep = xc.clone(), x0c.clone()
     new_x, records = audit_step(
-        xc, x0c, step, sigmas, denoiser=world.denoiser, param=param, cond=world.cond, prompt="p", suite=suite,
+        xc,
+        x0c,
+        step,
+        sigmas,
+        denoiser=world.denoiser,
+        param=param,
+        cond=world.cond,
+        prompt="p",
+        suite=suite,
         region_payload=world.region_payload,
     )
     assert new_x is not None and any(r.accepted for r in records)
@@ -142,7 +150,9 @@ def test_cost_of_accepted_steps_adds_one_restart_call_each():
         guard=TournamentGuard(delta=0.0),
     )
     x = initial_latent(world.shape, sigmas, "eps", seed=0)
-    res = sample_with_audits(world.denoiser, sigmas, x, world.cond, "eps", "p", suite, region_payload=world.region_payload)
+    res = sample_with_audits(
+        world.denoiser, sigmas, x, world.cond, "eps", "p", suite, region_payload=world.region_payload
+    )
     assert res.accepted_steps
     base = expected_step_costs(k, n, d)
     n_audits = len(suite.schedule.steps(20))
@@ -190,11 +200,15 @@ def test_batches_are_audited_per_image_and_stay_bit_identical_when_nothing_is_ac
     x = initial_latent((2, *world.shape[1:]), sigmas, "eps", seed=4)
     reject = dataclasses.replace(world_suite(world, seed=1), guard=TournamentGuard(delta=1e9))
     plain = sample(world.denoiser, sigmas, x, world.cond, "eps")
-    res = sample_with_audits(world.denoiser, sigmas, x, world.cond, "eps", "p", reject, region_payload=world.region_payload)
+    res = sample_with_audits(
+        world.denoiser, sigmas, x, world.cond, "eps", "p", reject, region_payload=world.region_payload
+    )
     assert {r.batch_index for r in res.records} == {0, 1}
     assert torch.equal(res.latent, plain)
     accept = world_suite(world, seed=1)
-    res = sample_with_audits(world.denoiser, sigmas, x, world.cond, "eps", "p", accept, region_payload=world.region_payload)
+    res = sample_with_audits(
+        world.denoiser, sigmas, x, world.cond, "eps", "p", accept, region_payload=world.region_payload
+    )
     assert res.accepted_steps
     assert world.is_fixed(res.latent[0:1]) and world.is_fixed(res.latent[1:2])
     assert not world.is_fixed(plain[0:1]) and not world.is_fixed(plain[1:2])

@@ -66,7 +66,9 @@ def test_pixel_latent_mapping_is_aligned_to_the_vae_factor():
     # pixel (12, 20) samples latent coordinates (1.0625, 2.0625): bilinear weight 0.9375² on cell (1, 2)
     assert soft[0, 0, 12, 20] == 0.9375**2
     # exactly zero outside the one-cell neighbourhood of the mask
-    assert torch.equal(soft[latent_to_pixel(dilate(lat, 1), 8) == 0], torch.zeros(int((latent_to_pixel(dilate(lat, 1), 8) == 0).sum())))
+    assert torch.equal(
+        soft[latent_to_pixel(dilate(lat, 1), 8) == 0], torch.zeros(int((latent_to_pixel(dilate(lat, 1), 8) == 0).sum()))
+    )
     with pytest.raises(ValueError, match="multiple of the VAE factor 8"):
         pixel_to_latent(torch.zeros(1, 1, 30, 32), 8)
 
@@ -148,5 +150,3 @@ def test_saliency_miner_fuses_a_user_mask():
     regions = miner(img, "p", user)
     assert len(regions) == 1 and regions[0].bbox == (4, 4, 12, 12)
     assert miner(img, "p") == []
-
-

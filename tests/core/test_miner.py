@@ -4,16 +4,13 @@ determinism, region prompts from Grad-CAM words, and bad input."""
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tipai_core.testing.miner_synthetic import box_mask, colour_auditor, mask_iou, render_text
-
 from tipai_core.mining.miner import RegionMiner, fuse, prompt_words, region_report
 from tipai_core.mining.saliency import auditor_features, drift_map, feature_change_map
+from tipai_core.testing.miner_synthetic import box_mask, colour_auditor, mask_iou, render_text
 
 RED = torch.tensor([0.85, 0.1, 0.1]).view(1, 3, 1, 1)
 BLUE_BOX = (64, 160, 128, 224)
@@ -45,13 +42,21 @@ def test_contradicted_patch_is_found(auditor):
     assert regions[0].signals == ("gradcam",)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rapidocr_onnxruntime") is None, reason="rapidocr-onnxruntime not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("rapidocr_onnxruntime") is None, reason="rapidocr-onnxruntime not installed"
+)
 def test_planted_word_and_patch_are_both_found():
     from tipai_core.mining.detectors import RapidOCRDetector
 
     img, word = render_text(red_with_blue(), "SALE", (24, 170), size=48)
-    miner = RegionMiner(colour_auditor(), weights={**AUDITOR_ONLY, "text": 1.0}, detectors={"text": RapidOCRDetector()},
-                        k=3, threshold=0.5, latent_factor=None)
+    miner = RegionMiner(
+        colour_auditor(),
+        weights={**AUDITOR_ONLY, "text": 1.0},
+        detectors={"text": RapidOCRDetector()},
+        k=3,
+        threshold=0.5,
+        latent_factor=None,
+    )
     regions = miner(img, "a red image")
     ious = {"word": _best_iou(regions, word, (256, 256)), "patch": _best_iou(regions, BLUE_BOX, (256, 256))}
     print("planted defects IoU:", ious, region_report(regions))
@@ -80,7 +85,7 @@ def test_drift_is_zero_for_identical_views_and_larger_where_the_view_changed(aud
     assert torch.equal(feature_change_map(fa2.tokens, fa.tokens), torch.zeros_like(fa.cam))
     d = drift_map(fb.cam, fa.cam)[0]
     inside = torch.zeros(16, 16, dtype=torch.bool)
-    inside[BLUE_BOX[0] // 16:BLUE_BOX[2] // 16, BLUE_BOX[1] // 16:BLUE_BOX[3] // 16] = True
+    inside[BLUE_BOX[0] // 16 : BLUE_BOX[2] // 16, BLUE_BOX[1] // 16 : BLUE_BOX[3] // 16] = True
     print(f"drift inside the change {float(d[inside].mean()):.3f}, outside {float(d[~inside].mean()):.3f}")
     assert d[inside].mean() > 0.5 and d[inside].mean() > 5 * d[~inside].mean()
     # through the miner: the first audit has no drift; the second sees it where the view changed
@@ -98,8 +103,7 @@ def test_same_inputs_same_regions(auditor):
     img = red_with_blue() * 0.9 + 0.1 * torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
     runs = [RegionMiner(colour_auditor(), k=3, region_prompts=True)(img, "a red image") for _ in range(2)]
     assert [r.bbox for r in runs[0]] == [r.bbox for r in runs[1]]
-    assert all(torch.equal(x.mask, y.mask) and x.signals == y.signals and x.prompt == y.prompt
-               for x, y in zip(*runs))
+    assert all(torch.equal(x.mask, y.mask) and x.signals == y.signals and x.prompt == y.prompt for x, y in zip(*runs))
 
 
 def test_regions_are_on_the_latent_grid(auditor):
@@ -116,7 +120,9 @@ def test_region_prompt_holds_the_words_the_gradcam_ties_to_it(auditor):
     (r,) = miner(red_with_blue(), "a red field with a blue square", box_mask((256, 256), BLUE_BOX))
     print("region prompt:", r.prompt)
     assert r.prompt is not None and "blue" in r.prompt.split() and "red" not in r.prompt.split()
-    (r2,) = RegionMiner(auditor, weights=AUDITOR_ONLY, k=1, region_prompt="a tidy red tile")(red_with_blue(), "a red image")
+    (r2,) = RegionMiner(auditor, weights=AUDITOR_ONLY, k=1, region_prompt="a tidy red tile")(
+        red_with_blue(), "a red image"
+    )
     assert r2.prompt == "a tidy red tile"
     assert prompt_words("A red field, with a blue square and a red cat") == ["red", "field", "blue", "square", "cat"]
 

@@ -5,27 +5,53 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tipai_core.mining.regions import Region
 from tipai_core.policy.actions import Action, PolicyState
 from tipai_core.records.costs import Costs
 from tipai_core.records.overlay import draw_overlay, mask_overlay, palette
 from tipai_core.records.tournament_record import TournamentRecord
-from tipai_core.mining.regions import Region
 
 GREEN, ORANGE = torch.tensor([0.0, 1.0, 0.0]), torch.tensor([1.0, 0.6, 0.0])
-STATE = PolicyState(step=2, n_steps=10, t=0.2, sigma=1.0, region_area=0.1, region_score=1.0, audit_scale=0.5, max_depth=2)
+STATE = PolicyState(
+    step=2, n_steps=10, t=0.2, sigma=1.0, region_area=0.1, region_score=1.0, audit_scale=0.5, max_depth=2
+)
 
 
 def _record(bbox, view_factor=4, accepted=True, batch_index=0):
-    n = 1
     return TournamentRecord(
-        step=2, n_steps=10, t=0.2, sigma=1.0,
-        region={"index": 0, "bbox": list(bbox), "area": 1, "latent_bbox": [0, 0, 1, 1], "score": 1.0,
-                "audit_scale": view_factor / 8, "view_factor": view_factor},
-        state=STATE.to_dict(), actions=[Action(seed=0, depth=1).to_dict()], log_probs=[0.0], policy_seed=0, seeds=[0],
-        scores={"S": [0.0, 1.0], "S_R": [0.0, 0.0], "F": [1.0, 1.0], "P": [[1.0], [1.0]], "B": [1.0, 1.0],
-                "classes": ["x"]},
-        utilities=[0.0, 1.0 if accepted else 0.0], winner=1 if accepted else 0, accepted=accepted,
-        guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0}, alpha=1.0, costs=Costs(), batch_index=batch_index,
+        step=2,
+        n_steps=10,
+        t=0.2,
+        sigma=1.0,
+        region={
+            "index": 0,
+            "bbox": list(bbox),
+            "area": 1,
+            "latent_bbox": [0, 0, 1, 1],
+            "score": 1.0,
+            "audit_scale": view_factor / 8,
+            "view_factor": view_factor,
+        },
+        state=STATE.to_dict(),
+        actions=[Action(seed=0, depth=1).to_dict()],
+        log_probs=[0.0],
+        policy_seed=0,
+        seeds=[0],
+        scores={
+            "S": [0.0, 1.0],
+            "S_R": [0.0, 0.0],
+            "F": [1.0, 1.0],
+            "P": [[1.0], [1.0]],
+            "B": [1.0, 1.0],
+            "classes": ["x"],
+        },
+        utilities=[0.0, 1.0 if accepted else 0.0],
+        winner=1 if accepted else 0,
+        accepted=accepted,
+        guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0},
+        alpha=1.0,
+        costs=Costs(),
+        batch_index=batch_index,
     )
 
 
@@ -152,7 +178,7 @@ def test_mask_overlay_tints_each_mask_with_its_colour():
     step1 = torch.where(m0 > 0, (1 - m0) * img + m0 * c0, img)
     expected = torch.where(m1 > 0, (1 - m1) * step1 + m1 * c1, step1)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
-    outside = (masks.sum(0)[0] == 0)
+    outside = masks.sum(0)[0] == 0
     assert torch.equal(out[:, :, outside], img[:, :, outside])
     # a closed-form pixel: only mask 0, full weight -> 0.6·I + 0.4·red
     torch.testing.assert_close(out[0, :, 0, 0], 0.6 * img[0, :, 0, 0] + 0.4 * torch.tensor(cols[0]))

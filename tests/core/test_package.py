@@ -39,11 +39,17 @@ def test_train_cli_lists_stages_and_rejects_unknown():
     listed = [line.split()[0] for line in ok.stdout.split("stages:", 1)[1].splitlines() if line.strip()]
     assert listed == ["scorer", "tspo", "calibrate"]  # only stages that exist
     for stage in listed:  # every listed stage starts and explains itself
-        helped = subprocess.run([sys.executable, "-m", "tipai_core.train", stage, "--help"], cwd=REPO,
-                                capture_output=True, text=True, timeout=120)
+        helped = subprocess.run(
+            [sys.executable, "-m", "tipai_core.train", stage, "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert helped.returncode == 0, helped.stderr
         assert f"python -m tipai_core.train {stage}" in helped.stdout
-    bad = subprocess.run([sys.executable, "-m", "tipai_core.train", "nonsense"], cwd=REPO, capture_output=True,
-                         text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "tipai_core.train", "nonsense"], cwd=REPO, capture_output=True, text=True
+    )
     assert bad.returncode == 2
     assert "unknown stage 'nonsense'" in bad.stderr

@@ -11,8 +11,20 @@ import torch
 from tipai_core.policy.actions import PolicyState
 from tipai_core.policy.policy_net import DEFAULT_CHOICES, PolicyNet, state_features
 
-STATE = PolicyState(step=6, n_steps=20, t=0.3, sigma=1.2, region_area=0.1, region_score=3.0, audit_scale=0.5,
-                    max_depth=2, control_S=0.4, control_F=0.7, control_P=(0.9, 0.2), signals=(("risk", 0.7),))
+STATE = PolicyState(
+    step=6,
+    n_steps=20,
+    t=0.3,
+    sigma=1.2,
+    region_area=0.1,
+    region_score=3.0,
+    audit_scale=0.5,
+    max_depth=2,
+    control_S=0.4,
+    control_F=0.7,
+    control_P=(0.9, 0.2),
+    signals=(("risk", 0.7),),
+)
 
 
 def _trained(seed=0):
@@ -73,7 +85,9 @@ def test_save_load_round_trip_and_knob_mismatch(tmp_path):
     save_file(old, str(tmp_path / "old.safetensors"))
     (tmp_path / "old.json").write_text(path.with_suffix(".json").read_text())
     legacy = PolicyNet.load(tmp_path / "old.safetensors")
-    assert float(legacy.feat_mean.abs().sum()) == 0.0 and torch.equal(legacy.feat_scale, torch.ones_like(net.feat_scale))
+    assert float(legacy.feat_mean.abs().sum()) == 0.0 and torch.equal(
+        legacy.feat_scale, torch.ones_like(net.feat_scale)
+    )
     with pytest.raises(ValueError, match="knobs do not match: cfg_inside"):
         PolicyNet.load(path, expect_knobs={**DEFAULT_CHOICES, "cfg_inside": (4.0, 8.0)})
     # a JSON whose knobs disagree with the weights

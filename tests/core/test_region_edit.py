@@ -5,13 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tipai_core.policy.actions import FixedKnobPolicy
-from tipai_core.editing.region_edit import edit_region
 from tipai_core.diffusion.sampler import initial_latent, sample
+from tipai_core.editing.region_edit import edit_region
+from tipai_core.policy.actions import FixedKnobPolicy
 from tipai_core.testing.synthetic import make_world, world_sigmas
 
-POLICY = FixedKnobPolicy(knobs={"depth": ((2, 4), (0.5, 0.5)), "cfg_inside": ((2.0, 6.0), (0.5, 0.5)),
-                                "feather": ((0, 1), (0.5, 0.5)), "editor": (("invert", "renoise"), (0.5, 0.5))})
+POLICY = FixedKnobPolicy(
+    knobs={
+        "depth": ((2, 4), (0.5, 0.5)),
+        "cfg_inside": ((2.0, 6.0), (0.5, 0.5)),
+        "feather": ((0, 1), (0.5, 0.5)),
+        "editor": (("invert", "renoise"), (0.5, 0.5)),
+    }
+)
 
 
 def _clean(param):

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tipai_core.records import report as report_mod
 from tipai_core.policy.actions import Action, PolicyState
+from tipai_core.records import report as report_mod
 from tipai_core.records.costs import Costs
-from tipai_core.records.tournament_record import TournamentRecord, records_to_jsonl
 from tipai_core.records.report import (
     REPORT_SCHEMA,
     LogRead,
@@ -20,35 +19,70 @@ from tipai_core.records.report import (
     report_to_jsonl_records,
     write_log,
 )
+from tipai_core.records.tournament_record import TournamentRecord, records_to_jsonl
 
-STATE = PolicyState(step=6, n_steps=20, t=0.3, sigma=1.2, region_area=0.1, region_score=3.0, audit_scale=0.5, max_depth=6)
+STATE = PolicyState(
+    step=6, n_steps=20, t=0.3, sigma=1.2, region_area=0.1, region_score=3.0, audit_scale=0.5, max_depth=6
+)
 
 
 def _record(step=6, n=2, winner=1, sigma=1.2, bbox=(8, 8, 24, 24), batch_index=0, calls=5):
     return TournamentRecord(
-        step=step, n_steps=20, t=step / 20, sigma=sigma,
-        region={"index": 0, "bbox": list(bbox), "area": 256, "latent_bbox": [2, 2, 6, 6], "score": 3.0,
-                "audit_scale": 0.5, "view_factor": 4},
+        step=step,
+        n_steps=20,
+        t=step / 20,
+        sigma=sigma,
+        region={
+            "index": 0,
+            "bbox": list(bbox),
+            "area": 256,
+            "latent_bbox": [2, 2, 6, 6],
+            "score": 3.0,
+            "audit_scale": 0.5,
+            "view_factor": 4,
+        },
         state=STATE.to_dict(),
         actions=[Action(seed=s, depth=2).to_dict() for s in range(n)],
-        log_probs=[-1.5] * n, policy_seed=99, seeds=list(range(n)),
-        scores={"S": [0.5] + [0.6 + 0.1 * i for i in range(n)], "S_R": [0.5] * (n + 1), "F": [1.0] * (n + 1),
-                "P": [[0.9, 0.8]] * (n + 1), "B": [1.0] * (n + 1), "classes": ["nsfw", "gore"]},
-        utilities=[0.0] + [0.1 * (i + 1) for i in range(n)], winner=winner, accepted=winner > 0,
-        guard={"delta": 0.0, "tau_P": [0.0, 0.0], "tau_F": 0.0}, alpha=1.0,
-        costs=Costs(denoiser_calls=calls, denoiser_evals=n * calls, decode_calls=1, decoded_images=n,
-                    auditor_calls=1, auditor_images=n + 1),
+        log_probs=[-1.5] * n,
+        policy_seed=99,
+        seeds=list(range(n)),
+        scores={
+            "S": [0.5] + [0.6 + 0.1 * i for i in range(n)],
+            "S_R": [0.5] * (n + 1),
+            "F": [1.0] * (n + 1),
+            "P": [[0.9, 0.8]] * (n + 1),
+            "B": [1.0] * (n + 1),
+            "classes": ["nsfw", "gore"],
+        },
+        utilities=[0.0] + [0.1 * (i + 1) for i in range(n)],
+        winner=winner,
+        accepted=winner > 0,
+        guard={"delta": 0.0, "tau_P": [0.0, 0.0], "tau_F": 0.0},
+        alpha=1.0,
+        costs=Costs(
+            denoiser_calls=calls,
+            denoiser_evals=n * calls,
+            decode_calls=1,
+            decoded_images=n,
+            auditor_calls=1,
+            auditor_images=n + 1,
+        ),
         batch_index=batch_index,
     )
 
 
 def _report(**kw):
-    recs = [_record(step=3, n=2, winner=0, sigma=2.0), _record(step=6, n=3, winner=2),
-            _record(step=6, n=1, winner=0, bbox=(0, 4, 4, 12), batch_index=1)]
-    costs = Costs(denoiser_calls=21, denoiser_evals=60, decode_calls=7, decoded_images=9, auditor_calls=3,
-                  auditor_images=9)
-    args = dict(n_steps=20, base_model_calls=20, audited_steps=[9, 3, 6], accepted_steps=[6], seconds=1.5,
-                extra={"seed": 7})
+    recs = [
+        _record(step=3, n=2, winner=0, sigma=2.0),
+        _record(step=6, n=3, winner=2),
+        _record(step=6, n=1, winner=0, bbox=(0, 4, 4, 12), batch_index=1),
+    ]
+    costs = Costs(
+        denoiser_calls=21, denoiser_evals=60, decode_calls=7, decoded_images=9, auditor_calls=3, auditor_images=9
+    )
+    args = dict(
+        n_steps=20, base_model_calls=20, audited_steps=[9, 3, 6], accepted_steps=[6], seconds=1.5, extra={"seed": 7}
+    )
     args.update(kw)
     return recs, build_report(recs, costs, **args)
 
@@ -57,9 +91,17 @@ def test_report_summary_steps_and_records():
     recs, rep = _report()
     assert rep["schema"] == REPORT_SCHEMA == "tipai.report/1"
     assert rep["summary"] == {
-        "audited_steps": 3, "regions": 3, "candidates": 6, "accepted": 1,
-        "extra_model_calls": 21, "extra_model_evals": 60, "decodes": 7, "auditor_calls": 3,
-        "base_model_calls": 20, "extra_call_ratio": 21 / 20, "seconds": 1.5,
+        "audited_steps": 3,
+        "regions": 3,
+        "candidates": 6,
+        "accepted": 1,
+        "extra_model_calls": 21,
+        "extra_model_evals": 60,
+        "decodes": 7,
+        "auditor_calls": 3,
+        "base_model_calls": 20,
+        "extra_call_ratio": 21 / 20,
+        "seconds": 1.5,
     }
     assert rep["audited_steps"] == [3, 6, 9] and rep["accepted_steps"] == [6] and rep["extra"] == {"seed": 7}
     # every audited step has an entry, also step 9 where the miner found nothing
@@ -159,14 +201,19 @@ def test_read_log_skips_and_counts_corrupt_lines(tmp_path):
     lines = report_to_jsonl_records(rep).splitlines()
     wrong_schema = json.loads(lines[1])
     wrong_schema["schema"] = "tipai.tournament/0"
-    text = "\n".join([
-        lines[0],                       # 1 ok
-        lines[1][: len(lines[1]) // 2],  # 2 torn
-        "",                             # 3 blank: ignored
-        json.dumps(wrong_schema),       # 4 foreign schema
-        "[1, 2]",                       # 5 not an object
-        lines[2],                       # 6 ok
-    ]).encode() + b"\n\xff\xfe{\n"        # 7 not utf-8
+    text = (
+        "\n".join(
+            [
+                lines[0],  # 1 ok
+                lines[1][: len(lines[1]) // 2],  # 2 torn
+                "",  # 3 blank: ignored
+                json.dumps(wrong_schema),  # 4 foreign schema
+                "[1, 2]",  # 5 not an object
+                lines[2],  # 6 ok
+            ]
+        ).encode()
+        + b"\n\xff\xfe{\n"
+    )  # 7 not utf-8
     path = tmp_path / "x.records.jsonl"
     path.write_bytes(text)
     got = read_log(path)

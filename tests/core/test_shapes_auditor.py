@@ -38,8 +38,9 @@ def test_stage_a_through_the_scorer_path(tmp_path):
     sc = aud.score(torch.rand(3, 3, 24, 24), "a red circle left of a blue square")
     assert sc.S.shape == (3,) and sc.P.shape == (3, 1) and torch.isfinite(sc.S).all()
     # the learned auditor and its Grad-CAM miner drive the loop in the evaluation
-    tiny = TrainConfig(model=ModelConfig(size=16, channels=(8, 16, 16), text_dim=16, text_layers=1, heads=2),
-                       batch=8, warmup=2)
+    tiny = TrainConfig(
+        model=ModelConfig(size=16, channels=(8, 16, 16), text_dim=16, text_layers=1, heads=2), batch=8, warmup=2
+    )
     model, _ = load_model(train(tiny, 2, tmp_path / "base", log=lambda *_: None))
     s = EvalSettings(n_prompts=2, n_steps=6, audit_first=2, audit_every=2, audit_skip_last=1, n_candidates=2)
     _, rows = evaluate(model, s, None, log=lambda *_: None, pieces={"learned": learned_pieces(tmp_path)})

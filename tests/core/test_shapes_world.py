@@ -7,10 +7,10 @@ import torch
 
 from tipai_core.worlds.shapes import grammar
 from tipai_core.worlds.shapes.checker import Checker, check, scene_truth
-from tipai_core.worlds.shapes.validate import validate
 from tipai_core.worlds.shapes.dataset import batch, example, pair, pair_scenes
-from tipai_core.worlds.shapes.grammar import Clause, corrupt, describe, parse, sample_spec, tokenize
+from tipai_core.worlds.shapes.grammar import Clause, describe, parse, sample_spec, tokenize
 from tipai_core.worlds.shapes.render import PALETTE, Scene, ShapeSpec, layout, render
+from tipai_core.worlds.shapes.validate import validate
 
 
 def verdicts(img, prompt):
@@ -59,8 +59,14 @@ def test_parse_exact_clauses():
         Clause("binding", "blue", "square"),
         Clause("binding", "green", "triangle"),
     ]
-    for bad in ["", "a purple circle", "red circle", "a red circle left a blue square", "two red circle",
-                "a red circle and a blue square , a green circle"]:
+    for bad in [
+        "",
+        "a purple circle",
+        "red circle",
+        "a red circle left a blue square",
+        "two red circle",
+        "a red circle and a blue square , a green circle",
+    ]:
         with pytest.raises(ValueError):
             parse(bad)
 
@@ -177,14 +183,16 @@ def test_soft_edged_shapes_keep_their_class(blur):
     from tipai_core.worlds.shapes.dataset import degrade
 
     shapes = ["square", "circle", "triangle"]
-    scene = Scene(tuple(ShapeSpec(s, c, x, 0.5, 0.14) for s, c, x in zip(shapes, ("red", "blue", "green"), (0.2, 0.5, 0.8))))
+    scene = Scene(
+        tuple(ShapeSpec(s, c, x, 0.5, 0.14) for s, c, x in zip(shapes, ("red", "blue", "green"), (0.2, 0.5, 0.8)))
+    )
     img = render(scene, 32)
     rng = random.Random(0)
     soft = degrade(img[None], rng)[0]  # the draw below replaces blur; degrade's fade/noise stay
     import torch.nn.functional as F
 
     r = 3
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * blur * blur))
+    k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * blur * blur))
     k = (k / k.sum()).view(1, 1, 1, -1).repeat(3, 1, 1, 1)
     b = F.conv2d(F.pad(img[None], (r, r, 0, 0), mode="replicate"), k, groups=3)
     b = F.conv2d(F.pad(b, (0, 0, r, r), mode="replicate"), k.transpose(2, 3), groups=3)[0]
@@ -203,12 +211,14 @@ def test_local_pairs_edit_in_place_and_violate():
         assert all(ok for _, ok in scene_truth(good, prompt))
         assert not all(ok for _, ok in scene_truth(bad, prompt))
         same = len(good.objects) == len(bad.objects) and all(
-            (a.cx, a.cy, a.r) == (b.cx, b.cy, b.r) for a, b in zip(good.objects, bad.objects))
+            (a.cx, a.cy, a.r) == (b.cx, b.cy, b.r) for a, b in zip(good.objects, bad.objects)
+        )
         swapped = len(good.objects) == len(bad.objects) and {(a.cx, a.cy) for a in good.objects} == {
-            (b.cx, b.cy) for b in bad.objects}
+            (b.cx, b.cy) for b in bad.objects
+        }
         in_place += same or swapped
     assert in_place >= 40  # most corruptions are edits where the objects stand
     p1, g1, b1 = audit_pair(7, 24)
     p2, g2, b2 = audit_pair(7, 24)
     assert p1 == p2 and torch.equal(g1, g2) and torch.equal(b1, b2)  # a pure function of the seed
-    assert 0 <= float(g1.min()) and float(g1.max()) <= 1
+    assert float(g1.min()) >= 0 and float(g1.max()) <= 1

@@ -43,27 +43,53 @@ def test_listwise_refinement_recovers_ranking():
         w = refine_judge(x, target, loss=loss)
         agree = ((x @ w).argmax(-1) == target.argmax(-1)).float().mean()
         assert agree > 0.9, (loss, float(agree))
-    assert plackett_luce_nll(torch.tensor([[3.0, 0.0]]), torch.tensor([[0, 1]])) < \
-        plackett_luce_nll(torch.tensor([[3.0, 0.0]]), torch.tensor([[1, 0]]))
-    assert listnet_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]])) < \
-        listnet_loss(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]]))
+    assert plackett_luce_nll(torch.tensor([[3.0, 0.0]]), torch.tensor([[0, 1]])) < plackett_luce_nll(
+        torch.tensor([[3.0, 0.0]]), torch.tensor([[1, 0]])
+    )
+    assert listnet_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]])) < listnet_loss(
+        torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    )
 
 
 @pytest.fixture(scope="module")
 def on_policy(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("bandit") / "bandit_policy"
-    result = tspo_stage.run(tspo_stage.build_parser().parse_args(
-        ["bandit", "--out", str(out), "--iterations", "40", "--tournaments", "256", "--lr", "0.05",
-         "--lambda-c", "0.2", "--beta", "0.02", "--beta-final", "0", "--n-classes", "1", "--seed", "0"]))
+    result = tspo_stage.run(
+        tspo_stage.build_parser().parse_args(
+            [
+                "bandit",
+                "--out",
+                str(out),
+                "--iterations",
+                "40",
+                "--tournaments",
+                "256",
+                "--lr",
+                "0.05",
+                "--lambda-c",
+                "0.2",
+                "--beta",
+                "0.02",
+                "--beta-final",
+                "0",
+                "--n-classes",
+                "1",
+                "--seed",
+                "0",
+            ]
+        )
+    )
     return result
 
 
 def test_bandit_tspo_near_oracle_for_less_compute(on_policy):
     final, oracle, uniform = on_policy["final"], on_policy["oracle"], on_policy["uniform"]
     ratio, saving = final["win_rate"] / oracle["win_rate"], 1 - final["cost"] / uniform["cost"]
-    print(f"bandit: win rate {final['win_rate']:.3f} vs oracle {oracle['win_rate']:.3f} ({ratio:.1%}); compute "
-          f"{final['cost']:.2f} vs uniform {uniform['cost']:.2f} ({saving:.1%} less)")
+    print(
+        f"bandit: win rate {final['win_rate']:.3f} vs oracle {oracle['win_rate']:.3f} ({ratio:.1%}); compute "
+        f"{final['cost']:.2f} vs uniform {uniform['cost']:.2f} ({saving:.1%} less)"
+    )
     for p in on_policy["curve"][:: max(1, len(on_policy["curve"]) // 6)]:
         print(f"  iteration {p['iteration']:4d}  win rate {p['win_rate']:.3f}  compute {p['cost']:.2f}")
     assert ratio >= 0.9 and saving >= 0.3
@@ -91,17 +117,39 @@ def test_off_policy_converges_to_the_on_policy_preferences(on_policy, tmp_path):
     out = tmp_path / "offline_policy"
     # the same loss as on-policy, but a constant, larger entropy β: π stays spread over the behaviour
     # policy's support, so the clipped importance weights stay informative (mean weight ≈ 0.7, not ≈ 0)
-    result = tspo_stage.run(tspo_stage.build_parser().parse_args(
-        ["offline", "--logs", str(log), "--out", str(out), "--iterations", "60", "--batch", "1500",
-         "--n-classes", "1", "--lr", "0.05", "--lambda-c", "0.2", "--beta", "0.2"]))
+    result = tspo_stage.run(
+        tspo_stage.build_parser().parse_args(
+            [
+                "offline",
+                "--logs",
+                str(log),
+                "--out",
+                str(out),
+                "--iterations",
+                "60",
+                "--batch",
+                "1500",
+                "--n-classes",
+                "1",
+                "--lr",
+                "0.05",
+                "--lambda-c",
+                "0.2",
+                "--beta",
+                "0.2",
+            ]
+        )
+    )
     assert result["curve"][-1]["weight"] > 0.3
     off = PolicyNet.load(out.with_suffix(".safetensors"))
     for t in CONTEXTS:
         got, want = off.preferred(bandit.state(t)), on_policy["preferred"][str(t)]
         print(f"t={t}: off-policy {got}\n       on-policy  {want}")
         assert got == want
-    print(f"off-policy: win rate {bandit.evaluate(off)['win_rate']:.3f} (a softer π: β = 0.2), behaviour "
-          f"{bandit.evaluate(behaviour)['win_rate']:.3f}, on-policy {on_policy['final']['win_rate']:.3f}")
+    print(
+        f"off-policy: win rate {bandit.evaluate(off)['win_rate']:.3f} (a softer π: β = 0.2), behaviour "
+        f"{bandit.evaluate(behaviour)['win_rate']:.3f}, on-policy {on_policy['final']['win_rate']:.3f}"
+    )
 
 
 def test_bad_logs_give_clear_errors(tmp_path):
@@ -125,8 +173,11 @@ def test_bad_logs_give_clear_errors(tmp_path):
     append_records(log, bandit.play(bandit.uniform(), 5, 2, torch.Generator().manual_seed(0)))
     init = PolicyNet({"cfg_inside": (4.5,)}, n_classes=1).save(tmp_path / "narrow")
     with pytest.raises(ValueError, match="knobs do not match the logs"):
-        tspo_stage.run(tspo_stage.build_parser().parse_args(
-            ["offline", "--logs", str(log), "--out", str(tmp_path / "p"), "--init", str(init)]))
+        tspo_stage.run(
+            tspo_stage.build_parser().parse_args(
+                ["offline", "--logs", str(log), "--out", str(tmp_path / "p"), "--init", str(init)]
+            )
+        )
 
 
 def test_tspo_settings_are_the_commands_options():
@@ -146,8 +197,19 @@ def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
     bandit = KnobBandit()
     log = tmp_path / "l.records.jsonl"
     append_records(log, bandit.play(bandit.uniform(), 200, 4, torch.Generator().manual_seed(1)))
-    common = ["offline", "--logs", str(log), "--iterations", "6", "--batch", "64", "--n-classes", "1",
-              "--checkpoint-every", "2"]
+    common = [
+        "offline",
+        "--logs",
+        str(log),
+        "--iterations",
+        "6",
+        "--batch",
+        "64",
+        "--n-classes",
+        "1",
+        "--checkpoint-every",
+        "2",
+    ]
     tspo_stage.main(common + ["--out", str(tmp_path / "full")])
     tspo_stage.main(common + ["--out", str(tmp_path / "split"), "--stop-after-iteration", "3"])
     assert not (tmp_path / "split.safetensors").exists()

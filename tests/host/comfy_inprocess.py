@@ -62,8 +62,9 @@ class InProcessComfy:
 
         self.import_failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
         self.nodes, self.execution = nodes, execution
-        self.executor = execution.PromptExecutor(_NullServer(), cache_type=execution.CacheType.CLASSIC,
-                                                    cache_args={"lru": 0, "ram": 0})
+        self.executor = execution.PromptExecutor(
+            _NullServer(), cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0}
+        )
 
     def node_class(self, node_id: str):
         return self.nodes.NODE_CLASS_MAPPINGS[node_id]

@@ -31,10 +31,15 @@ def host_dir():
     path = Path(os.environ.get("TIPAI_HOST") or host_builder.host_dir())
     if not host_builder.is_built(path):
         pytest.fail(f"the ComfyUI test host is not built at {path}; run `python3 scripts/test.py`", pytrace=False)
-    if Path(sys.executable).resolve() != host_builder.venv_python(path).resolve() and \
-            Path(sys.prefix).resolve() != (path / "venv").resolve():
-        pytest.fail(f"host tests must run in the host's Python ({host_builder.venv_python(path)}); "
-                    "run `python3 scripts/test.py`", pytrace=False)
+    if (
+        Path(sys.executable).resolve() != host_builder.venv_python(path).resolve()
+        and Path(sys.prefix).resolve() != (path / "venv").resolve()
+    ):
+        pytest.fail(
+            f"host tests must run in the host's Python ({host_builder.venv_python(path)}); "
+            "run `python3 scripts/test.py`",
+            pytrace=False,
+        )
     with host_builder.in_use(path):
         yield path
 

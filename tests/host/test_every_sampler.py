@@ -32,7 +32,6 @@ RESTART_BOUND = 1.0
 TABLE: dict[str, dict] = {}
 
 
-
 @pytest.fixture(scope="module")
 def hook(pack):
     return importlib.import_module(pack.__name__ + ".nodes.sampler_hook")
@@ -87,8 +86,13 @@ def check_sampler(comfy_inproc, sd, hook, sampler) -> None:
     d = (edited - ident).abs()
     inside, outside = float(d[:, :, :4, :4].mean()), float(d[:, :, 4:, 4:].mean())
     exact = bool(seen and seen[0])
-    TABLE[sampler] = {"exact_state": exact, "identity_rel_max": rel, "edit_inside": inside / scale,
-                      "edit_outside": outside / scale, "restarts": stats_e.restarts}
+    TABLE[sampler] = {
+        "exact_state": exact,
+        "identity_rel_max": rel,
+        "edit_inside": inside / scale,
+        "edit_outside": outside / scale,
+        "restarts": stats_e.restarts,
+    }
 
     if sampler in NO_ACCEPT or not exact:
         assert sampler in NO_ACCEPT, f"the true latent was not found at step {EDIT_STEP}"
@@ -116,8 +120,10 @@ def test_every_sampler_of_the_host(comfy_inproc, sd, hook):
             failures.append(f"{sampler}: {exc}")
     print(f"\n{'sampler':<32}exact-x  identity max|Δ|/std  edit inside  outside  restarts")
     for name, r in TABLE.items():
-        print(f"{name:<32}{str(r['exact_state']):<9}{r['identity_rel_max']:>18.3g}{r['edit_inside']:>13.3f}"
-              f"{r['edit_outside']:>9.3f}{r['restarts']:>10}")
+        print(
+            f"{name:<32}{str(r['exact_state']):<9}{r['identity_rel_max']:>18.3g}{r['edit_inside']:>13.3f}"
+            f"{r['edit_outside']:>9.3f}{r['restarts']:>10}"
+        )
     assert not failures, "\n".join(failures)
     assert set(TABLE) == set(names)
 
@@ -129,9 +135,25 @@ def test_tipai_ksampler_says_when_acceptance_is_off(comfy_inproc, sd, tiny_audit
     auditor = node("TiPAIAuditorLoader").execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0).args[0]
     # δ = 0 and every step audited: any improvement would be accepted on a sampler that allows it
     guard = node("TiPAITournamentGuard").execute(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1, 1, 1, "1.0").args[0]
-    out = node("TiPAIKSampler").execute(model, 3, STEPS, 4.0, sampler, "karras", pos, neg, latent, 1.0, "a red circle",
-                                        vae, auditor, None, node("TiPAIAuditorInpaint").execute(
-                                            "diffusion", 0, 2, "latent_rgb").args[0], guard, None)
+    out = node("TiPAIKSampler").execute(
+        model,
+        3,
+        STEPS,
+        4.0,
+        sampler,
+        "karras",
+        pos,
+        neg,
+        latent,
+        1.0,
+        "a red circle",
+        vae,
+        auditor,
+        None,
+        node("TiPAIAuditorInpaint").execute("diffusion", 0, 2, "latent_rgb").args[0],
+        guard,
+        None,
+    )
     samples, report = out.args[0]["samples"], out.args[1]
     assert torch.equal(samples, _sample(comfy_inproc, model, sd, sampler))
     assert report["summary"]["accepted"] == 0

@@ -28,8 +28,9 @@ def sd(comfy_inproc, tiny_checkpoint):
 
 def _sample(comfy_inproc, model, sd, sampler, seed=3, steps=6, latent=None):
     _, pos, neg, empty = sd
-    out = comfy_inproc.nodes.common_ksampler(model, seed, steps, 4.0, sampler, "normal", pos, neg,
-                                             latent if latent is not None else empty)
+    out = comfy_inproc.nodes.common_ksampler(
+        model, seed, steps, 4.0, sampler, "normal", pos, neg, latent if latent is not None else empty
+    )
     return out[0]["samples"]
 
 
@@ -61,8 +62,9 @@ def test_nothing_accepted_is_bit_identical(comfy_inproc, sd, hook, sampler):
 def test_identity_restart_is_exact_for_deterministic_samplers(comfy_inproc, sd, hook, sampler):
     stats = hook.HookStats()
     plain = _sample(comfy_inproc, sd[0], sd, sampler)
-    patched = _sample(comfy_inproc, hook.patch_model(sd[0], lambda v: v.x.clone(), lambda i, t: i == 3, stats),
-                      sd, sampler)
+    patched = _sample(
+        comfy_inproc, hook.patch_model(sd[0], lambda v: v.x.clone(), lambda i, t: i == 3, stats), sd, sampler
+    )
     assert stats.restarts == 1
     assert torch.equal(plain, patched)
 
@@ -86,8 +88,10 @@ def test_accepted_edit_changes_the_result(comfy_inproc, sd, hook, sampler):
 
 def test_restart_starts_exactly_at_the_edit_with_a_noise_mask(comfy_inproc, sd, hook):
     """With an inpainting latent the restart keeps the original latent for the re-composite."""
-    base = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)),
-            "noise_mask": torch.zeros(1, 1, 64, 64)}
+    base = {
+        "samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)),
+        "noise_mask": torch.zeros(1, 1, 64, 64),
+    }
     base["noise_mask"][..., :32, :32] = 1.0
     seen = {}
 
@@ -99,8 +103,7 @@ def test_restart_starts_exactly_at_the_edit_with_a_noise_mask(comfy_inproc, sd, 
         return None
 
     stats = hook.HookStats()
-    out = _sample(comfy_inproc, hook.patch_model(sd[0], audit, lambda i, t: i >= 2, stats), sd, "euler",
-                  latent=base)
+    out = _sample(comfy_inproc, hook.patch_model(sd[0], audit, lambda i, t: i >= 2, stats), sd, "euler", latent=base)
     assert stats.restarts == 1 and torch.isfinite(out).all()
     # outside the noise mask the result is the original latent, as ComfyUI's own inpainting gives
     plain = _sample(comfy_inproc, sd[0], sd, "euler", latent=base)

@@ -24,8 +24,14 @@ def test_sigterm_to_the_test_command_stops_the_server(tmp_path):
     probe = tmp_path / "pids.json"
     log = tmp_path / "test_command.log"
     env = dict(os.environ, TIPAI_SIGTERM_PROBE=str(probe))
-    cmd = [sys.executable, str(REPO / "scripts" / "test.py"), "tests/host/sigterm_probe.py", "-q",
-           "-p", "no:cacheprovider"]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "test.py"),
+        "tests/host/sigterm_probe.py",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -37,8 +43,9 @@ def test_sigterm_to_the_test_command_stops_the_server(tmp_path):
         assert alive(pids["server"]) and alive(pids["pytest"])
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        assert wait_gone([pids["server"], pids["pytest"]], 10) == [], \
+        assert wait_gone([pids["server"], pids["pytest"]], 10) == [], (
             f"the server or pytest outlived SIGTERM to the test command:\n{log.read_text()[-4000:]}"
+        )
         assert proc.returncode != 0
     finally:
         if proc.poll() is None:

@@ -28,6 +28,7 @@ def sd(comfy_inproc, tiny_checkpoint):
 def node(comfy_inproc):
     def get(node_id):
         return comfy_inproc.node_class(node_id)
+
     return get
 
 
@@ -50,14 +51,31 @@ def miner(node, k=2, user_mask=None):
 
 def tipai_ksampler(node, sd, auditor, sampler, delta, seed=5, prompt="a red circle left of a blue square", **kw):
     out = node("TiPAIKSampler").execute(
-        sd["model"], seed, STEPS, 5.0, sampler, "normal", sd["pos"], sd["neg"], sd["latent"], 1.0,
-        prompt, sd["vae"], auditor, kw.get("miner") or miner(node), None, guard(node, delta), kw.get("policy") or policy(node))
+        sd["model"],
+        seed,
+        STEPS,
+        5.0,
+        sampler,
+        "normal",
+        sd["pos"],
+        sd["neg"],
+        sd["latent"],
+        1.0,
+        prompt,
+        sd["vae"],
+        auditor,
+        kw.get("miner") or miner(node),
+        None,
+        guard(node, delta),
+        kw.get("policy") or policy(node),
+    )
     return out.args
 
 
 def plain_ksampler(comfy_inproc, sd, sampler, seed=5, model=None):
-    return comfy_inproc.nodes.common_ksampler(model or sd["model"], seed, STEPS, 5.0, sampler, "normal", sd["pos"],
-                                              sd["neg"], sd["latent"])[0]["samples"]
+    return comfy_inproc.nodes.common_ksampler(
+        model or sd["model"], seed, STEPS, 5.0, sampler, "normal", sd["pos"], sd["neg"], sd["latent"]
+    )[0]["samples"]
 
 
 @pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m", "ddim"])
@@ -72,9 +90,14 @@ def test_tipai_ksampler_is_bit_identical_when_nothing_is_accepted(comfy_inproc, 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m"])
 def test_patch_model_under_ksampler_is_bit_identical(comfy_inproc, sd, node, auditor, sampler):
     before = copy.deepcopy(sd["model"].model_options)
-    patched = node("TiPAIPatchModel").execute(sd["model"], "a red circle", sd["vae"], auditor, miner(node), None,
-                                              guard(node, 1e6), policy(node)).args[0]
-    assert torch.equal(plain_ksampler(comfy_inproc, sd, sampler, model=patched), plain_ksampler(comfy_inproc, sd, sampler))
+    patched = (
+        node("TiPAIPatchModel")
+        .execute(sd["model"], "a red circle", sd["vae"], auditor, miner(node), None, guard(node, 1e6), policy(node))
+        .args[0]
+    )
+    assert torch.equal(
+        plain_ksampler(comfy_inproc, sd, sampler, model=patched), plain_ksampler(comfy_inproc, sd, sampler)
+    )
     assert sd["model"].model_options == before  # the input model is untouched
 
 
@@ -102,20 +125,63 @@ def test_loop_runs_under_sampler_custom_advanced(comfy_inproc, sd, node, auditor
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_checkpoint}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
-        "4": {"class_type": "TiPAIAuditorLoader", "inputs": {"backbone": tiny_auditor, "arch": "tipai-tiny-vit",
-                                                             "heads": "none", "lpips_backbone": "none", "kappa": 1.0}},
-        "5": {"class_type": "TiPAITournamentGuard", "inputs": {
-            "delta": 0.0, "tau_P_start": 0.0, "tau_P_end": 0.0, "tau_F_start": 0.0, "tau_F_end": 0.0, "alpha": 1.0,
-            "audit_every": 2, "audit_first": 2, "skip_last": 1, "audit_scales": "1.0"}},
-        "6": {"class_type": "TiPAIPatchModel", "inputs": {"model": ["1", 0], "prompt": "a red circle", "vae": ["1", 2],
-                                                          "auditor": ["4", 0], "guard": ["5", 0], "save_log": True}},
-        "7": {"class_type": "CFGGuider", "inputs": {"model": ["6", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 5.0}},
+        "4": {
+            "class_type": "TiPAIAuditorLoader",
+            "inputs": {
+                "backbone": tiny_auditor,
+                "arch": "tipai-tiny-vit",
+                "heads": "none",
+                "lpips_backbone": "none",
+                "kappa": 1.0,
+            },
+        },
+        "5": {
+            "class_type": "TiPAITournamentGuard",
+            "inputs": {
+                "delta": 0.0,
+                "tau_P_start": 0.0,
+                "tau_P_end": 0.0,
+                "tau_F_start": 0.0,
+                "tau_F_end": 0.0,
+                "alpha": 1.0,
+                "audit_every": 2,
+                "audit_first": 2,
+                "skip_last": 1,
+                "audit_scales": "1.0",
+            },
+        },
+        "6": {
+            "class_type": "TiPAIPatchModel",
+            "inputs": {
+                "model": ["1", 0],
+                "prompt": "a red circle",
+                "vae": ["1", 2],
+                "auditor": ["4", 0],
+                "guard": ["5", 0],
+                "save_log": True,
+            },
+        },
+        "7": {
+            "class_type": "CFGGuider",
+            "inputs": {"model": ["6", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 5.0},
+        },
         "8": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
-        "9": {"class_type": "BasicScheduler", "inputs": {"model": ["6", 0], "scheduler": "normal", "steps": STEPS, "denoise": 1.0}},
+        "9": {
+            "class_type": "BasicScheduler",
+            "inputs": {"model": ["6", 0], "scheduler": "normal", "steps": STEPS, "denoise": 1.0},
+        },
         "10": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
         "11": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "12": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["10", 0], "guider": ["7", 0], "sampler": ["8", 0],
-                                                                 "sigmas": ["9", 0], "latent_image": ["11", 0]}},
+        "12": {
+            "class_type": "SamplerCustomAdvanced",
+            "inputs": {
+                "noise": ["10", 0],
+                "guider": ["7", 0],
+                "sampler": ["8", 0],
+                "sigmas": ["9", 0],
+                "latent_image": ["11", 0],
+            },
+        },
         "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["1", 2]}},
         "14": {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "sca"}},
     }
@@ -132,8 +198,11 @@ def test_interrupt_mid_tournament_restores_and_next_run_matches(comfy_inproc, sd
     import comfy.model_management as mm
 
     before = copy.deepcopy(sd["model"].model_options)
-    patched = node("TiPAIPatchModel").execute(sd["model"], "a red circle", sd["vae"], auditor, miner(node), None,
-                                              guard(node, 0.0), policy(node)).args[0]
+    patched = (
+        node("TiPAIPatchModel")
+        .execute(sd["model"], "a red circle", sd["vae"], auditor, miner(node), None, guard(node, 0.0), policy(node))
+        .args[0]
+    )
     patched_before = copy.deepcopy(patched.model_options)
     # The flag is first checked by the editor's denoiser, i.e. inside the first tournament.
     mm.interrupt_current_processing(True)
@@ -145,8 +214,11 @@ def test_interrupt_mid_tournament_restores_and_next_run_matches(comfy_inproc, sd
     assert sd["model"].model_options == before
     assert patched.model_options == patched_before
     again = plain_ksampler(comfy_inproc, sd, "euler", model=patched)
-    fresh = node("TiPAIPatchModel").execute(sd["model"], "a red circle", sd["vae"], auditor, miner(node), None,
-                                            guard(node, 0.0), policy(node)).args[0]
+    fresh = (
+        node("TiPAIPatchModel")
+        .execute(sd["model"], "a red circle", sd["vae"], auditor, miner(node), None, guard(node, 0.0), policy(node))
+        .args[0]
+    )
     assert torch.equal(again, plain_ksampler(comfy_inproc, sd, "euler", model=fresh))
 
 
@@ -209,9 +281,29 @@ def test_auditor_inpaint_standalone_makes_n_candidates_and_keeps_outside(comfy_i
     mask = torch.zeros(1, 64, 64)
     mask[:, 16:40, 16:40] = 1.0
     n = 3
-    out = node("TiPAIAuditorInpaint").execute("diffusion", 0, 2, "vae", sd["model"], sd["pos"], sd["neg"], sd["vae"],
-                                              image, mask, policy(node, n), 8, "normal", 5.0, auditor,
-                                              guard(node, 0.0), "a red circle").args
+    out = (
+        node("TiPAIAuditorInpaint")
+        .execute(
+            "diffusion",
+            0,
+            2,
+            "vae",
+            sd["model"],
+            sd["pos"],
+            sd["neg"],
+            sd["vae"],
+            image,
+            mask,
+            policy(node, n),
+            8,
+            "normal",
+            5.0,
+            auditor,
+            guard(node, 0.0),
+            "a red circle",
+        )
+        .args
+    )
     _, candidates, best, table = out
     assert candidates.shape == (n + 1, 64, 64, 3)
     diff = (candidates[1:] - candidates[:1]).abs()
@@ -222,8 +314,22 @@ def test_auditor_inpaint_standalone_makes_n_candidates_and_keeps_outside(comfy_i
     assert len(t["candidates"]) == n + 1
     assert torch.equal(best[0], candidates[t["winner"]])
     with pytest.raises(ValueError, match="resize the mask"):
-        node("TiPAIAuditorInpaint").execute("diffusion", 0, 2, "vae", sd["model"], sd["pos"], sd["neg"], sd["vae"],
-                                            image, torch.ones(1, 32, 32), policy(node, n), 8, "normal", 5.0)
+        node("TiPAIAuditorInpaint").execute(
+            "diffusion",
+            0,
+            2,
+            "vae",
+            sd["model"],
+            sd["pos"],
+            sd["neg"],
+            sd["vae"],
+            image,
+            torch.ones(1, 32, 32),
+            policy(node, n),
+            8,
+            "normal",
+            5.0,
+        )
 
 
 @pytest.mark.parametrize("decoder", ["latent_rgb", "taesd"])
@@ -236,9 +342,29 @@ def test_cheap_audit_decoders(comfy_inproc, comfy_dir, sd, node, auditor, decode
     path = comfy_dir / "models" / "vae_approx" / "taesd_decoder.safetensors"
 
     def run():
-        return node("TiPAIKSampler").execute(
-            sd["model"], 5, STEPS, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"], 1.0, "a red circle",
-            sd["vae"], auditor, miner(node), editor, guard(node, 1e6), policy(node)).args
+        return (
+            node("TiPAIKSampler")
+            .execute(
+                sd["model"],
+                5,
+                STEPS,
+                5.0,
+                "euler",
+                "normal",
+                sd["pos"],
+                sd["neg"],
+                sd["latent"],
+                1.0,
+                "a red circle",
+                sd["vae"],
+                auditor,
+                miner(node),
+                editor,
+                guard(node, 1e6),
+                policy(node),
+            )
+            .args
+        )
 
     if decoder == "taesd":
         path.unlink(missing_ok=True)
@@ -247,8 +373,10 @@ def test_cheap_audit_decoders(comfy_inproc, comfy_dir, sd, node, auditor, decode
         # ComfyUI builds TAESD without weight init: fill it as the tiny checkpoint does (1/sqrt(fan_in))
         gen = torch.Generator().manual_seed(0)
         dec = comfy.taesd.taesd.TAESD(latent_channels=4).taesd_decoder
-        weights = {k: (torch.randn(v.shape, generator=gen) / v[0].numel() ** 0.5 if v.dim() > 1 else torch.zeros(v.shape))
-                   for k, v in dec.state_dict().items()}
+        weights = {
+            k: (torch.randn(v.shape, generator=gen) / v[0].numel() ** 0.5 if v.dim() > 1 else torch.zeros(v.shape))
+            for k, v in dec.state_dict().items()
+        }
         save_file(weights, str(path))
     try:
         latent, report, _ = run()
@@ -265,7 +393,9 @@ def test_gradcam_is_real_inside_comfyui(node, tiny_auditor):
 
     with torch.inference_mode():
         handle = node("TiPAIAuditorLoader").execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0).args[0]
-        saliency = importlib.import_module(type(handle.auditor).__module__.rsplit(".auditor.", 1)[0] + ".mining.saliency")
+        saliency = importlib.import_module(
+            type(handle.auditor).__module__.rsplit(".auditor.", 1)[0] + ".mining.saliency"
+        )
         aud = handle.ready()
         aud.text_features(["a red circle"])  # cached under inference_mode, as in a real run
         feats = saliency.auditor_features(aud, torch.rand(1, 3, 64, 64), "a red circle")

@@ -51,17 +51,48 @@ def trained(comfy_server, comfy_dir, tmp_path_factory):
     out = folder / f"{stem}.safetensors"
     logs = comfy_server.output_dir / "tipai_logs"
     before = set(logs.glob("tspo_online_*.records.jsonl")) if logs.exists() else set()
-    cmd = [sys.executable, "-m", "tipai_core.train", "tspo", "online", "--server", comfy_server.url,
-           "--policy-dir", str(folder), "--workflow", str(workflow), "--iterations", "2", "--jobs", "1",
-           "--steps", "2", "--lr", "0.05", "--job-timeout", "240", "--out", str(out), "--seed", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tipai_core.train",
+        "tspo",
+        "online",
+        "--server",
+        comfy_server.url,
+        "--policy-dir",
+        str(folder),
+        "--workflow",
+        str(workflow),
+        "--iterations",
+        "2",
+        "--jobs",
+        "1",
+        "--steps",
+        "2",
+        "--lr",
+        "0.05",
+        "--job-timeout",
+        "240",
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     try:
-        assert proc.returncode == 0, \
+        assert proc.returncode == 0, (
             f"tspo online failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{comfy_server.log_tail()}"
+        )
         round_logs = sorted(set(logs.glob("tspo_online_*.records.jsonl")) - before)
-        yield {"folder": folder, "stem": stem, "out": out, "stdout": proc.stdout, "tmp": tmp,
-               "records": [json.loads(ln) for p in round_logs for ln in p.read_text().splitlines() if ln.strip()]}
+        yield {
+            "folder": folder,
+            "stem": stem,
+            "out": out,
+            "stdout": proc.stdout,
+            "tmp": tmp,
+            "records": [json.loads(ln) for p in round_logs for ln in p.read_text().splitlines() if ln.strip()],
+        }
     finally:
         for p in folder.glob(f"*{stem}*"):  # only this module's files
             if p.is_file():
@@ -130,16 +161,31 @@ def test_calibrated_guard_node_loads_a_calibration_file_and_refuses_another_audi
     classes = tuple(trained["records"][0]["scores"]["classes"])
     import torch
 
-    from tipai_core.testing.bandit import calibration_records
     from tipai_core.records.tournament_log import append_records
+    from tipai_core.testing.bandit import calibration_records
 
     log = tmp / "labelled.records.jsonl"
     append_records(log, calibration_records(300, 4, torch.Generator().manual_seed(0), classes=classes))
     good, other = folder / f"{stem}.calibration.json", folder / f"{stem}.other.calibration.json"
     for path, auditor in ((good, "tipai_tiny_auditor.safetensors"), (other, "someone_elses_auditor.safetensors")):
-        proc = subprocess.run([sys.executable, "-m", "tipai_core.train", "calibrate", "--logs", str(log),
-                               "--out", str(path), "--auditor", auditor], cwd=REPO, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tipai_core.train",
+                "calibrate",
+                "--logs",
+                str(log),
+                "--out",
+                str(path),
+                "--auditor",
+                auditor,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
     cal = json.loads(good.read_text())
     assert cal["auditor"] == {"name": "tipai_tiny_auditor.safetensors", "classes": list(classes)}

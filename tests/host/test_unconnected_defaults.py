@@ -9,8 +9,12 @@ import pytest
 import torch
 
 STEPS = 8
-SETTINGS_NODES = {"miner": "TiPAIRegionMiner", "editor": "TiPAIAuditorInpaint", "guard": "TiPAITournamentGuard",
-                  "policy": "TiPAITSPOSampler"}
+SETTINGS_NODES = {
+    "miner": "TiPAIRegionMiner",
+    "editor": "TiPAIAuditorInpaint",
+    "guard": "TiPAITournamentGuard",
+    "policy": "TiPAITSPOSampler",
+}
 
 
 def schema_defaults(cls) -> dict:
@@ -44,9 +48,24 @@ def test_unconnected_settings_equal_the_nodes_at_their_defaults(comfy_inproc, sd
 
     def run(settings: dict):
         out = node("TiPAIKSampler").execute(
-            sd["model"], 11, STEPS, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"], 1.0,
-            "a red circle left of a blue square", sd["vae"], auditor, settings.get("miner"), settings.get("editor"),
-            settings.get("guard"), settings.get("policy"))
+            sd["model"],
+            11,
+            STEPS,
+            5.0,
+            "euler",
+            "normal",
+            sd["pos"],
+            sd["neg"],
+            sd["latent"],
+            1.0,
+            "a red circle left of a blue square",
+            sd["vae"],
+            auditor,
+            settings.get("miner"),
+            settings.get("editor"),
+            settings.get("guard"),
+            settings.get("policy"),
+        )
         return out.args[0]["samples"], out.args[1]
 
     latent_none, report_none = run({})
@@ -55,8 +74,9 @@ def test_unconnected_settings_equal_the_nodes_at_their_defaults(comfy_inproc, sd
     # not a vacuous match: audits ran, at the defaults' steps, with tournaments of the default N
     assert report_none["summary"]["audited_steps"] > 0 and report_none["records"]
     strip = ("seconds",)
-    assert {k: v for k, v in report_none["summary"].items() if k not in strip} == \
-        {k: v for k, v in report_wired["summary"].items() if k not in strip}
+    assert {k: v for k, v in report_none["summary"].items() if k not in strip} == {
+        k: v for k, v in report_wired["summary"].items() if k not in strip
+    }
     for a, b in zip(report_none["records"], report_wired["records"], strict=True):
         assert a["actions"] == b["actions"] and a["utilities"] == b["utilities"] and a["guard"] == b["guard"]
     # the defaults are the ones the schemas show: first audit at the Guard's audit_first, N from the TSPO node

@@ -66,7 +66,10 @@ def test_ui_workflow_is_consistent(comfy_server, path):
     for node in nodes.values():
         for inp in node["inputs"]:
             assert inp["link"] is None or inp["link"] in links
-            spec = {**info[node["type"]]["input"].get("required", {}), **info[node["type"]]["input"].get("optional", {})}
+            spec = {
+                **info[node["type"]]["input"].get("required", {}),
+                **info[node["type"]]["input"].get("optional", {}),
+            }
             assert inp["name"] in spec, f"{node['type']} has no input {inp['name']!r}"
         for slot in node["outputs"]:
             for lid in slot["links"]:

@@ -63,9 +63,12 @@ def started(tmp_path):
     fake, work = tmp_path / "fake_comfy", tmp_path / "work"
     fake.mkdir()
     (fake / "main.py").write_text(FAKE_MAIN)
-    caller = subprocess.Popen([sys.executable, "-c", CALLER.format(scripts=str(SCRIPTS), fake=str(fake),
-                                                                   work=str(work))],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    caller = subprocess.Popen(
+        [sys.executable, "-c", CALLER.format(scripts=str(SCRIPTS), fake=str(fake), work=str(work))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = caller.stdout.readline()
     assert line, caller.stderr.read()
     server = json.loads(line)["server"]

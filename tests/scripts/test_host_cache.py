@@ -48,8 +48,16 @@ def test_two_checkouts_get_their_own_instance_and_pack_link(tmp_path):
         assert link.is_symlink() and link.resolve() == mine.resolve()
         assert (link / "__init__.py").read_text() == (mine / "__init__.py").read_text()
         assert os.listdir(inst / "custom_nodes") == [host.PACK_LINK_NAME]  # no other checkout's pack
-        for sub in ("models/checkpoints", "models/loras", "models/vae_approx", "models/tipai", "input", "output",
-                    "temp", "user"):
+        for sub in (
+            "models/checkpoints",
+            "models/loras",
+            "models/vae_approx",
+            "models/tipai",
+            "input",
+            "output",
+            "temp",
+            "user",
+        ):
             assert (inst / sub).is_dir(), sub
     # installing one again (its next test run) leaves the other's link alone, and it is idempotent
     assert host.install_pack(h, one) == inst_one
@@ -88,8 +96,12 @@ with host.in_use(Path({path!r})):
 
 
 def hold_in_another_process(h: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD.format(scripts=str(SCRIPTS), path=str(h))],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD.format(scripts=str(SCRIPTS), path=str(h))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -164,10 +176,14 @@ def test_concurrent_runs_of_one_recipe_build_it_once(tmp_path, monkeypatch):
 def test_lock_files_live_beside_the_hosts(tmp_path):
     h = tmp_path / "cache" / "host-aaaa"
     assert host.lock_path(h, "use") == tmp_path / "cache" / "locks" / "host-aaaa.use.lock"
-    assert host.lock_path(h.with_name("host-aaaa.partial"), "build") == \
-        tmp_path / "cache" / "locks" / "host-aaaa.build.lock"
-    with host.file_lock(host.lock_path(h, "use"), shared=True) as a, \
-            host.file_lock(host.lock_path(h, "use"), shared=True) as b:
+    assert (
+        host.lock_path(h.with_name("host-aaaa.partial"), "build")
+        == tmp_path / "cache" / "locks" / "host-aaaa.build.lock"
+    )
+    with (
+        host.file_lock(host.lock_path(h, "use"), shared=True) as a,
+        host.file_lock(host.lock_path(h, "use"), shared=True) as b,
+    ):
         assert a and b  # users share a host
         with host.file_lock(host.lock_path(h, "use"), blocking=False) as exclusive:
             assert exclusive is False

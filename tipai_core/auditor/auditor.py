@@ -17,9 +17,10 @@ It is an nn.Module (``.model`` is itself) so that a host can hand it to its memo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,26 +81,39 @@ def to_image_tensor(images: Any) -> torch.Tensor:
             raise ValueError("a list of images must hold single images ([C,H,W] float/uint8 tensors or PIL images)")
         items = [_composite(t) for t in items]  # RGB first: items may differ in channels as well as size
         h, w = items[0].shape[-2:]
-        return torch.cat([t if t.shape[-2:] == (h, w) else
-                          F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-                          for t in items])
+        return torch.cat(
+            [
+                t
+                if t.shape[-2:] == (h, w)
+                else F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+                for t in items
+            ]
+        )
     if not isinstance(images, torch.Tensor):
         try:
             from PIL import Image
+
+            has_pil = True
         except ImportError:  # pragma: no cover - PIL ships with torchvision
-            Image = None
-        if Image is not None and isinstance(images, Image.Image):
+            has_pil = False
+        if has_pil and isinstance(images, Image.Image):
             from .data import pil_to_tensor
 
             return pil_to_tensor(images, "RGB")[None]
-        raise ValueError(f"images must be a tensor [B,C,H,W], a PIL image or a list of them, "
-                         f"got {type(images).__name__}")
+        raise ValueError(
+            f"images must be a tensor [B,C,H,W], a PIL image or a list of them, got {type(images).__name__}"
+        )
     x = images[None] if images.dim() == 3 else images
     if x.dim() != 4 or x.shape[1] not in (1, 2, 3, 4):
-        hint = (" (channels last, as ComfyUI's IMAGE? permute to [B,C,H,W])"
-                if x.dim() == 4 and x.shape[-1] in (1, 3, 4) else "")
-        raise ValueError(f"images must be a tensor [B,C,H,W] with C in 1..4 (grey, grey+alpha, RGB, RGBA), "
-                         f"got {tuple(images.shape)}{hint}")
+        hint = (
+            " (channels last, as ComfyUI's IMAGE? permute to [B,C,H,W])"
+            if x.dim() == 4 and x.shape[-1] in (1, 3, 4)
+            else ""
+        )
+        raise ValueError(
+            f"images must be a tensor [B,C,H,W] with C in 1..4 (grey, grey+alpha, RGB, RGBA), "
+            f"got {tuple(images.shape)}{hint}"
+        )
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
     return x
@@ -147,29 +161,47 @@ def as_batch_mask(mask: torch.Tensor | None, n: int, h: int, w: int) -> torch.Te
 class Auditor(nn.Module):
     """A_s = backbone (E_i, E_t) + heads (zero-shot or trained) + seam measure + text cache."""
 
-    def __init__(self, backbone: ImageTextBackbone, heads: AuditorHeads | None = None,
-                 classes: PolicyClasses | Mapping[str, Any] | list[str] | None = None,
-                 seam: SeamQuality | None = None, text_cache_size: int = 512) -> None:
+    def __init__(
+        self,
+        backbone: ImageTextBackbone,
+        heads: AuditorHeads | None = None,
+        classes: PolicyClasses | Mapping[str, Any] | list[str] | None = None,
+        seam: SeamQuality | None = None,
+        text_cache_size: int = 512,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.text_cache = TextFeatureCache(self._encode_text, max_entries=text_cache_size)
         if heads is None:
             policy = as_policy(classes)
-            heads = AuditorHeads.zero_shot(backbone.identity(), policy, float(backbone.logit_scale()),
-                                           self.text_features)
+            heads = AuditorHeads.zero_shot(
+                backbone.identity(), policy, float(backbone.logit_scale()), self.text_features
+            )
         elif classes is not None and tuple(as_policy(classes).names) != heads.classes:
-            raise ValueError(f"trained heads score the classes {heads.classes}; got classes={list(as_policy(classes).names)}")
+            raise ValueError(
+                f"trained heads score the classes {heads.classes}; got classes={list(as_policy(classes).names)}"
+            )
         self.heads = heads.to(backbone.device)
         self.seam = seam if seam is not None else SeamQuality()
         # Optional hook (Stage C): maps raw AuditScores to calibrated ones, applied at the end of score().
         self.calibration: Callable[[AuditScores], AuditScores] | None = None
 
     @classmethod
-    def from_files(cls, backbone: str | Path, *, arch: str | None = None, heads: str | Path | None = None,
-                   classes: PolicyClasses | Mapping[str, Any] | list[str] | None = None,
-                   lpips_backbone: str | Path | None = None, lpips_net: str = "alex", kappa: float = 1.0,
-                   config_dir: str | Path | None = None, tokenizer_dir: str | Path | None = None,
-                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "Auditor":
+    def from_files(
+        cls,
+        backbone: str | Path,
+        *,
+        arch: str | None = None,
+        heads: str | Path | None = None,
+        classes: PolicyClasses | Mapping[str, Any] | list[str] | None = None,
+        lpips_backbone: str | Path | None = None,
+        lpips_net: str = "alex",
+        kappa: float = 1.0,
+        config_dir: str | Path | None = None,
+        tokenizer_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "Auditor":
         """Build an auditor from local files.
 
         backbone: an open_clip weights file (with ``arch``) or a transformers CLIPModel folder.
@@ -226,8 +258,7 @@ class Auditor(nn.Module):
         return self.backbone.encode_image(images)
 
     # -- scoring
-    def _judge(self, images: torch.Tensor, prompt: str, mask: torch.Tensor | None,
-               with_maps: bool) -> AuditResult:
+    def _judge(self, images: torch.Tensor, prompt: str, mask: torch.Tensor | None, with_maps: bool) -> AuditResult:
         images = check_images(images)
         prompt = check_prompt(prompt)
         n, _, h, w = images.shape
@@ -238,7 +269,7 @@ class Auditor(nn.Module):
         S = heads.global_score(e_img, e_txt, tokens)
         weights = None
         if masks is not None:
-            weights = F.adaptive_avg_pool2d(masks.to(tokens.device), tokens.shape[1:3])[:, 0]
+            weights = F.adaptive_avg_pool2d(masks.to(tokens.device), (tokens.shape[1], tokens.shape[2]))[:, 0]
         S_R = heads.pool_region(heads.patch_scores(tokens, e_txt), weights)
         F_ = heads.faithfulness(S, e_img, e_txt)
         P = 1.0 - torch.sigmoid(heads.policy_logits(e_img, tokens))
@@ -246,8 +277,7 @@ class Auditor(nn.Module):
         maps = torch.empty(n, len(self.classes), 0, 0)
         if with_maps:
             maps = self._upsample_risk(heads.risk_logits(tokens), h, w)
-        scores = AuditScores(S=S.float(), S_R=S_R.float(), F=F_.float(), P=P.float(), B=B.float(),
-                             classes=self.classes)
+        scores = AuditScores(S=S.float(), S_R=S_R.float(), F=F_.float(), P=P.float(), B=B.float(), classes=self.classes)
         if self.calibration is not None:
             scores = self.calibration(scores)
         return AuditResult(scores, maps)

@@ -56,6 +56,9 @@ class ImageTextBackbone(nn.Module):
     image_size: int = 224
     embed_dim: int = 0
 
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -81,8 +84,9 @@ class ImageTextBackbone(nn.Module):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(device=self.pixel_mean.device, dtype=torch.float32)
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+            )
         x = (x - self.pixel_mean) / self.pixel_std
         return x.to(self.dtype)
 
@@ -102,7 +106,7 @@ class ImageTextBackbone(nn.Module):
 def _grid(tokens: torch.Tensor) -> torch.Tensor:
     """[B,N,D] patch tokens -> [B,h,w,D] (square grid, as ViTs use)."""
     b, n, d = tokens.shape
-    side = int(round(n ** 0.5))
+    side = int(round(n**0.5))
     if side * side != n:
         raise ValueError(f"patch tokens do not form a square grid: {n} tokens")
     return tokens.reshape(b, side, side, d)
@@ -112,6 +116,7 @@ def _grid(tokens: torch.Tensor) -> torch.Tensor:
 
 
 class OpenClipBackbone(ImageTextBackbone):
+    model: Any  # open_clip's CLIP: typed by duck (visual, transformer, ...), not by nn.Module
     kind = "open_clip"
 
     def __init__(self, model: nn.Module, tokenizer: Any, name: str, embed_dim: int, mean, std) -> None:
@@ -120,7 +125,7 @@ class OpenClipBackbone(ImageTextBackbone):
         self.tokenizer = tokenizer
         self.name = name
         self.embed_dim = int(embed_dim)
-        visual = model.visual
+        visual = self.model.visual  # self.model is typed Any (duck-typed open_clip model)
         size = visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         # Patch tokens are only defined for ViT towers; other towers fall back to a 1×1 grid.
@@ -128,8 +133,10 @@ class OpenClipBackbone(ImageTextBackbone):
         if self._has_tokens:
             visual.output_tokens = True
         else:
-            log.warning("open_clip image tower %s exposes no patch tokens: S_R and risk maps use a 1x1 grid",
-                        type(visual).__name__)
+            log.warning(
+                "open_clip image tower %s exposes no patch tokens: S_R and risk maps use a 1x1 grid",
+                type(visual).__name__,
+            )
 
     @property
     def image_encoder(self) -> nn.Module:
@@ -196,9 +203,15 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def load_open_clip(arch: str, weights: str | Path, *, config_dir: str | Path | None = None,
-                   tokenizer_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> OpenClipBackbone:
+def load_open_clip(
+    arch: str,
+    weights: str | Path,
+    *,
+    config_dir: str | Path | None = None,
+    tokenizer_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> OpenClipBackbone:
     """Build open_clip architecture ``arch`` and load its weights from the local file ``weights``.
 
     ``config_dir`` registers extra model configs (the shipped tiny config folder is always registered).
@@ -209,27 +222,34 @@ def load_open_clip(arch: str, weights: str | Path, *, config_dir: str | Path | N
 
     weights = Path(weights)
     if not weights.is_file():
-        raise FileNotFoundError(f"open_clip weights for {arch!r} not found: {weights} (expected the file "
-                                f"{weights.name!r} in the folder {weights.parent}; weights are never downloaded)")
+        raise FileNotFoundError(
+            f"open_clip weights for {arch!r} not found: {weights} (expected the file "
+            f"{weights.name!r} in the folder {weights.parent}; weights are never downloaded)"
+        )
     register_config_dir(CONFIG_DIR)
     if config_dir is not None:
         register_config_dir(config_dir)
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
-        raise ValueError(f"unknown open_clip architecture {arch!r}; put its JSON config in a folder and pass "
-                         f"config_dir (shipped: {TINY_ARCH!r} in {CONFIG_DIR})")
+        raise ValueError(
+            f"unknown open_clip architecture {arch!r}; put its JSON config in a folder and pass "
+            f"config_dir (shipped: {TINY_ARCH!r} in {CONFIG_DIR})"
+        )
     text_cfg = cfg.get("text_cfg", {})
     hf_text = text_cfg.get("hf_model_name")
     if hf_text and not Path(hf_text).is_dir():
-        raise ValueError(f"{arch!r} builds its text tower from the HF hub ({hf_text!r}); only local folders "
-                         f"are allowed, set text_cfg.hf_model_name to a local directory in the config")
+        raise ValueError(
+            f"{arch!r} builds its text tower from the HF hub ({hf_text!r}); only local folders "
+            f"are allowed, set text_cfg.hf_model_name to a local directory in the config"
+        )
     # pretrained=None: open_clip must not resolve tags or hub names; we load the file ourselves
     # (and silence its "initialized randomly" warning, which is about to be untrue).
     quiet = _DropMessage("No pretrained weights loaded")
     logging.getLogger().addFilter(quiet)
     try:
-        model = open_clip.create_model(arch, pretrained=None, pretrained_text=False, pretrained_image=False,
-                                       device="cpu")
+        model = open_clip.create_model(
+            arch, pretrained=None, pretrained_text=False, pretrained_image=False, device="cpu"
+        )
     finally:
         logging.getLogger().removeFilter(quiet)
     state = read_weights(weights)
@@ -245,8 +265,10 @@ def load_open_clip(arch: str, weights: str | Path, *, config_dir: str | Path | N
     ctx = int(text_cfg.get("context_length", 77))
     if hf_tok:
         if tokenizer_dir is None or not Path(tokenizer_dir).is_dir():
-            raise FileNotFoundError(f"{arch!r} uses the HF tokenizer {hf_tok!r}: pass tokenizer_dir, a local folder "
-                                    f"with its tokenizer files (got {tokenizer_dir})")
+            raise FileNotFoundError(
+                f"{arch!r} uses the HF tokenizer {hf_tok!r}: pass tokenizer_dir, a local folder "
+                f"with its tokenizer files (got {tokenizer_dir})"
+            )
         tokenizer = open_clip.tokenizer.HFTokenizer(str(tokenizer_dir), context_length=ctx)
     else:
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=ctx)
@@ -261,6 +283,7 @@ def load_open_clip(arch: str, weights: str | Path, *, config_dir: str | Path | N
 
 
 class HFClipBackbone(ImageTextBackbone):
+    model: Any  # transformers' CLIPModel
     kind = "hf_clip"
 
     def __init__(self, model: nn.Module, tokenizer: Any, name: str, mean, std) -> None:
@@ -268,9 +291,10 @@ class HFClipBackbone(ImageTextBackbone):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
-        self.image_size = int(model.config.vision_config.image_size)
-        self.embed_dim = int(model.config.projection_dim)
-        self.context_length = int(model.config.text_config.max_position_embeddings)
+        config = self.model.config  # self.model is typed Any (transformers' CLIPModel)
+        self.image_size = int(config.vision_config.image_size)
+        self.embed_dim = int(config.projection_dim)
+        self.context_length = int(config.text_config.max_position_embeddings)
 
     @property
     def image_encoder(self) -> nn.Module:
@@ -287,10 +311,12 @@ class HFClipBackbone(ImageTextBackbone):
         return F.normalize(pooled.float(), dim=-1), F.normalize(_grid(tokens.float()), dim=-1)
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        enc = self.tokenizer(list(prompts), padding="max_length", truncation=True,
-                             max_length=self.context_length, return_tensors="pt")
-        out = self.model.text_model(input_ids=enc["input_ids"].to(self.device),
-                                    attention_mask=enc["attention_mask"].to(self.device))
+        enc = self.tokenizer(
+            list(prompts), padding="max_length", truncation=True, max_length=self.context_length, return_tensors="pt"
+        )
+        out = self.model.text_model(
+            input_ids=enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device)
+        )
         return F.normalize(self.model.text_projection(out.pooler_output).float(), dim=-1)
 
 
@@ -298,13 +324,15 @@ HF_REQUIRED = ("config.json",)
 HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 
 
-def load_hf_clip(model_dir: str | Path, *, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> HFClipBackbone:
+def load_hf_clip(
+    model_dir: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> HFClipBackbone:
     """A transformers CLIPModel (PickScore/HPS-style) from a local directory, never from the hub."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"CLIP model folder not found: {model_dir} (expected config.json, "
-                                f"model.safetensors and tokenizer files)")
+        raise FileNotFoundError(
+            f"CLIP model folder not found: {model_dir} (expected config.json, model.safetensors and tokenizer files)"
+        )
     for name in HF_REQUIRED:
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir / name} is missing: a transformers CLIPModel folder needs it")
@@ -314,8 +342,9 @@ def load_hf_clip(model_dir: str | Path, *, device: str | torch.device = "cpu",
         raise FileNotFoundError(f"no tokenizer in {model_dir}: expected {' or '.join(HF_TOKENIZER_FILES)}")
     from transformers import AutoTokenizer, CLIPModel
 
-    model = CLIPModel.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False,
-                                      use_safetensors=True)
+    model = CLIPModel.from_pretrained(
+        str(model_dir), local_files_only=True, trust_remote_code=False, use_safetensors=True
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
     mean, std = OPENAI_MEAN, OPENAI_STD
     pp = model_dir / "preprocessor_config.json"

@@ -34,10 +34,10 @@ class DatasetRowError(ValueError):
 @dataclass
 class PreferencePair:
     prompt: str
-    chosen: torch.Tensor          # [3,H,W] in [0,1]
-    rejected: torch.Tensor        # [3,H,W] in [0,1]
+    chosen: torch.Tensor  # [3,H,W] in [0,1]
+    rejected: torch.Tensor  # [3,H,W] in [0,1]
     category: str | None
-    mask: torch.Tensor | None     # [1,H,W] in [0,1], region of the rejected image that is at fault
+    mask: torch.Tensor | None  # [1,H,W] in [0,1], region of the rejected image that is at fault
     index: int
 
 
@@ -55,8 +55,10 @@ def _read_table(source: Path):
             raise ValueError(f"unsupported pairs file {source}: expected .parquet, pairs.csv or pairs.jsonl")
         return df, [(source, i) for i in range(len(df))], source.parent
     if not source.is_dir():
-        raise FileNotFoundError(f"pairs dataset not found: {source} (a .parquet file or a folder with *.parquet, "
-                                f"{' or '.join(TABLE_NAMES)})")
+        raise FileNotFoundError(
+            f"pairs dataset not found: {source} (a .parquet file or a folder with *.parquet, "
+            f"{' or '.join(TABLE_NAMES)})"
+        )
     files = sorted(source.glob("*.parquet"))
     if files:
         frames = [pd.read_parquet(f) for f in files]
@@ -180,8 +182,9 @@ class PreferencePairs(torch.utils.data.Dataset):
         try:
             return _resize(decode_image(self._cell(i, col), self.root, mode), self.image_size)
         except Exception as exc:  # PIL raises many types for a broken image; name the row whatever it was
-            raise DatasetRowError(f"{self._where_text(i)}: column {col!r} could not be decoded as an image: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+            raise DatasetRowError(
+                f"{self._where_text(i)}: column {col!r} could not be decoded as an image: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def __getitem__(self, i: int) -> PreferencePair:
         if not 0 <= i < len(self):
@@ -191,8 +194,14 @@ class PreferencePairs(torch.utils.data.Dataset):
             value = self._cell(i, "Mask")
             if value is not None and not (isinstance(value, float) and value != value):
                 mask = self._image(i, "Mask", mode="L")
-        return PreferencePair(prompt=self.prompt(i), chosen=self._image(i, "Chosen"),
-                              rejected=self._image(i, "Rejected"), category=self.category(i), mask=mask, index=i)
+        return PreferencePair(
+            prompt=self.prompt(i),
+            chosen=self._image(i, "Chosen"),
+            rejected=self._image(i, "Rejected"),
+            category=self.category(i),
+            mask=mask,
+            index=i,
+        )
 
 
 @dataclass
@@ -203,8 +212,9 @@ class SkippedRow:
     reason: str
 
 
-def read_pairs(pairs: PreferencePairs, indices: list[int], strict: bool = False,
-               skipped: list[SkippedRow] | None = None) -> list[PreferencePair]:
+def read_pairs(
+    pairs: PreferencePairs, indices: list[int], strict: bool = False, skipped: list[SkippedRow] | None = None
+) -> list[PreferencePair]:
     """The readable pairs among ``indices``; an unreadable row is appended to ``skipped`` and left out.
 
     With ``strict`` the first unreadable row raises its DatasetRowError instead.
@@ -240,16 +250,23 @@ def write_pairs_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
         from PIL import Image
 
         arr = (t.clamp(0, 1) * 255).round().byte()
-        img = Image.fromarray(arr[0].numpy(), "L") if arr.shape[0] == 1 else Image.fromarray(
-            arr.permute(1, 2, 0).contiguous().numpy(), "RGB")
+        img = (
+            Image.fromarray(arr[0].numpy(), "L")
+            if arr.shape[0] == 1
+            else Image.fromarray(arr.permute(1, 2, 0).contiguous().numpy(), "RGB")
+        )
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         return {"bytes": buf.getvalue(), "path": None}
 
     records = []
     for row in rows:
-        rec = {"Prompt": row["Prompt"], "Chosen": png(row["Chosen"]), "Rejected": png(row["Rejected"]),
-               "Category": row.get("Category")}
+        rec = {
+            "Prompt": row["Prompt"],
+            "Chosen": png(row["Chosen"]),
+            "Rejected": png(row["Rejected"]),
+            "Category": row.get("Category"),
+        }
         if "Mask" in row:
             rec["Mask"] = png(row["Mask"]) if row["Mask"] is not None else None
         records.append(rec)
@@ -260,9 +277,23 @@ def write_pairs_parquet(path: str | Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def summary(pairs: PreferencePairs) -> dict[str, Any]:
-    return {"source": str(pairs.source), "pairs": len(pairs), "masks": pairs.has_masks,
-            "categories": pairs.categories()}
+    return {
+        "source": str(pairs.source),
+        "pairs": len(pairs),
+        "masks": pairs.has_masks,
+        "categories": pairs.categories(),
+    }
 
 
-__all__ = ["DatasetRowError", "PreferencePair", "PreferencePairs", "SkippedRow", "decode_image", "pil_to_tensor",
-           "read_pairs", "skipped_report", "summary", "write_pairs_parquet"]
+__all__ = [
+    "DatasetRowError",
+    "PreferencePair",
+    "PreferencePairs",
+    "SkippedRow",
+    "decode_image",
+    "pil_to_tensor",
+    "read_pairs",
+    "skipped_report",
+    "summary",
+    "write_pairs_parquet",
+]

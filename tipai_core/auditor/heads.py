@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -53,14 +54,16 @@ class HeadsConfig:
 
 def _residual_mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, n_out))
-    nn.init.zeros_(mlp[2].weight)  # zero residual: the head starts as the zero-shot formula
-    nn.init.zeros_(mlp[2].bias)
+    last = cast(nn.Linear, mlp[2])
+    nn.init.zeros_(last.weight)  # zero residual: the head starts as the zero-shot formula
+    nn.init.zeros_(last.bias)
     return mlp
 
 
 class AuditorHeads(nn.Module):
-    def __init__(self, config: HeadsConfig, logit_scale: float = 100.0,
-                 directions: torch.Tensor | None = None) -> None:
+    f_platt: torch.Tensor
+
+    def __init__(self, config: HeadsConfig, logit_scale: float = 100.0, directions: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = config
         d, h, c = config.embed_dim, config.hidden, len(config.classes)
@@ -79,11 +82,18 @@ class AuditorHeads(nn.Module):
                 lin.bias.zero_()
 
     @classmethod
-    def zero_shot(cls, identity: dict[str, Any], policy: PolicyClasses, logit_scale: float,
-                  text_features: Callable[[list[str]], torch.Tensor], hidden: int = 256) -> "AuditorHeads":
+    def zero_shot(
+        cls,
+        identity: dict[str, Any],
+        policy: PolicyClasses,
+        logit_scale: float,
+        text_features: Callable[[list[str]], torch.Tensor],
+        hidden: int = 256,
+    ) -> "AuditorHeads":
         dirs = class_directions(policy, text_features)
-        config = HeadsConfig(backbone=dict(identity), policy=policy.to_json(), embed_dim=int(dirs.shape[1]),
-                             hidden=hidden)
+        config = HeadsConfig(
+            backbone=dict(identity), policy=policy.to_json(), embed_dim=int(dirs.shape[1]), hidden=hidden
+        )
         return cls(config, logit_scale, dirs.cpu())
 
     @property
@@ -186,8 +196,9 @@ def load_heads(path: str | Path, backbone_identity: dict[str, Any]) -> AuditorHe
     weights, config_path = heads_paths(path)
     for p in (weights, config_path):
         if not p.is_file():
-            raise FileNotFoundError(f"auditor heads file not found: {p} (heads are a pair: "
-                                    f"{weights.name} + {config_path.name})")
+            raise FileNotFoundError(
+                f"auditor heads file not found: {p} (heads are a pair: {weights.name} + {config_path.name})"
+            )
     try:
         raw = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
@@ -195,8 +206,9 @@ def load_heads(path: str | Path, backbone_identity: dict[str, Any]) -> AuditorHe
     if raw.get("format") != FORMAT_NAME:
         raise ValueError(f"{config_path} is not a TiPAI auditor heads config (format={raw.get('format')!r})")
     if raw.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{config_path} has schema version {raw.get('schema_version')}, this TiPAI reads "
-                         f"version {SCHEMA_VERSION}")
+        raise ValueError(
+            f"{config_path} has schema version {raw.get('schema_version')}, this TiPAI reads version {SCHEMA_VERSION}"
+        )
     config = HeadsConfig(**{k: v for k, v in raw.items() if k in HeadsConfig.__dataclass_fields__})
     classes = raw.get("classes")
     if classes is not None:
@@ -207,8 +219,10 @@ def load_heads(path: str | Path, backbone_identity: dict[str, Any]) -> AuditorHe
     want = {k: config.backbone.get(k) for k in ("kind", "name", "embed_dim")}
     have = {k: backbone_identity.get(k) for k in ("kind", "name", "embed_dim")}
     if want != have:
-        raise ValueError(f"auditor heads {weights} were trained for backbone {want}, but the loaded backbone is "
-                         f"{have}; load the backbone they were trained with or retrain the heads")
+        raise ValueError(
+            f"auditor heads {weights} were trained for backbone {want}, but the loaded backbone is "
+            f"{have}; load the backbone they were trained with or retrain the heads"
+        )
     PolicyClasses.from_json(config.policy)  # validates the class texts
     heads = AuditorHeads(config)
     state = load_file(str(weights), device="cpu")

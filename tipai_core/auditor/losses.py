@@ -6,13 +6,14 @@
     L_sal    = 1 − (2 Σ_j r_κ(j) m_j + ε) / (Σ_j r_κ(j) + Σ_j m_j + ε)          Dice of the risk map vs the mask
 
 The chosen image of a DETONATE pair is the safe one, so all its policy logits are pushed down; a pair has
-one Category, so the rejected image is a positive of its reason code and a negative of the other classes. Pairs without a known
-reason code (κ = −1) or without a mask skip the terms that need them.
+one Category, so the rejected image is a positive of its reason code and a negative of the other classes.
+Pairs without a known reason code (κ = −1) or without a mask skip the terms that need them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -23,15 +24,15 @@ from .heads import AuditorHeads
 
 @dataclass
 class PairBatch:
-    text: torch.Tensor        # [n,D]
-    g_c: torch.Tensor         # [n,D]
-    g_r: torch.Tensor         # [n,D]
-    z_c: torch.Tensor         # [n,h,w,D]
-    z_r: torch.Tensor         # [n,h,w,D]
-    patches: torch.Tensor     # [n,K] flat indices of the mined patches
-    reason: torch.Tensor      # [n] class index or −1
-    mask: torch.Tensor        # [n,h,w] region coverage of the rejected image's fault (zeros if none)
-    has_mask: torch.Tensor    # [n] bool
+    text: torch.Tensor  # [n,D]
+    g_c: torch.Tensor  # [n,D]
+    g_r: torch.Tensor  # [n,D]
+    z_c: torch.Tensor  # [n,h,w,D]
+    z_r: torch.Tensor  # [n,h,w,D]
+    patches: torch.Tensor  # [n,K] flat indices of the mined patches
+    reason: torch.Tensor  # [n] class index or −1
+    mask: torch.Tensor  # [n,h,w] region coverage of the rejected image's fault (zeros if none)
+    has_mask: torch.Tensor  # [n] bool
 
 
 def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -42,8 +43,9 @@ def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> tor
 class StageALoss(nn.Module):
     """w_pair·L_pair + w_patch·L_patch + w_policy·L_policy + w_sal·L_sal; forward returns (total, parts)."""
 
-    def __init__(self, heads: AuditorHeads, w_pair: float = 1.0, w_patch: float = 0.5, w_policy: float = 0.5,
-                 w_sal: float = 0.5) -> None:
+    def __init__(
+        self, heads: AuditorHeads, w_pair: float = 1.0, w_patch: float = 0.5, w_policy: float = 0.5, w_sal: float = 0.5
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.w = {"pair": w_pair, "patch": w_patch, "policy": w_policy, "sal": w_sal}
@@ -68,10 +70,10 @@ class StageALoss(nn.Module):
         l_sal = zero
         sal = known & b.has_mask
         if sal.any():
-            risk = torch.sigmoid(h.risk_logits(b.z_r[sal]))              # [m,C,h,w]
+            risk = torch.sigmoid(h.risk_logits(b.z_r[sal]))  # [m,C,h,w]
             risk = risk.gather(1, b.reason[sal].view(-1, 1, 1, 1).expand(-1, 1, *risk.shape[2:]))[:, 0]
             l_sal = dice_loss(risk, b.mask[sal]).mean()
 
         parts = {"pair": l_pair, "patch": l_patch, "policy": l_policy, "sal": l_sal}
-        total = sum(self.w[k] * v for k, v in parts.items())
+        total = cast(torch.Tensor, sum(self.w[k] * v for k, v in parts.items()))  # four tensor terms
         return total, {k: float(v.detach()) for k, v in parts.items()}

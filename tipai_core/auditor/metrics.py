@@ -66,5 +66,6 @@ def pair_ece(chosen, rejected, n_bins: int = 10) -> float:
     """ECE of σ(S_a − S_b) with each pair counted in both orders."""
     c, r = _flat(chosen), _flat(rejected)
     p = torch.sigmoid(c - r)
-    return expected_calibration_error(torch.cat([p, 1 - p]), torch.cat([torch.ones_like(p), torch.zeros_like(p)]),
-                                      n_bins)
+    return expected_calibration_error(
+        torch.cat([p, 1 - p]), torch.cat([torch.ones_like(p), torch.zeros_like(p)]), n_bins
+    )

@@ -41,13 +41,13 @@ def ring_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
 
 def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
 
 
 def dssim_map(x: torch.Tensor, y: torch.Tensor, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Per-pixel (1 − SSIM)/2 averaged over channels; x, y [B,3,H,W] in [0,1] -> [B,1,H,W]."""
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = 0.01**2, 0.03**2
     g = _gaussian_window(size, sigma, x.device, x.dtype)
     ch = x.shape[1]
     gx = g.view(1, 1, 1, -1).repeat(ch, 1, 1, 1)
@@ -58,8 +58,8 @@ def dssim_map(x: torch.Tensor, y: torch.Tensor, size: int = 11, sigma: float = 1
         return F.conv2d(F.conv2d(t, gx, groups=ch), gy, groups=ch)
 
     mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
-    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return ((1.0 - ssim) / 2).clamp(0.0, 1.0).mean(1, keepdim=True)
 
 
@@ -69,8 +69,9 @@ def load_lpips(backbone_file: str | Path, net: str = "alex") -> torch.nn.Module:
         raise ValueError(f"LPIPS net must be one of {LPIPS_NETS}, got {net!r}")
     backbone_file = Path(backbone_file)
     if not backbone_file.is_file():
-        raise FileNotFoundError(f"LPIPS backbone file not found: {backbone_file} (a torchvision {net} state dict "
-                                f"as .safetensors or .pth)")
+        raise FileNotFoundError(
+            f"LPIPS backbone file not found: {backbone_file} (a torchvision {net} state dict as .safetensors or .pth)"
+        )
     import warnings
 
     import lpips
@@ -85,12 +86,11 @@ def load_lpips(backbone_file: str | Path, net: str = "alex") -> torch.nn.Module:
     else:
         log.warning("lpips package has no linear weights at %s: LPIPS is uncalibrated", lin_file)
 
-    slice_of = {idx: name for name, sl in model.net.named_children() if name.startswith("slice")
-                for idx in sl._modules}
+    slice_of = {idx: name for name, sl in model.net.named_children() if name.startswith("slice") for idx in sl._modules}
     mapped: dict[str, torch.Tensor] = {}
     for key, value in read_weights(backbone_file).items():
         if key.startswith("features."):
-            idx, _, param = key[len("features."):].partition(".")
+            idx, _, param = key[len("features.") :].partition(".")
             if idx in slice_of:
                 mapped[f"net.{slice_of[idx]}.{idx}.{param}"] = value
         elif key.startswith("slice"):
@@ -100,8 +100,10 @@ def load_lpips(backbone_file: str | Path, net: str = "alex") -> torch.nn.Module:
     wanted = {k for k in model.state_dict() if k.startswith("net.")}
     missing = sorted(wanted - set(mapped))
     if missing:
-        raise ValueError(f"{backbone_file} is not a {net} backbone state dict: missing {missing[:4]}"
-                         f"{' ...' if len(missing) > 4 else ''}")
+        raise ValueError(
+            f"{backbone_file} is not a {net} backbone state dict: missing {missing[:4]}"
+            f"{' ...' if len(missing) > 4 else ''}"
+        )
     try:
         model.load_state_dict(mapped, strict=False)
     except RuntimeError as exc:
@@ -112,17 +114,26 @@ def load_lpips(backbone_file: str | Path, net: str = "alex") -> torch.nn.Module:
 class SeamQuality(torch.nn.Module):
     """B = exp(−κ · d_ring); LPIPS when a backbone file is given, else the DSSIM fallback (see module doc)."""
 
-    def __init__(self, kappa: float = 1.0, ring_fraction: float = 1 / 32, min_ring: int = 2,
-                 lpips_backbone: str | Path | None = None, lpips_net: str = "alex") -> None:
+    def __init__(
+        self,
+        kappa: float = 1.0,
+        ring_fraction: float = 1 / 32,
+        min_ring: int = 2,
+        lpips_backbone: str | Path | None = None,
+        lpips_net: str = "alex",
+    ) -> None:
         super().__init__()
         self.kappa = float(kappa)
         self.ring_fraction = float(ring_fraction)
         self.min_ring = int(min_ring)
         self.lpips = load_lpips(lpips_backbone, lpips_net) if lpips_backbone is not None else None
         if self.lpips is None:
-            log.warning("no LPIPS backbone file given: seam quality B uses the weight-free DSSIM fallback "
-                        "(1-SSIM)/2 on the ring; put a torchvision %s state dict in models/tipai/ and pass it "
-                        "as lpips_backbone for LPIPS", lpips_net)
+            log.warning(
+                "no LPIPS backbone file given: seam quality B uses the weight-free DSSIM fallback "
+                "(1-SSIM)/2 on the ring; put a torchvision %s state dict in models/tipai/ and pass it "
+                "as lpips_backbone for LPIPS",
+                lpips_net,
+            )
 
     @property
     def mode(self) -> str:

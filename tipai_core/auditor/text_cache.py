@@ -8,7 +8,7 @@ moved on read if the auditor has moved since (the ComfyUI memory manager offload
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -15,8 +15,8 @@ heads at initialisation (heads.py), so training starts from the zero-shot audito
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +69,7 @@ class PolicyClasses:
 
 def class_directions(policy: PolicyClasses, text_features: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
     """[C,D] rows t_c − t̄_0: the zero-shot risk direction of every class."""
+
     def unit_mean(texts: tuple[str, ...]) -> torch.Tensor:
         return F.normalize(text_features(list(texts)).float().mean(0), dim=-1)
 

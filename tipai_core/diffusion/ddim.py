@@ -18,13 +18,13 @@ Each refinement costs one more denoiser call per inverted step.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
+from ..protocols import Denoiser
 from .conditioning import Conditioning
 from .parametrisation import Parametrisation
-from ..protocols import Denoiser
 
 
 def ddim_step(
@@ -99,6 +99,7 @@ def _invert_one(
         if prev_f is None:
             x0 = g
         else:
+            assert prev_g is not None  # set together with prev_f
             df, dg = f - prev_f, g - prev_g
             den = _row_dot(df, df)
             gamma = torch.where(den > 0, _row_dot(f, df) / den.clamp_min(torch.finfo(den.dtype).tiny), 0.0)

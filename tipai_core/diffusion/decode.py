@@ -15,7 +15,9 @@ def view_factor(factor: int, scale: float) -> int:
     """Pixels per latent pixel of an audit view: ``factor · scale``, which must be a whole number >= 1."""
     f = factor * scale
     if f < 1 or abs(f - round(f)) > 1e-9:
-        raise ValueError(f"scale={scale} gives {f} pixels per latent pixel with factor {factor}; need a whole number >= 1")
+        raise ValueError(
+            f"scale={scale} gives {f} pixels per latent pixel with factor {factor}; need a whole number >= 1"
+        )
     return int(round(f))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
+
 import torch
 
 

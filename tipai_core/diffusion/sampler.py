@@ -9,15 +9,15 @@ A callback that returns None changes nothing: the run is the plain run, bit for 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from .ddim import check_latent, ddim_step, euler_step
+from ..protocols import Denoiser
 from .conditioning import Conditioning
+from .ddim import check_latent, ddim_step, euler_step
 from .parametrisation import Parametrisation
 from .sigmas import validate_sigmas
-from ..protocols import Denoiser
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 SAMPLERS = ("euler", "ddim")

@@ -20,15 +20,14 @@ each on a batch of the candidates that share (editor, d).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from ..policy.actions import Action
-from ..diffusion.ddim import check_latent, ddim_invert, ddim_segment
 from ..diffusion.conditioning import Conditioning
-from ..diffusion.parametrisation import Parametrisation
+from ..diffusion.ddim import check_latent, ddim_invert, ddim_segment
 from ..mining.masks import check_mask_matches, dilate, feather
+from ..policy.actions import Action
 from ..protocols import EditContext, EditResult
 from ..records.costs import editor_calls
 
@@ -117,5 +116,3 @@ class DiffusionEditor:
             latents[sel] = z
             cand_x0[sel] = ctx.denoiser(z, sigmas[i], cond_n)
         return EditResult(latents, cand_x0, masks)
-
-

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..policy.actions import Action, PolicyState
-from ..diffusion.ddim import check_latent
 from ..diffusion.conditioning import Conditioning
+from ..diffusion.ddim import check_latent
 from ..diffusion.parametrisation import Parametrisation
-from .diffusion_editor import DiffusionEditor, seeded_noise
-from ..protocols import EditContext
 from ..mining.masks import check_mask_matches
+from ..policy.actions import Action, PolicyState
+from ..protocols import EditContext
+from .diffusion_editor import DiffusionEditor, seeded_noise
 
 
 @dataclass
@@ -30,9 +30,18 @@ class RegionEdit:
     log_probs: torch.Tensor  # [N]
 
 
-def edit_region(denoiser, param: Parametrisation | str, sigmas: torch.Tensor, z: torch.Tensor,
-                region_mask: torch.Tensor, policy, n: int, seed: int, cond: Conditioning | None = None,
-                editor: DiffusionEditor | None = None) -> RegionEdit:
+def edit_region(
+    denoiser,
+    param: Parametrisation | str,
+    sigmas: torch.Tensor,
+    z: torch.Tensor,
+    region_mask: torch.Tensor,
+    policy,
+    n: int,
+    seed: int,
+    cond: Conditioning | None = None,
+    editor: DiffusionEditor | None = None,
+) -> RegionEdit:
     """N candidates for ``region_mask [1, 1, h, w]`` of the clean latent ``z [1, C, h, w]``."""
     param = Parametrisation.parse(param)
     check_latent(z, "z")
@@ -48,9 +57,16 @@ def edit_region(denoiser, param: Parametrisation | str, sigmas: torch.Tensor, z:
         raise ValueError(f"sigmas need at least 2 non-zero levels to re-noise a region, got {nonzero}")
     i = nonzero - 1
     x = param.noise(z, seeded_noise(seed, z)[None], sigmas[i])
-    state = PolicyState(step=i, n_steps=sigmas.numel() - 1, t=i / (sigmas.numel() - 1), sigma=float(sigmas[i]),
-                        region_area=float((region_mask > 0).float().mean()), region_score=1.0, audit_scale=1.0,
-                        max_depth=i)
+    state = PolicyState(
+        step=i,
+        n_steps=sigmas.numel() - 1,
+        t=i / (sigmas.numel() - 1),
+        sigma=float(sigmas[i]),
+        region_area=float((region_mask > 0).float().mean()),
+        region_score=1.0,
+        audit_scale=1.0,
+        max_depth=i,
+    )
     actions, logp = policy.propose(state, n, torch.Generator().manual_seed(int(seed)))
     editor = editor or DiffusionEditor()
     # x̂0 at σ_i of the control: the denoiser's own, so that the editor's outside projection is consistent

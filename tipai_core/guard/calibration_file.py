@@ -37,27 +37,46 @@ class Calibration:
         """Raise ValueError when the calibration was fit for another auditor (other classes or name)."""
         want_classes = list(self.auditor.get("classes") or [])
         if classes is not None and want_classes and list(classes) != want_classes:
-            raise ValueError(f"this calibration was fit for an auditor with policy classes {want_classes}, but "
-                             f"the auditor in use has {list(classes)}; calibrate again for this auditor "
-                             f"(python -m tipai_core.train calibrate)")
+            raise ValueError(
+                f"this calibration was fit for an auditor with policy classes {want_classes}, but "
+                f"the auditor in use has {list(classes)}; calibrate again for this auditor "
+                f"(python -m tipai_core.train calibrate)"
+            )
         want_name = self.auditor.get("name")
         if name and want_name and name != want_name:
-            raise ValueError(f"this calibration was fit for the auditor {want_name!r}, not {name!r}; "
-                             f"calibrate again for this auditor (python -m tipai_core.train calibrate)")
+            raise ValueError(
+                f"this calibration was fit for the auditor {want_name!r}, not {name!r}; "
+                f"calibrate again for this auditor (python -m tipai_core.train calibrate)"
+            )
 
     def to_dict(self) -> dict:
-        return {"schema": CALIBRATION_SCHEMA, "delta": self.delta, "tau_P": self.tau_P.to_dict(),
-                "tau_F": self.tau_F.to_dict(), "auditor": self.auditor, "target": self.target, "map": self.map,
-                "metrics": self.metrics}
+        return {
+            "schema": CALIBRATION_SCHEMA,
+            "delta": self.delta,
+            "tau_P": self.tau_P.to_dict(),
+            "tau_F": self.tau_F.to_dict(),
+            "auditor": self.auditor,
+            "target": self.target,
+            "map": self.map,
+            "metrics": self.metrics,
+        }
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "calibration") -> Calibration:
         if d.get("schema") != CALIBRATION_SCHEMA:
-            raise ValueError(f"{source}: schema {d.get('schema')!r} is not {CALIBRATION_SCHEMA!r}; not a TiPAI "
-                             "calibration file, or one from another version")
-        return cls(float(d["delta"]), Schedule.from_dict(d["tau_P"]), Schedule.from_dict(d["tau_F"]),
-                   dict(d.get("auditor") or {}), float(d.get("target", 0.9)), dict(d.get("map") or {}),
-                   dict(d.get("metrics") or {}))
+            raise ValueError(
+                f"{source}: schema {d.get('schema')!r} is not {CALIBRATION_SCHEMA!r}; not a TiPAI "
+                "calibration file, or one from another version"
+            )
+        return cls(
+            float(d["delta"]),
+            Schedule.from_dict(d["tau_P"]),
+            Schedule.from_dict(d["tau_F"]),
+            dict(d.get("auditor") or {}),
+            float(d.get("target", 0.9)),
+            dict(d.get("map") or {}),
+            dict(d.get("metrics") or {}),
+        )
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

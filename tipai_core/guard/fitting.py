@@ -40,12 +40,20 @@ def reliability_table(p: torch.Tensor, y: torch.Tensor, bins: int = 10) -> list[
     """Per equal-width bin of p: its count, mean p and observed win rate (None for an empty bin)."""
     p, y = p.double(), y.double()
     b = (p * bins).long().clamp(0, bins - 1)
-    return [{"bin": k, "count": int((b == k).sum()), "mean_p": float(p[b == k].mean()) if (b == k).any() else None,
-             "frac_win": float(y[b == k].mean()) if (b == k).any() else None} for k in range(bins)]
+    return [
+        {
+            "bin": k,
+            "count": int((b == k).sum()),
+            "mean_p": float(p[b == k].mean()) if (b == k).any() else None,
+            "frac_win": float(y[b == k].mean()) if (b == k).any() else None,
+        }
+        for k in range(bins)
+    ]
 
 
-def choose_delta(m: torch.Tensor, y: torch.Tensor, target: float = 0.9, min_count: int = 20,
-                 z: float = 2.326) -> float | None:
+def choose_delta(
+    m: torch.Tensor, y: torch.Tensor, target: float = 0.9, min_count: int = 20, z: float = 2.326
+) -> float | None:
     """δ = min{Δ ≥ 0 : Pr[y | m ≥ Δ] ≥ target}, over candidate Δ at the observed margins (at least
     ``min_count`` candidates at or above it).
 

@@ -51,8 +51,9 @@ def reliability_diagram(curves: dict[str, list[dict]], path: str | Path, size: i
         xs, ys = [b["mean_p"] for b in pts], [b["frac_win"] for b in pts]
         colour = COLOURS[i % len(COLOURS)]
         ax.plot(xs, ys, color=colour, linewidth=1.0, label=name)
-        ax.scatter(xs, ys, s=[4 + 40 * math.sqrt(b["count"] / total) for b in pts], color=colour, marker="s",
-                   clip_on=False)
+        ax.scatter(
+            xs, ys, s=[4 + 40 * math.sqrt(b["count"] / total) for b in pts], color=colour, marker="s", clip_on=False
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("predicted Pr[true win]", fontsize=6)
@@ -72,8 +73,13 @@ def learning_curve(curves: dict[str, list[float]], path: str | Path, width: int 
             continue
         lo, hi = min(ys), max(ys)
         span = hi - lo if hi > lo else 1.0
-        ax.plot(range(1, len(ys) + 1), [(v - lo) / span for v in ys], color=COLOURS[i % len(COLOURS)],
-                linewidth=1.0, label=f"{name} ({lo:.3g}..{hi:.3g})")
+        ax.plot(
+            range(1, len(ys) + 1),
+            [(v - lo) / span for v in ys],
+            color=COLOURS[i % len(COLOURS)],
+            linewidth=1.0,
+            label=f"{name} ({lo:.3g}..{hi:.3g})",
+        )
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

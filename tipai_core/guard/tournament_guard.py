@@ -35,9 +35,9 @@ def guarded_utility(
         if torch.isnan(t).any():
             raise ValueError(f"scores.{name} contains NaN")
     s0 = S[0]
-    margin_ok = S >= s0 + delta
+    margin_ok = s0 + delta <= S
     gain = torch.where(margin_ok, S - s0 - delta, torch.zeros_like(S)).clamp_min(0.0)
-    passes = (P >= tau_P).all(dim=1) & (F >= float(tau_F))
+    passes = (tau_P <= P).all(dim=1) & (float(tau_F) <= F)
     u = gain * passes.double() * B.clamp_min(0.0)
     u[0] = 0.0  # the control never beats itself
     return u

@@ -39,14 +39,14 @@ from ..protocols import (
     AuditScores,
     Denoiser,
     EditContext,
-    EditResult,
     Editor,
+    EditResult,
     Guard,
     GuardDecision,
     Miner,
     Policy,
 )
-from ..records.costs import CountingDenoiser, Costs
+from ..records.costs import Costs, CountingDenoiser
 from ..records.tournament_record import TournamentRecord
 from .audit_schedule import AuditSchedule
 from .blend import alpha_at, latent_blend
@@ -123,24 +123,44 @@ def decode_view(suite: AuditSuite, x0b: torch.Tensor, sc: StepContext, costs: Co
     costs.decoded_images += 1
     h, w = sc.latent_size
     if view.shape != (1, 3, sc.factor * h, sc.factor * w):
-        raise ValueError(f"the audit decoder returned {tuple(view.shape)}, "
-                         f"expected (1, 3, {sc.factor * h}, {sc.factor * w})")
+        raise ValueError(
+            f"the audit decoder returned {tuple(view.shape)}, expected (1, 3, {sc.factor * h}, {sc.factor * w})"
+        )
     return view
 
 
-def policy_state(suite: AuditSuite, sc: StepContext, view: torch.Tensor, region: Region, lat_mask: torch.Tensor,
-                 prompt: str, rc: Costs) -> PolicyState:
+def policy_state(
+    suite: AuditSuite,
+    sc: StepContext,
+    view: torch.Tensor,
+    region: Region,
+    lat_mask: torch.Tensor,
+    prompt: str,
+    rc: Costs,
+) -> PolicyState:
     """The state s the policy reads; a learned π also reads S_0, F_0 and P_0 (one more auditor call)."""
     control: dict[str, Any] = {}
     if getattr(suite.policy, "wants_control_scores", False):
         c = suite.auditor.score(view, prompt, region.mask.to(view.dtype))
         rc.auditor_calls += 1
         rc.auditor_images += 1
-        control = {"control_S": float(c.S[0]), "control_F": float(c.F[0]),
-                   "control_P": tuple(float(v) for v in c.P[0].reshape(-1).tolist())}
-    return PolicyState(step=sc.step, n_steps=sc.n_steps, t=sc.t, sigma=sc.sigma, region_area=float(lat_mask.mean()),
-                       region_score=float(region.score), audit_scale=float(sc.scale), max_depth=sc.step,
-                       signals=_signal_pairs(getattr(region, "signals", None) or {}), **control)
+        control = {
+            "control_S": float(c.S[0]),
+            "control_F": float(c.F[0]),
+            "control_P": tuple(float(v) for v in c.P[0].reshape(-1).tolist()),
+        }
+    return PolicyState(
+        step=sc.step,
+        n_steps=sc.n_steps,
+        t=sc.t,
+        sigma=sc.sigma,
+        region_area=float(lat_mask.mean()),
+        region_score=float(region.score),
+        audit_scale=float(sc.scale),
+        max_depth=sc.step,
+        signals=_signal_pairs(getattr(region, "signals", None) or {}),
+        **control,
+    )
 
 
 def draw_actions(suite: AuditSuite, state: PolicyState, pseed: int) -> tuple[list[Action], torch.Tensor]:
@@ -152,8 +172,9 @@ def draw_actions(suite: AuditSuite, state: PolicyState, pseed: int) -> tuple[lis
     return actions, logp
 
 
-def score_candidates(suite: AuditSuite, sc: StepContext, view: torch.Tensor, region: Region, res: EditResult,
-                     prompt: str, rc: Costs) -> AuditScores:
+def score_candidates(
+    suite: AuditSuite, sc: StepContext, view: torch.Tensor, region: Region, res: EditResult, prompt: str, rc: Costs
+) -> AuditScores:
     """Decode only the crop around the edited support (with context), compose it into the view, and
     score the control and the N candidates in one auditor call."""
     n = suite.n_candidates
@@ -171,18 +192,48 @@ def score_candidates(suite: AuditSuite, sc: StepContext, view: torch.Tensor, reg
     return scores
 
 
-def tournament_record(sc: StepContext, b: int, r: int, region: Region, lat_mask: torch.Tensor, state: PolicyState,
-                      actions: list[Action], logp: torch.Tensor, pseed: int, scores: AuditScores,
-                      decision: GuardDecision, alpha: float, rc: Costs) -> TournamentRecord:
+def tournament_record(
+    sc: StepContext,
+    b: int,
+    r: int,
+    region: Region,
+    lat_mask: torch.Tensor,
+    state: PolicyState,
+    actions: list[Action],
+    logp: torch.Tensor,
+    pseed: int,
+    scores: AuditScores,
+    decision: GuardDecision,
+    alpha: float,
+    rc: Costs,
+) -> TournamentRecord:
     return TournamentRecord(
-        step=sc.step, n_steps=sc.n_steps, t=sc.t, sigma=sc.sigma,
-        region={"index": r, "bbox": list(region.bbox), "area": region.area, "latent_bbox": list(_latent_bbox(lat_mask)),
-                "score": float(region.score), "audit_scale": float(sc.scale), "view_factor": sc.factor},
-        state=state.to_dict(), actions=[a.to_dict() for a in actions], log_probs=logp.double().tolist(),
-        policy_seed=pseed, seeds=[int(a.seed) for a in actions], scores=TournamentRecord.scores_to_dict(scores),
-        utilities=decision.utilities.tolist(), winner=decision.winner, accepted=decision.accepted,
+        step=sc.step,
+        n_steps=sc.n_steps,
+        t=sc.t,
+        sigma=sc.sigma,
+        region={
+            "index": r,
+            "bbox": list(region.bbox),
+            "area": region.area,
+            "latent_bbox": list(_latent_bbox(lat_mask)),
+            "score": float(region.score),
+            "audit_scale": float(sc.scale),
+            "view_factor": sc.factor,
+        },
+        state=state.to_dict(),
+        actions=[a.to_dict() for a in actions],
+        log_probs=logp.double().tolist(),
+        policy_seed=pseed,
+        seeds=[int(a.seed) for a in actions],
+        scores=TournamentRecord.scores_to_dict(scores),
+        utilities=decision.utilities.tolist(),
+        winner=decision.winner,
+        accepted=decision.accepted,
         guard={"delta": decision.delta, "tau_P": decision.tau_P, "tau_F": decision.tau_F},
-        alpha=alpha, costs=rc, batch_index=b,
+        alpha=alpha,
+        costs=rc,
+        batch_index=b,
     )
 
 
@@ -227,8 +278,15 @@ def audit_step(
     if user_mask is not None:
         check_user_mask(user_mask, x.shape[0], (suite.decoder.factor * h, suite.decoder.factor * w))
     scale = suite.schedule.scale(step, n_steps)
-    sc = StepContext(step, n_steps, progress(step, n_steps), float(sigmas[step]), scale,
-                     view_factor(suite.decoder.factor, scale), (h, w))
+    sc = StepContext(
+        step,
+        n_steps,
+        progress(step, n_steps),
+        float(sigmas[step]),
+        scale,
+        view_factor(suite.decoder.factor, scale),
+        (h, w),
+    )
     alpha = alpha_at(suite.alpha, sc.t)
     records: list[TournamentRecord] = []
     out: torch.Tensor | None = None
@@ -252,8 +310,9 @@ def audit_step(
                 k = decision.winner - 1
                 z = latent_blend(z, res.latents[k : k + 1], res.masks[k : k + 1], alpha)
             costs.add(rc)
-            records.append(tournament_record(sc, b, r, region, lat_mask, state, actions, logp, pseed, scores,
-                                             decision, alpha, rc))
+            records.append(
+                tournament_record(sc, b, r, region, lat_mask, state, actions, logp, pseed, scores, decision, alpha, rc)
+            )
         if z is not xb:
             out = x.clone() if out is None else out
             out[b : b + 1] = z

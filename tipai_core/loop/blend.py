@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..diffusion.ddim import check_latent
-from ..mining.masks import check_mask_matches
 from ..diffusion.schedules import Schedule
+from ..mining.masks import check_mask_matches
 
 
 def alpha_at(alpha: Schedule | float, t: float) -> float:

@@ -55,8 +55,18 @@ def sample_with_audits(
         if not suite.schedule.is_audited(i, n_steps):
             return None
         new_x, recs = audit_step(
-            xi, x0i, i, sigmas, denoiser=denoiser, param=param, cond=cond, prompt=prompt, suite=suite,
-            user_mask=user_mask, region_payload=region_payload, costs=costs,
+            xi,
+            x0i,
+            i,
+            sigmas,
+            denoiser=denoiser,
+            param=param,
+            cond=cond,
+            prompt=prompt,
+            suite=suite,
+            user_mask=user_mask,
+            region_payload=region_payload,
+            costs=costs,
         )
         records.extend(recs)
         if new_x is not None:

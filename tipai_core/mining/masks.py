@@ -109,7 +109,11 @@ def check_user_mask(user_mask: torch.Tensor, batch: int, size: tuple[int, int]) 
     """A user's pixel mask ``[1 or B, 1, H, W]`` for a batch of B images of ``size = (H, W)`` pixels."""
     check_mask(user_mask, "user_mask")
     if tuple(user_mask.shape[-2:]) != tuple(size):
-        raise ValueError(f"user_mask: the user mask is {user_mask.shape[-1]}x{user_mask.shape[-2]} pixels but the image is "
-                         f"{size[1]}x{size[0]}; resize the mask to the image size")
+        raise ValueError(
+            f"user_mask: the user mask is {user_mask.shape[-1]}x{user_mask.shape[-2]} pixels but the image is "
+            f"{size[1]}x{size[0]}; resize the mask to the image size"
+        )
     if user_mask.shape[0] not in (1, batch):
-        raise ValueError(f"user_mask: the user mask batch ({user_mask.shape[0]}) must be 1 or the image batch ({batch})")
+        raise ValueError(
+            f"user_mask: the user mask batch ({user_mask.shape[0]}) must be 1 or the image batch ({batch})"
+        )

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,13 +53,55 @@ log = logging.getLogger(__name__)
 AUDITOR_SIGNALS = ("gradcam", "drift", "prompt_mismatch", "feature_change", "risk")
 DETECTOR_SIGNALS = ("nsfw", "age", "text")
 SIGNALS = AUDITOR_SIGNALS + DETECTOR_SIGNALS
-DEFAULT_WEIGHTS = {"gradcam": 1.0, "drift": 0.5, "prompt_mismatch": 0.0, "feature_change": 0.5, "risk": 1.0,
-                   "nsfw": 1.0, "age": 1.0, "text": 1.0}
+DEFAULT_WEIGHTS = {
+    "gradcam": 1.0,
+    "drift": 0.5,
+    "prompt_mismatch": 0.0,
+    "feature_change": 0.5,
+    "risk": 1.0,
+    "nsfw": 1.0,
+    "age": 1.0,
+    "text": 1.0,
+}
 PROVENANCE_SHARE = 0.2
 _LOGGED: set[str] = set()
 MAX_PROMPT_WORDS, REGION_WORDS = 12, 3
-_STOP = frozenset("a an the and or of in on at to with without for from by as is are be this that these those "
-                  "it its into over under very photo image picture".split())
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "with",
+        "without",
+        "for",
+        "from",
+        "by",
+        "as",
+        "is",
+        "are",
+        "be",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "into",
+        "over",
+        "under",
+        "very",
+        "photo",
+        "image",
+        "picture",
+    ]
+)
 
 
 def fuse(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor | None:
@@ -72,6 +115,7 @@ def fuse(maps: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torc
         # log1p(−s) is −inf at s = 1: clamp so that a sure signal gives s = 1 − tiny, not NaN
         term = (w / top) * torch.log1p(-maps[k].float().clamp(0.0, 1.0 - 1e-7))
         log_keep = term if log_keep is None else log_keep + term
+    assert log_keep is not None  # `active` is not empty
     return (1.0 - torch.exp(log_keep)).clamp(0.0, 1.0)
 
 
@@ -88,7 +132,12 @@ def prompt_words(prompt: str) -> list[str]:
 def as_view(image: torch.Tensor) -> torch.Tensor:
     """[1,C,H,W] with C ∈ {1,2,3,4} (grey, grey+alpha, RGB, RGBA), float in [0,1] or uint8 -> float
     [1,3,H,W] in [0,1]; alpha over white, as the auditor composites it."""
-    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] != 1 or image.shape[1] not in (1, 2, 3, 4):
+    if (
+        not isinstance(image, torch.Tensor)
+        or image.dim() != 4
+        or image.shape[0] != 1
+        or image.shape[1] not in (1, 2, 3, 4)
+    ):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"the miner takes one view [1,C,H,W] with C in 1..4, got {shape}")
     if image.shape[-1] < 1 or image.shape[-2] < 1:
@@ -158,9 +207,16 @@ class RegionMiner:
       backward per prompt word). Off by default: nothing conditions the edit on them yet.
     """
 
-    def __init__(self, auditor=None, settings: MinerSettings | None = None, *,
-                 detectors: Mapping[str, Any] | None = None, memory: AuditMemory | None = None,
-                 prompter: Callable[[Region, str], str | None] | None = None, **overrides: Any):
+    def __init__(
+        self,
+        auditor=None,
+        settings: MinerSettings | None = None,
+        *,
+        detectors: Mapping[str, Any] | None = None,
+        memory: AuditMemory | None = None,
+        prompter: Callable[[Region, str], str | None] | None = None,
+        **overrides: Any,
+    ):
         self.settings = replace(settings or MinerSettings(), **overrides)
         cfg = self.settings
         k, threshold, weights = cfg.k, cfg.threshold, cfg.weights
@@ -188,8 +244,14 @@ class RegionMiner:
         self.detectors = dict(detectors or {})
         self.k = int(k)
         # SaliencyMiner does the thresholding, area limits, flat-map quantile and merging
-        self._topk = SaliencyMiner(None, k=max(1, self.k), threshold=threshold, min_area_frac=min_area_frac,
-                                   max_area_frac=max_area_frac, merge_margin=merge_margin)
+        self._topk = SaliencyMiner(
+            None,
+            k=max(1, self.k),
+            threshold=threshold,
+            min_area_frac=min_area_frac,
+            max_area_frac=max_area_frac,
+            merge_margin=merge_margin,
+        )
         self.latent_factor = latent_factor
         self.feather_radius = int(feather_radius)
         self.region_prompt = region_prompt.strip() if isinstance(region_prompt, str) and region_prompt.strip() else None
@@ -218,7 +280,7 @@ class RegionMiner:
 
     def signal_maps(self, view: torch.Tensor, prompt: str, stream: Hashable = 0):
         """(maps {name: [1,1,H,W]}, detections {name: [...]}, auditor features or None) for a view [1,3,H,W]."""
-        size = tuple(view.shape[-2:])
+        size = (view.shape[-2], view.shape[-1])
         maps: dict[str, torch.Tensor] = {}
         dets: dict[str, list] = {}
         feats = None
@@ -260,22 +322,33 @@ class RegionMiner:
             return mask
         return latent_to_pixel(pixel_to_latent(mask, f, "max"), f)
 
-    def _finish(self, region: Region, maps: Mapping[str, torch.Tensor], dets: Mapping[str, list],
-                extra: tuple[str, ...] = ()) -> Region:
+    def _finish(
+        self, region: Region, maps: Mapping[str, torch.Tensor], dets: Mapping[str, list], extra: tuple[str, ...] = ()
+    ) -> Region:
         mask = self._snap(region.mask)
         on = mask[0, 0] > 0
         shares = {n: self.weights[n] * float(m[0, 0][on].float().sum()) for n, m in maps.items() if self.weights[n] > 0}
         total = sum(shares.values())
-        signals = [n for n, v in sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
-                   if total > 0 and v / total >= PROVENANCE_SHARE]
+        signals = [
+            n
+            for n, v in sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
+            if total > 0 and v / total >= PROVENANCE_SHARE
+        ]
         seen = []
         y0, x0, y1, x1 = Region.from_mask(mask).bbox
         for name, ds in dets.items():
             for d in ds:
                 b = d.box
                 if d.risk > 0 and b[0] < y1 and y0 < b[2] and b[1] < x1 and x0 < b[3]:
-                    seen.append({"detector": name, "label": d.label, "score": round(float(d.score), 4),
-                                 "box": list(b), **{k: v for k, v in d.info.items()}})
+                    seen.append(
+                        {
+                            "detector": name,
+                            "label": d.label,
+                            "score": round(float(d.score), 4),
+                            "box": list(b),
+                            **{k: v for k, v in d.info.items()},
+                        }
+                    )
         out = Region.from_mask(mask, score=region.score)
         return replace(out, signals=tuple(dict.fromkeys((*extra, *signals))), info={"detections": seen})
 
@@ -284,9 +357,10 @@ class RegionMiner:
         if not words or self.auditor is None:
             return [None] * len(regions)
         feats = auditor_features(self.auditor, view.to(self.auditor.device, self.auditor.dtype), prompt, words)
+        assert feats.text_cams is not None  # words is not empty, so there is one cam per word
         cams = minmax_normalise(feats.text_cams.cpu()[0][:, None])  # [T,1,h,w]
         cams = F.interpolate(cams, size=tuple(view.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
-        out = []
+        out: list[str | None] = []
         for r in regions:
             on = r.mask[0, 0].cpu() > 0
             if on.all() or not on.any():
@@ -297,16 +371,18 @@ class RegionMiner:
             out.append(" ".join(words[i] for i in sorted(best)) or None)
         return out
 
-    def saliency(self, image: torch.Tensor, prompt: str, user_mask: torch.Tensor | None = None,
-                 stream: Hashable = 0) -> torch.Tensor:
+    def saliency(
+        self, image: torch.Tensor, prompt: str, user_mask: torch.Tensor | None = None, stream: Hashable = 0
+    ) -> torch.Tensor:
         """The fused map s [1,1,H,W] (the user mask not included)."""
         view = as_view(image)
         maps, _, _ = self.signal_maps(view, prompt, stream)
         s = fuse(maps, self.weights)
         return torch.zeros(1, 1, *view.shape[-2:]) if s is None else s
 
-    def __call__(self, image: torch.Tensor, prompt: str, user_mask: torch.Tensor | None = None, *,
-                 stream: Hashable = 0) -> list[Region]:
+    def __call__(
+        self, image: torch.Tensor, prompt: str, user_mask: torch.Tensor | None = None, *, stream: Hashable = 0
+    ) -> list[Region]:
         view = as_view(image)
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("the miner needs the prompt the view should show (a non-empty string)")
@@ -324,8 +400,14 @@ class RegionMiner:
                 um = F.interpolate(um, size=(h, w), mode="nearest")
             if (um > 0).any():
                 user = (um > 0).float()
-                regions.append(self._finish(Region.from_mask(user, score=float((fused * user).sum()) + float(user.sum())),
-                                            maps, dets, ("user",)))
+                regions.append(
+                    self._finish(
+                        Region.from_mask(user, score=float((fused * user).sum()) + float(user.sum())),
+                        maps,
+                        dets,
+                        ("user",),
+                    )
+                )
         if self.k > 0 and fused.max() > 0:
             self._topk.saliency_fn = lambda _img, _p: fused
             try:
@@ -353,9 +435,29 @@ class RegionMiner:
 
 def region_report(regions: list[Region]) -> list[dict]:
     """JSON-ready provenance of mined regions: bbox, area, score, signals, prompt, detections."""
-    return [{"bbox": list(r.bbox), "area": r.area, "score": round(float(r.score), 6), "signals": list(r.signals),
-             "prompt": r.prompt, "detections": list(r.info.get("detections", []))} for r in regions]
+    return [
+        {
+            "bbox": list(r.bbox),
+            "area": r.area,
+            "score": round(float(r.score), 6),
+            "signals": list(r.signals),
+            "prompt": r.prompt,
+            "detections": list(r.info.get("detections", [])),
+        }
+        for r in regions
+    ]
 
 
-__all__ = ["AUDITOR_SIGNALS", "AuditMemory", "DEFAULT_WEIGHTS", "DETECTOR_SIGNALS", "MiningResult", "RegionMiner",
-           "SIGNALS", "as_view", "fuse", "prompt_words", "region_report"]
+__all__ = [
+    "AUDITOR_SIGNALS",
+    "AuditMemory",
+    "DEFAULT_WEIGHTS",
+    "DETECTOR_SIGNALS",
+    "MiningResult",
+    "RegionMiner",
+    "SIGNALS",
+    "as_view",
+    "fuse",
+    "prompt_words",
+    "region_report",
+]

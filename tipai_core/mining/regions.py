@@ -14,8 +14,9 @@ and ``info`` (what the detectors saw: text, age).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import kornia
 import torch
@@ -222,5 +223,3 @@ class SaliencyMiner:
                 q = above.min() if above.numel() else q
             threshold = max(threshold, float(q))
         return top_k_regions(sal, self.k, threshold, min_area, max_area, self.merge_margin)
-
-

@@ -20,12 +20,11 @@ model's position embeddings cannot raise regions on a blank view.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-
 
 
 def _check_image(image: torch.Tensor) -> None:
@@ -88,8 +87,10 @@ def gradcam_layer(auditor) -> torch.nn.Module:
             m = getattr(m, name, None)
         if isinstance(m, (torch.nn.ModuleList, torch.nn.Sequential)) and len(m):
             return m[-1]
-    raise ValueError(f"Grad-CAM needs a ViT image tower; {type(bb).__name__} exposes no transformer blocks "
-                     f"(give the backbone a 'gradcam_layer' module)")
+    raise ValueError(
+        f"Grad-CAM needs a ViT image tower; {type(bb).__name__} exposes no transformer blocks "
+        f"(give the backbone a 'gradcam_layer' module)"
+    )
 
 
 def _as_grid(a: torch.Tensor, batch: int) -> torch.Tensor:
@@ -162,8 +163,10 @@ def auditor_features(auditor, image: torch.Tensor, prompt: str, texts: Sequence[
         handle.remove()
         # weights loaded under inference_mode cannot enter autograd: fall back to the gradient-free
         # patch–text match ⟨z_j, e_t⟩ (what the cam approximates), and say so once
-        _warn_once("Grad-CAM: the auditor's weights are inference tensors (loaded under torch.inference_mode), "
-                   "so the faithfulness map falls back to the patch-text match <z_j, e_t>")
+        _warn_once(
+            "Grad-CAM: the auditor's weights are inference tensors (loaded under torch.inference_mode), "
+            "so the faithfulness map falls back to the patch-text match <z_j, e_t>"
+        )
         with torch.no_grad():
             _, z = auditor.encode(image.clamp(0.0, 1.0))
             feats = auditor.text_features([prompt, *texts]).float()
@@ -213,6 +216,15 @@ def prompt_mismatch_map(tokens: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor
     return minmax_normalise(-cos)[:, 0]
 
 
-__all__ = ["AuditorFeatures", "auditor_features", "drift_map", "feature_change_map", "fused_saliency",
-           "faithfulness_saliency", "gradcam_layer", "gradcam_map", "gradcam_saliency", "is_blank",
-           "minmax_normalise", "prompt_mismatch_map", "risk_saliency", "upsample_grid"]
+__all__ = [
+    "AuditorFeatures",
+    "auditor_features",
+    "drift_map",
+    "feature_change_map",
+    "gradcam_layer",
+    "gradcam_map",
+    "is_blank",
+    "minmax_normalise",
+    "prompt_mismatch_map",
+    "upsample_grid",
+]

@@ -10,8 +10,8 @@ noise at σ_{i-d}). TSPO's learned policy replaces ``FixedKnobPolicy`` through t
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
 
 import torch
 
@@ -87,7 +87,15 @@ class PolicyState:
 
 
 # the knob names a distribution may set, and their types
-KNOBS = {"dilation": int, "feather": int, "cfg_inside": float, "emphasis": float, "jitter": float, "depth": int, "editor": str}
+KNOBS = {
+    "dilation": int,
+    "feather": int,
+    "cfg_inside": float,
+    "emphasis": float,
+    "jitter": float,
+    "depth": int,
+    "editor": str,
+}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
     π_θ(a | s) = Π_k softmax(W_k · h_θ(φ(s)) + V_k · φ(s))[a_k]      k ∈ {dilation, feather, cfg_inside, emphasis,
                                                                  jitter, depth, editor}
 
-h_θ is a small MLP over the normalised state features x = (φ(s) - m) / σ̂ (here φ(s) in the formula) (``state_features``): t, σ, the region's area and
+h_θ is a small MLP over the normalised state features x = (φ(s) - m) / σ̂ (``state_features``): t, σ,
+the region's area and
 saliency score, the audit scale, the depth budget, the control's S_0, F_0 and risk vector 1 - P_0, and
 the signals that raised the region. Each knob has a categorical head over a fixed list of choices; the
 depth head is restricted to d ≤ max_depth by masking, and log-probs are under that restricted
@@ -26,8 +27,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -48,8 +50,18 @@ DEFAULT_CHOICES: dict[str, tuple] = {
 }
 # Saliency signals a region can be raised by (regions carry their shares when the miner reports them).
 SIGNALS = ("risk", "faithfulness", "drift", "detector", "feature", "user")
-BASE_FEATURES = ("t", "log_sigma", "region_area", "log_region_score", "audit_scale", "depth_budget",
-                 "has_control", "S0", "F0", "max_risk")
+BASE_FEATURES = (
+    "t",
+    "log_sigma",
+    "region_area",
+    "log_region_score",
+    "audit_scale",
+    "depth_budget",
+    "has_control",
+    "S0",
+    "F0",
+    "max_risk",
+)
 
 
 def feature_names(n_classes: int) -> tuple[str, ...]:
@@ -57,7 +69,7 @@ def feature_names(n_classes: int) -> tuple[str, ...]:
 
 
 def state_features(state: PolicyState | Mapping, n_classes: int) -> torch.Tensor:
-    """φ(s) ``[D]`` (float32), D = len(feature_names(n_classes)); missing control scores read as 0 with has_control=0."""
+    """φ(s) ``[D]`` float32, D = len(feature_names(n_classes)); missing control scores read 0, has_control=0."""
     s = state if isinstance(state, PolicyState) else PolicyState.from_dict(state)
     has = s.control_S is not None
     risk = [1.0 - float(p) for p in s.control_P][:n_classes]
@@ -66,13 +78,14 @@ def state_features(state: PolicyState | Mapping, n_classes: int) -> torch.Tensor
     return torch.tensor(
         [
             float(s.t),
-            math.log1p(max(float(s.sigma), 0.0)) / 3.0,  # σ spans ~0..15 (eps) or 0..1 (flow): a log keeps both in range
+            math.log1p(max(float(s.sigma), 0.0))
+            / 3.0,  # σ spans ~0..15 (eps) or 0..1 (flow): a log keeps both in range
             float(s.region_area),
             math.log1p(max(float(s.region_score), 0.0)) / 5.0,
             float(s.audit_scale),
             min(float(s.max_depth), 8.0) / 8.0,
             1.0 if has else 0.0,
-            float(s.control_S) if has else 0.0,
+            float(s.control_S) if s.control_S is not None else 0.0,  # same test as `has`
             float(s.control_F) if s.control_F is not None else 0.0,
             max(risk) if s.control_P else 0.0,
             *risk,
@@ -103,6 +116,8 @@ class PolicyNet(nn.Module):
     """π_θ(a | s): an MLP over φ(s), one categorical head per knob. Implements ``protocols.Policy``."""
 
     wants_control_scores = True  # the loop scores the control before the draw, so φ(s) has S_0, F_0, P_0
+    feat_mean: torch.Tensor
+    feat_scale: torch.Tensor
 
     def __init__(self, choices: Mapping[str, Sequence] | None = None, n_classes: int = 5, hidden: int = 64):
         super().__init__()
@@ -118,7 +133,8 @@ class PolicyNet(nn.Module):
         # the feature normaliser (fit_normaliser); identity until fitted
         self.register_buffer("feat_mean", torch.zeros(d))
         self.register_buffer("feat_scale", torch.ones(d))
-        for layer in (*self.heads.values(), *self.skip.values()):  # a fresh policy starts uniform: zero logits
+        for module in (*self.heads.values(), *self.skip.values()):  # a fresh policy starts uniform: zero logits
+            layer = cast(nn.Linear, module)
             nn.init.zeros_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
@@ -150,7 +166,9 @@ class PolicyNet(nn.Module):
             if k == "depth" and max_depth is not None:
                 allowed = torch.tensor(self.choices["depth"], device=feats.device)[None, :] <= max_depth[:, None]
                 if not allowed.any(dim=1).all():
-                    raise ValueError(f"no depth choice d <= max_depth (the steps taken); choices are {self.choices['depth']}")
+                    raise ValueError(
+                        f"no depth choice d <= max_depth (the steps taken); choices are {self.choices['depth']}"
+                    )
                 logits = logits.masked_fill(~allowed, float("-inf"))
             out[k] = torch.log_softmax(logits, dim=-1)
         return out
@@ -168,12 +186,13 @@ class PolicyNet(nn.Module):
 
     def log_prob_of(self, table: dict[str, torch.Tensor], idx: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ_k log π_k(a_k | s) for rows ``idx[k]`` ``[B]`` of the table."""
-        return sum(table[k].gather(1, idx[k][:, None])[:, 0] for k in self.knob_names)
+        # knob_names is never empty (check_choices), so the sum is a tensor
+        return cast(torch.Tensor, sum(table[k].gather(1, idx[k][:, None])[:, 0] for k in self.knob_names))
 
     @staticmethod
     def entropy(table: dict[str, torch.Tensor]) -> torch.Tensor:
         """H(π(· | s)) ``[B]``: the entropies of the factors add."""
-        return sum(-(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(-1) for lp in table.values())
+        return cast(torch.Tensor, sum(-(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(-1) for lp in table.values()))
 
     # ------------------------------------------------------------------ Policy protocol
 
@@ -210,8 +229,13 @@ class PolicyNet(nn.Module):
     # ------------------------------------------------------------------ files
 
     def config(self) -> dict:
-        return {"schema": POLICY_SCHEMA, "knobs": {k: list(self.choices[k]) for k in self.knob_names},
-                "n_classes": self.n_classes, "hidden": self.hidden, "features": list(feature_names(self.n_classes))}
+        return {
+            "schema": POLICY_SCHEMA,
+            "knobs": {k: list(self.choices[k]) for k in self.knob_names},
+            "n_classes": self.n_classes,
+            "hidden": self.hidden,
+            "features": list(feature_names(self.n_classes)),
+        }
 
     def save(self, path: str | Path, metadata: dict | None = None) -> Path:
         """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically (JSON last: it marks the pair complete)."""
@@ -240,16 +264,23 @@ class PolicyNet(nn.Module):
                 raise FileNotFoundError(f"policy file {p} is missing (a policy is <stem>.safetensors + <stem>.json)")
         meta = json.loads(meta_path.read_text())
         if meta.get("schema") != POLICY_SCHEMA:
-            raise ValueError(f"{meta_path}: schema {meta.get('schema')!r} is not {POLICY_SCHEMA!r}; "
-                             "this is not a TiPAI policy file or it was written by another version")
+            raise ValueError(
+                f"{meta_path}: schema {meta.get('schema')!r} is not {POLICY_SCHEMA!r}; "
+                "this is not a TiPAI policy file or it was written by another version"
+            )
         net = cls(meta["knobs"], n_classes=int(meta["n_classes"]), hidden=int(meta["hidden"]))
         if list(meta.get("features", [])) != list(feature_names(net.n_classes)):
-            raise ValueError(f"{meta_path}: the policy reads features {meta.get('features')}, this version "
-                             f"computes {list(feature_names(net.n_classes))}")
+            raise ValueError(
+                f"{meta_path}: the policy reads features {meta.get('features')}, this version "
+                f"computes {list(feature_names(net.n_classes))}"
+            )
         if expect_knobs is not None:
             want = check_choices(expect_knobs)
-            diff = [f"{k}: file {list(net.choices.get(k, ()))}, expected {list(want.get(k, ()))}"
-                    for k in sorted(set(want) | set(net.choices)) if net.choices.get(k) != want.get(k)]
+            diff = [
+                f"{k}: file {list(net.choices.get(k, ()))}, expected {list(want.get(k, ()))}"
+                for k in sorted(set(want) | set(net.choices))
+                if net.choices.get(k) != want.get(k)
+            ]
             if diff:
                 raise ValueError(f"policy file {path.name}: its knobs do not match: " + "; ".join(diff))
         tensors = load_file(str(path), device="cpu")
@@ -259,8 +290,10 @@ class PolicyNet(nn.Module):
         got = {k: tuple(v.shape) for k, v in tensors.items()}
         if shapes != got:
             bad = sorted(k for k in set(shapes) | set(got) if shapes.get(k) != got.get(k))
-            raise ValueError(f"policy file {path.name}: its weights do not match the knobs in its JSON "
-                             f"(tensors {bad}: expected {[shapes.get(k) for k in bad]}, found {[got.get(k) for k in bad]})")
+            raise ValueError(
+                f"policy file {path.name}: its weights do not match the knobs in its JSON "
+                f"(tensors {bad}: expected {[shapes.get(k) for k in bad]}, found {[got.get(k) for k in bad]})"
+            )
         net.load_state_dict(tensors, strict=True)
         net.metadata = meta.get("metadata", {})
         return net.eval()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
@@ -106,9 +107,15 @@ class TournamentBatch:
         return int(self.u.shape[0])
 
     def take(self, rows: torch.Tensor) -> "TournamentBatch":
-        return TournamentBatch(self.feats[rows], self.max_depth[rows], {k: v[rows] for k, v in self.idx.items()},
-                               self.valid[rows], self.behaviour_logp[rows], self.u[rows],
-                               None if self.features is None else self.features[rows])
+        return TournamentBatch(
+            self.feats[rows],
+            self.max_depth[rows],
+            {k: v[rows] for k, v in self.idx.items()},
+            self.valid[rows],
+            self.behaviour_logp[rows],
+            self.u[rows],
+            None if self.features is None else self.features[rows],
+        )
 
 
 @dataclass
@@ -145,7 +152,8 @@ def tspo_loss(policy: PolicyNet, batch: TournamentBatch, cfg: TSPOConfig) -> tup
     """L of the module docstring for one batch; returns the loss and its parts (floats)."""
     table = policy.log_probs_table(batch.feats, batch.max_depth)
     n = batch.u.shape[1]
-    logp = sum(table[k].gather(1, batch.idx[k].clamp_min(0)) for k in policy.knob_names)  # [T, N]
+    # [T, N]; knob_names is never empty (check_choices), so the sum is a tensor
+    logp = cast(torch.Tensor, sum(table[k].gather(1, batch.idx[k].clamp_min(0)) for k in policy.knob_names))
     credit = loo_credits(batch.u) if cfg.credit == "loo" else soft_credits(batch.u, cfg.tau)
     if cfg.lambda_div > 0 and batch.features is not None:
         credit = credit + cfg.lambda_div * diversity(batch.features)
@@ -163,8 +171,13 @@ def tspo_loss(policy: PolicyNet, batch: TournamentBatch, cfg: TSPOConfig) -> tup
     ent = policy.entropy(table).mean()
     cost = expected_cost(policy, table, cfg.refine_iters).mean()
     loss = pg - cfg.beta * ent + cfg.lambda_c * cost
-    parts = TSPOParts(float(loss.detach()), float(pg.detach()), float(ent.detach()), float(cost.detach()),
-                      float(w[batch.valid].mean()) if batch.valid.any() else 0.0)
+    parts = TSPOParts(
+        float(loss.detach()),
+        float(pg.detach()),
+        float(ent.detach()),
+        float(cost.detach()),
+        float(w[batch.valid].mean()) if batch.valid.any() else 0.0,
+    )
     return loss, parts
 
 
@@ -181,7 +194,7 @@ class _Rows:
         self.depth.append(st.max_depth)
         self.logp_b.append([float(v) for v in rec.log_probs])
         self.u.append([float(v) if math.isfinite(float(v)) else 0.0 for v in rec.utilities[1:]])
-        rows = {k: [] for k in policy.knob_names}
+        rows: dict[str, list[int]] = {k: [] for k in policy.knob_names}
         row_valid = []
         for a in rec.actions:
             j = policy.action_index(a)
@@ -194,10 +207,14 @@ class _Rows:
 
     def batch(self, candidate_features=None) -> TournamentBatch:
         return TournamentBatch(
-            feats=torch.stack(self.feats), max_depth=torch.tensor(self.depth),
-            idx={k: torch.tensor(v, dtype=torch.long) for k, v in self.idx.items()}, valid=torch.tensor(self.valid),
+            feats=torch.stack(self.feats),
+            max_depth=torch.tensor(self.depth),
+            idx={k: torch.tensor(v, dtype=torch.long) for k, v in self.idx.items()},
+            valid=torch.tensor(self.valid),
             behaviour_logp=torch.tensor(self.logp_b, dtype=torch.float64),
-            u=torch.tensor(self.u, dtype=torch.float64), features=candidate_features)
+            u=torch.tensor(self.u, dtype=torch.float64),
+            features=candidate_features,
+        )
 
 
 def records_to_batches(policy: PolicyNet, records) -> dict[int, TournamentBatch]:
@@ -241,8 +258,14 @@ def plackett_luce_nll(scores: torch.Tensor, order: torch.Tensor) -> torch.Tensor
     return (tail - s).sum(-1).mean()
 
 
-def refine_judge(x: torch.Tensor, target: torch.Tensor, loss: str = "listnet", steps: int = 300,
-                 lr: float = 0.05, weight_decay: float = 1e-3) -> torch.Tensor:
+def refine_judge(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    loss: str = "listnet",
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-3,
+) -> torch.Tensor:
     """A linear judge s = x · w fit listwise to ``target`` ``[T, M]`` from score components ``x`` ``[T, M, F]``.
 
     Returns w ``[F]``. ``loss`` is "listnet" (target utilities) or "pl" (the ranking of the target).

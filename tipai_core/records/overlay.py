@@ -20,13 +20,14 @@ own mask, so its scale is ``H / mask_H``; a plain dict without ``view_factor`` i
 from __future__ import annotations
 
 import colorsys
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .tournament_record import TournamentRecord
 from ..mining.regions import Region
+from .tournament_record import TournamentRecord
 
 Color = Sequence[float]
 
@@ -62,18 +63,33 @@ def _scaled(v: int, num: int, den: int, up: bool) -> int:
 def _item(obj: Any) -> dict:
     """Normalise a record, record dict, region dict or Region to {bbox, scale, accepted, batch, mask}."""
     if isinstance(obj, TournamentRecord):
-        return {"bbox": obj.region["bbox"], "f": obj.region.get("view_factor"), "accepted": obj.accepted,
-                "batch": obj.batch_index, "mask": None}
+        return {
+            "bbox": obj.region["bbox"],
+            "f": obj.region.get("view_factor"),
+            "accepted": obj.accepted,
+            "batch": obj.batch_index,
+            "mask": None,
+        }
     if isinstance(obj, Region):
         return {"bbox": obj.bbox, "f": None, "accepted": None, "batch": None, "mask": obj.mask}
     if isinstance(obj, dict):
         if "region" in obj:  # a record's to_dict(), e.g. read back from a log
-            return {"bbox": obj["region"]["bbox"], "f": obj["region"].get("view_factor"),
-                    "accepted": bool(obj.get("accepted")), "batch": int(obj.get("batch_index", 0)), "mask": None}
+            return {
+                "bbox": obj["region"]["bbox"],
+                "f": obj["region"].get("view_factor"),
+                "accepted": bool(obj.get("accepted")),
+                "batch": int(obj.get("batch_index", 0)),
+                "mask": None,
+            }
         if "bbox" in obj:  # a region entry of a report's steps, or a hand-made box
             acc = obj.get("accepted")
-            return {"bbox": obj["bbox"], "f": obj.get("view_factor"), "accepted": None if acc is None else bool(acc),
-                    "batch": obj.get("batch_index"), "mask": obj.get("mask")}
+            return {
+                "bbox": obj["bbox"],
+                "f": obj.get("view_factor"),
+                "accepted": None if acc is None else bool(acc),
+                "batch": obj.get("batch_index"),
+                "mask": obj.get("mask"),
+            }
     raise ValueError(f"cannot draw a {type(obj).__name__}: expected a TournamentRecord, a Region or a dict with 'bbox'")
 
 
@@ -145,8 +161,11 @@ def draw_overlay(
     if int(factor) != factor or factor < 1:
         raise ValueError(f"factor must be an integer >= 1, got {factor}")
     t = int(thickness)
-    colors = {True: _color(accepted_color, "accepted_color", batch), False: _color(rejected_color, "rejected_color", batch),
-              None: _color(undecided_color, "undecided_color", batch)}
+    colors = {
+        True: _color(accepted_color, "accepted_color", batch),
+        False: _color(rejected_color, "rejected_color", batch),
+        None: _color(undecided_color, "undecided_color", batch),
+    }
     b, _, h, w = batch.shape
     items = [_item(o) for o in records_or_regions]
     items.sort(key=lambda it: {None: 0, False: 1, True: 2}[it["accepted"]])  # stable: input order within a kind
@@ -165,8 +184,12 @@ def draw_overlay(
             continue  # outside the image after clipping
         for r in rows:
             view = out[r]
-            for ys, xs in ((slice(y0, min(y1, y0 + t)), slice(x0, x1)), (slice(max(y0, y1 - t), y1), slice(x0, x1)),
-                           (slice(y0, y1), slice(x0, min(x1, x0 + t))), (slice(y0, y1), slice(max(x0, x1 - t), x1))):
+            for ys, xs in (
+                (slice(y0, min(y1, y0 + t)), slice(x0, x1)),
+                (slice(max(y0, y1 - t), y1), slice(x0, x1)),
+                (slice(y0, y1), slice(x0, min(x1, x0 + t))),
+                (slice(y0, y1), slice(max(x0, x1 - t), x1)),
+            ):
                 view[:, ys, xs] = c.view(3, 1, 1)
     return out[0] if unbatched else out
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .tournament_record import SCHEMA_VERSION, TournamentRecord
 
@@ -85,11 +85,14 @@ def require_records(stats: LogStats, what: str) -> None:
         return
     where = ", ".join(stats.files) or "(no .records.jsonl file found)"
     if stats.foreign:
-        raise ValueError(f"{what}: the logs {where} hold only records of schema {sorted(stats.foreign)}; this "
-                         f"version reads {SCHEMA_VERSION!r}. Re-log with this version of the pack.")
+        raise ValueError(
+            f"{what}: the logs {where} hold only records of schema {sorted(stats.foreign)}; this "
+            f"version reads {SCHEMA_VERSION!r}. Re-log with this version of the pack."
+        )
     if stats.skipped:
-        raise ValueError(f"{what}: every record in {where} is corrupt ({stats.skipped} skipped), e.g. "
-                         f"{stats.errors[0]}")
+        raise ValueError(
+            f"{what}: every record in {where} is corrupt ({stats.skipped} skipped), e.g. {stats.errors[0]}"
+        )
     raise ValueError(f"{what}: the logs {where} hold no tournament records (empty)")
 
 

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .costs import Costs
 from ..protocols import AuditScores
+from .costs import Costs
 
 SCHEMA_VERSION = "tipai.tournament/1"
 
@@ -112,8 +112,10 @@ class TournamentRecord:
     @classmethod
     def from_dict(cls, d: dict) -> "TournamentRecord":
         if d.get("schema") != SCHEMA_VERSION:
-            raise ValueError(f"record schema {d.get('schema')!r} is not {SCHEMA_VERSION!r} (this version reads "
-                             f"{SCHEMA_VERSION!r} logs)")
+            raise ValueError(
+                f"record schema {d.get('schema')!r} is not {SCHEMA_VERSION!r} (this version reads "
+                f"{SCHEMA_VERSION!r} logs)"
+            )
         kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         kw["costs"] = Costs.from_dict(d["costs"])
         return cls(**kw)

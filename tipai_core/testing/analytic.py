@@ -10,7 +10,8 @@ With ``x = a·x0 + b·ε`` (``diffusion.Parametrisation``: eps ``a=1, b=σ``; fl
 The mixture is conditioned through per-class log-biases (the "prompt"): a prompt's weights are
 ``log π_k + β_k`` (``payload``; the region prompt's ``region_payload``), the unconditional ones
 ``log π``. The branches' exact posterior means are combined by ``conditioning.guided_x0``, the
-same combine every denoiser uses (CFG map, region composite, emphasis). Tests, benchmarks and the demo use these as an exact, model-free Denoiser.
+same combine every denoiser uses (CFG map, region composite, emphasis). Tests, benchmarks and the
+demo use these as an exact, model-free Denoiser.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ CATEGORIES = ("nsfw", "violence/weapon")
 
 
 def _square(img: torch.Tensor, rgb, y: int, x: int, s: int) -> None:
-    img[:, y:y + s, x:x + s] = torch.tensor(rgb).view(3, 1, 1)
+    img[:, y : y + s, x : x + s] = torch.tensor(rgb).view(3, 1, 1)
 
 
 CUE_COLOURS = {  # (pattern colour, ground colour): one hue per category
@@ -45,8 +45,8 @@ def _cue(img: torch.Tensor, mask: torch.Tensor, category: str, y: int, x: int, s
     else:
         pattern = ((yy - xx).abs() <= 1).float().maximum(((yy + xx - (s - 1)).abs() <= 1).float())
     on, off = (torch.tensor(c).view(3, 1, 1) for c in CUE_COLOURS[category])
-    img[:, y:y + s, x:x + s] = pattern[None] * on + (1 - pattern[None]) * off
-    mask[:, y:y + s, x:x + s] = 1.0
+    img[:, y : y + s, x : x + s] = pattern[None] * on + (1 - pattern[None]) * off
+    mask[:, y : y + s, x : x + s] = 1.0
 
 
 def make_pairs(n: int, seed: int, size: int = 64, masks: bool = True) -> list[dict]:

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
 from ..policy.actions import Action, PolicyState
-from ..records.costs import Costs
 from ..policy.policy_net import DEFAULT_CHOICES, PolicyNet
-from ..records.tournament_record import TournamentRecord
 from ..policy.tspo import candidate_cost
+from ..records.costs import Costs
+from ..records.tournament_record import TournamentRecord
 
 # logit effects per knob choice (in DEFAULT_CHOICES order)
 EFFECTS = {
@@ -53,8 +54,16 @@ class KnobBandit:
 
     def state(self, t: float) -> PolicyState:
         step = int(round(t * self.n_steps))
-        return PolicyState(step=step, n_steps=self.n_steps, t=t, sigma=10.0 * (1 - t) + 0.1, region_area=0.1,
-                           region_score=1.0, audit_scale=1.0, max_depth=max(3, step))
+        return PolicyState(
+            step=step,
+            n_steps=self.n_steps,
+            t=t,
+            sigma=10.0 * (1 - t) + 0.1,
+            region_area=0.1,
+            region_score=1.0,
+            audit_scale=1.0,
+            max_depth=max(3, step),
+        )
 
     def logit(self, idx: torch.Tensor, t: float) -> torch.Tensor:
         """Win logit of knob indices ``[..., K]`` (columns in ``self.knobs`` order)."""
@@ -77,9 +86,13 @@ class KnobBandit:
 
     def _cost_all(self) -> torch.Tensor:
         d, e = self.knobs.index("depth"), self.knobs.index("editor")
-        return torch.tensor([candidate_cost(self.choices["depth"][i], self.choices["editor"][j])
-                             for i, j in zip(self.all_idx[:, d].tolist(), self.all_idx[:, e].tolist())],
-                            dtype=torch.float64)
+        return torch.tensor(
+            [
+                candidate_cost(self.choices["depth"][i], self.choices["editor"][j])
+                for i, j in zip(self.all_idx[:, d].tolist(), self.all_idx[:, e].tolist())
+            ],
+            dtype=torch.float64,
+        )
 
     # ------------------------------------------------------------------ exact evaluation
 
@@ -89,14 +102,15 @@ class KnobBandit:
             with torch.no_grad():
                 st = self.state(t)
                 table = policy.log_probs_table(policy.features([st]), torch.tensor([st.max_depth]))
-            logp = sum(table[k][0].double()[self.all_idx[:, j]] for j, k in enumerate(self.knobs))
+            logp = cast(torch.Tensor, sum(table[k][0].double()[self.all_idx[:, j]] for j, k in enumerate(self.knobs)))
             return logp.exp()
         probs = torch.ones(len(self.all_idx), dtype=torch.float64)
         for j, k in enumerate(self.knobs):
             choices, p = policy.knobs[k]
-            table = torch.tensor([p[list(choices).index(c)] if c in choices else 0.0 for c in self.choices[k]],
-                                 dtype=torch.float64)
-            probs = probs * table[self.all_idx[:, j]]
+            knob_p = torch.tensor(
+                [p[list(choices).index(c)] if c in choices else 0.0 for c in self.choices[k]], dtype=torch.float64
+            )
+            probs = probs * knob_p[self.all_idx[:, j]]
         return probs
 
     def evaluate(self, policy) -> dict:
@@ -131,7 +145,7 @@ class KnobBandit:
         ``true_win`` holds the ground truth (the Bernoulli outcome), the utilities the guarded gains.
         """
         records = []
-        for i in range(n_tournaments):
+        for _ in range(n_tournaments):
             t = CONTEXTS[int(torch.randint(0, len(CONTEXTS), (1,), generator=gen))]
             st = self.state(t)
             pseed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
@@ -143,37 +157,68 @@ class KnobBandit:
             s = [0.0] + (u + 0.0).tolist()  # the judge sees the gain as a score margin over S_0 = 0
             winner = 1 + int(u.argmax()) if bool(u.max() > 0) else 0
             calls = int(sum(self.cost(a) for a in actions))
-            records.append(TournamentRecord(
-                step=st.step, n_steps=st.n_steps, t=t, sigma=st.sigma,
-                region={"index": 0, "bbox": [0, 0, 8, 8], "area": 64, "score": 1.0, "audit_scale": 1.0,
-                        "view_factor": 1},
-                state=st.to_dict(), actions=[a.to_dict() for a in actions], log_probs=logp.tolist(),
-                policy_seed=pseed, seeds=[a.seed for a in actions],
-                scores={"S": s, "S_R": s, "F": [1.0] * (n + 1), "B": [1.0] * (n + 1), "P": [[1.0]] * (n + 1),
-                        "classes": ["nsfw"]},
-                utilities=[0.0] + u.tolist(), winner=winner, accepted=winner > 0,
-                guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0}, alpha=1.0,
-                costs=Costs(denoiser_calls=calls, denoiser_evals=calls, decode_calls=1, decoded_images=n,
-                            auditor_calls=1, auditor_images=n + 1),
-                true_win=[None] + [bool(w) for w in win.tolist()]))
+            records.append(
+                TournamentRecord(
+                    step=st.step,
+                    n_steps=st.n_steps,
+                    t=t,
+                    sigma=st.sigma,
+                    region={
+                        "index": 0,
+                        "bbox": [0, 0, 8, 8],
+                        "area": 64,
+                        "score": 1.0,
+                        "audit_scale": 1.0,
+                        "view_factor": 1,
+                    },
+                    state=st.to_dict(),
+                    actions=[a.to_dict() for a in actions],
+                    log_probs=logp.tolist(),
+                    policy_seed=pseed,
+                    seeds=[a.seed for a in actions],
+                    scores={
+                        "S": s,
+                        "S_R": s,
+                        "F": [1.0] * (n + 1),
+                        "B": [1.0] * (n + 1),
+                        "P": [[1.0]] * (n + 1),
+                        "classes": ["nsfw"],
+                    },
+                    utilities=[0.0] + u.tolist(),
+                    winner=winner,
+                    accepted=winner > 0,
+                    guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0},
+                    alpha=1.0,
+                    costs=Costs(
+                        denoiser_calls=calls,
+                        denoiser_evals=calls,
+                        decode_calls=1,
+                        decoded_images=n,
+                        auditor_calls=1,
+                        auditor_images=n + 1,
+                    ),
+                    true_win=[None] + [bool(w) for w in win.tolist()],
+                )
+            )
         return records
-
 
     def knob_tables(self, policy, t: float) -> dict[str, torch.Tensor]:
         """π_k(· | s_t) per knob ``[K_k]`` (float64), over ``self.choices[k]``, for a PolicyNet or a FixedKnobPolicy."""
         st = self.state(t)
         if isinstance(policy, PolicyNet):
             if policy.choices != self.choices:
-                raise ValueError("the policy's knobs are not the bandit's: "
-                                 f"{ {k: list(v) for k, v in policy.choices.items()} }")
+                raise ValueError(
+                    f"the policy's knobs are not the bandit's: { {k: list(v) for k, v in policy.choices.items()} }"
+                )
             with torch.no_grad():
                 table = policy.log_probs_table(policy.features([st]), torch.tensor([st.max_depth]))
             return {k: table[k][0].double().exp() for k in self.knobs}
         out = {}
         for k in self.knobs:
             choices, p = policy._probs(k, st)
-            out[k] = torch.tensor([float(p[choices.index(c)]) if c in choices else 0.0 for c in self.choices[k]],
-                                  dtype=torch.float64)
+            out[k] = torch.tensor(
+                [float(p[choices.index(c)]) if c in choices else 0.0 for c in self.choices[k]], dtype=torch.float64
+            )
         return out
 
     def play_batch(self, policy, n_tournaments: int, n: int, gen: torch.Generator):
@@ -205,14 +250,19 @@ class KnobBandit:
         n_classes = policy.n_classes if isinstance(policy, PolicyNet) else 1
         states = [self.state(t) for t in CONTEXTS]
         phi = torch.stack([PolicyNet.features_of(s, n_classes) for s in states])
-        return TournamentBatch(feats=phi[ctx], max_depth=torch.tensor([s.max_depth for s in states])[ctx],
-                               idx={k: idx[..., j] for j, k in enumerate(self.knobs)},
-                               valid=torch.ones(n_tournaments, n, dtype=torch.bool), behaviour_logp=logp,
-                               u=torch.where(win, gain, torch.zeros_like(gain)))
+        return TournamentBatch(
+            feats=phi[ctx],
+            max_depth=torch.tensor([s.max_depth for s in states])[ctx],
+            idx={k: idx[..., j] for j, k in enumerate(self.knobs)},
+            valid=torch.ones(n_tournaments, n, dtype=torch.bool),
+            behaviour_logp=logp,
+            u=torch.where(win, gain, torch.zeros_like(gain)),
+        )
 
 
-def calibration_records(n_tournaments: int, n: int, gen: torch.Generator,
-                        classes: tuple[str, ...] = ("nsfw", "violence/weapon")) -> list[TournamentRecord]:
+def calibration_records(
+    n_tournaments: int, n: int, gen: torch.Generator, classes: tuple[str, ...] = ("nsfw", "violence/weapon")
+) -> list[TournamentRecord]:
     """Synthetic tournaments whose true win probability is known: Pr[win | m] = σ(4m - 2), m = S_i - S_0.
 
     The raw judge's margin squashed, σ(m), is badly calibrated against it (too confident near 0, not
@@ -227,14 +277,42 @@ def calibration_records(n_tournaments: int, n: int, gen: torch.Generator,
         u = torch.rand(n, len(classes) + 1, generator=gen, dtype=torch.float64)
         P = [[1.0] * len(classes)] + ((0.6 + 0.4 * u[:, 1:]) ** torch.where(win, 1.0, 2.0)[:, None]).tolist()
         F = [1.0] + ((0.5 + 0.5 * u[:, 0]) * torch.where(win, 1.0, 0.8)).tolist()
-        st = PolicyState(step=int(t * 20), n_steps=20, t=t, sigma=1.0, region_area=0.1, region_score=1.0,
-                         audit_scale=1.0, max_depth=int(t * 20))
-        records.append(TournamentRecord(
-            step=st.step, n_steps=20, t=t, sigma=1.0,
-            region={"index": 0, "bbox": [0, 0, 8, 8], "area": 64, "score": 1.0, "audit_scale": 1.0, "view_factor": 1},
-            state=st.to_dict(), actions=[Action(seed=j).to_dict() for j in range(n)], log_probs=[0.0] * n,
-            policy_seed=i, seeds=list(range(n)),
-            scores={"S": s, "S_R": s, "F": F, "B": [1.0] * (n + 1), "P": P, "classes": list(classes)},
-            utilities=[0.0] * (n + 1), winner=0, accepted=False, guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0},
-            alpha=1.0, true_win=[None] + [bool(w) for w in win.tolist()]))
+        st = PolicyState(
+            step=int(t * 20),
+            n_steps=20,
+            t=t,
+            sigma=1.0,
+            region_area=0.1,
+            region_score=1.0,
+            audit_scale=1.0,
+            max_depth=int(t * 20),
+        )
+        records.append(
+            TournamentRecord(
+                step=st.step,
+                n_steps=20,
+                t=t,
+                sigma=1.0,
+                region={
+                    "index": 0,
+                    "bbox": [0, 0, 8, 8],
+                    "area": 64,
+                    "score": 1.0,
+                    "audit_scale": 1.0,
+                    "view_factor": 1,
+                },
+                state=st.to_dict(),
+                actions=[Action(seed=j).to_dict() for j in range(n)],
+                log_probs=[0.0] * n,
+                policy_seed=i,
+                seeds=list(range(n)),
+                scores={"S": s, "S_R": s, "F": F, "B": [1.0] * (n + 1), "P": P, "classes": list(classes)},
+                utilities=[0.0] * (n + 1),
+                winner=0,
+                accepted=False,
+                guard={"delta": 0.0, "tau_P": [0.0], "tau_F": 0.0},
+                alpha=1.0,
+                true_win=[None] + [bool(w) for w in win.tolist()],
+            )
+        )
     return records

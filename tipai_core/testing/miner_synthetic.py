@@ -79,7 +79,7 @@ def render_text(img: torch.Tensor, text: str, xy: tuple[int, int], size: int = 4
 
 def box_mask(size: tuple[int, int], box) -> torch.Tensor:
     m = torch.zeros(1, 1, *size)
-    m[..., box[0]:box[2], box[1]:box[3]] = 1.0
+    m[..., box[0] : box[2], box[1] : box[3]] = 1.0
     return m
 
 

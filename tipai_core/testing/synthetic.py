@@ -20,19 +20,19 @@ from dataclasses import dataclass
 
 import torch
 
-from ..policy.actions import FixedKnobPolicy
-from .analytic import GaussianMixtureDenoiser
-from ..loop.audit_schedule import AuditSchedule
 from ..diffusion.conditioning import Conditioning
+from ..diffusion.decode import LinearLatentDecoder
 from ..diffusion.parametrisation import Parametrisation
 from ..diffusion.sigmas import flow_sigmas, karras_sigmas
 from ..editing.diffusion_editor import DiffusionEditor
 from ..guard.tournament_guard import TournamentGuard
+from ..loop.audit_schedule import AuditSchedule
 from ..loop.audit_step import AuditSuite
 from ..loop.sampling import sample_with_audits
-from ..diffusion.decode import LinearLatentDecoder
 from ..mining.regions import Box, SaliencyMiner
+from ..policy.actions import FixedKnobPolicy
 from ..protocols import AuditScores
+from .analytic import GaussianMixtureDenoiser
 
 
 def greenness(images: torch.Tensor, kappa: float = 10.0) -> torch.Tensor:
@@ -187,8 +187,14 @@ def fix_rates(param: Parametrisation | str = "eps", seeds: int = 50, n_candidate
         x = initial_latent(world.shape, sigmas, param, s)
         plain = sample(world.denoiser, sigmas, x, world.cond, param)
         res = sample_with_audits(
-            world.denoiser, sigmas, x, world.cond, param, "component 0 everywhere",
-            world_suite(world, n_candidates, seed=s), region_payload=world.region_payload,
+            world.denoiser,
+            sigmas,
+            x,
+            world.cond,
+            param,
+            "component 0 everywhere",
+            world_suite(world, n_candidates, seed=s),
+            region_payload=world.region_payload,
         )
         plain_fixed += world.is_fixed(plain)
         loop_fixed += world.is_fixed(res.latent)

@@ -49,9 +49,10 @@ from .cli import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tipai_core.train calibrate",
-                                description="Stage C: fit δ, τ_P(t), τ_F(t) on held-out tournaments "
-                                            "with true-win labels.")
+    p = argparse.ArgumentParser(
+        prog="python -m tipai_core.train calibrate",
+        description="Stage C: fit δ, τ_P(t), τ_F(t) on held-out tournaments with true-win labels.",
+    )
     p.add_argument("--logs", nargs="+", required=True, help=".records.jsonl files or folders of them")
     p.add_argument("--out", required=True, help="calibration file to write (.json), e.g. models/tipai/calibration.json")
     p.add_argument("--png", help="reliability diagram (default: <out stem>.reliability.png)")
@@ -62,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-late", type=float, default=0.9, help="share of true winners τ_P, τ_F keep late (stricter)")
     p.add_argument("--auditor", default=None, help="name of the auditor the logs were scored with (its backbone file)")
     p.add_argument("--bins", type=int, default=10)
-    p.add_argument("--listwise", choices=("none", "listnet", "pl"), default="none",
-                   help="also refine the judge listwise on the true-win labels (reported, kept in the file)")
+    p.add_argument(
+        "--listwise",
+        choices=("none", "listnet", "pl"),
+        default="none",
+        help="also refine the judge listwise on the true-win labels (reported, kept in the file)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -94,12 +99,19 @@ def collect(logs: Sequence[str | Path]) -> tuple[dict[str, torch.Tensor], list[s
             tid.append(k)
     require_records(stats, "calibrate")
     if not m:
-        raise ValueError(f"calibrate: none of the {stats.read} records has a true_win label; the log field "
-                         "'true_win' (N+1 entries, index 0 null) must be filled by a human or a stronger judge")
-    data = {"m": torch.tensor(m, dtype=torch.float64), "y": torch.tensor(y, dtype=torch.float64),
-            "P": torch.tensor(P, dtype=torch.float64), "F": torch.tensor(F, dtype=torch.float64),
-            "B": torch.tensor(B, dtype=torch.float64),
-            "t": torch.tensor(t, dtype=torch.float64), "tid": torch.tensor(tid)}
+        raise ValueError(
+            f"calibrate: none of the {stats.read} records has a true_win label; the log field "
+            "'true_win' (N+1 entries, index 0 null) must be filled by a human or a stronger judge"
+        )
+    data = {
+        "m": torch.tensor(m, dtype=torch.float64),
+        "y": torch.tensor(y, dtype=torch.float64),
+        "P": torch.tensor(P, dtype=torch.float64),
+        "F": torch.tensor(F, dtype=torch.float64),
+        "B": torch.tensor(B, dtype=torch.float64),
+        "t": torch.tensor(t, dtype=torch.float64),
+        "tid": torch.tensor(tid),
+    }
     return data, classes or [], stats
 
 
@@ -169,16 +181,25 @@ def refine(fit: dict, held: dict, loss: str) -> dict:
     mean, std = xf.reshape(-1, 4).mean(0), xf.reshape(-1, 4).std(0).clamp_min(1e-6)
     w = refine_judge((xf - mean) / std, yf, loss=loss).double()
     refined = ((xh - mean) / std) @ w
-    return {"loss": loss, "components": list(JUDGE_COMPONENTS), "mean": mean.tolist(), "std": std.tolist(),
-            "weights": w.tolist(), "top1_raw": top1_agreement(xh[..., 0], yh),
-            "top1_refined": top1_agreement(refined, yh), "tournaments_eval": int(len(xh))}
+    return {
+        "loss": loss,
+        "components": list(JUDGE_COMPONENTS),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "weights": w.tolist(),
+        "top1_raw": top1_agreement(xh[..., 0], yh),
+        "top1_refined": top1_agreement(refined, yh),
+        "tournaments_eval": int(len(xh)),
+    }
 
 
 def _map_metrics(fit: dict, held: dict, raw_p: torch.Tensor, cal_p: torch.Tensor, bins: int) -> dict[str, Any]:
     """NLL and ECE on the held-out half of the raw σ(m) (``raw_p``) and of the calibrated g(m) (``cal_p``)."""
     metrics = {
-        "candidates_fit": int(len(fit["m"])), "candidates_eval": int(len(held["m"])),
-        "nll_raw": nll(raw_p, held["y"]), "nll_calibrated": nll(cal_p, held["y"]),
+        "candidates_fit": int(len(fit["m"])),
+        "candidates_eval": int(len(held["m"])),
+        "nll_raw": nll(raw_p, held["y"]),
+        "nll_calibrated": nll(cal_p, held["y"]),
         "ece_raw": expected_calibration_error(raw_p, held["y"], bins),
         "ece_calibrated": expected_calibration_error(cal_p, held["y"], bins),
     }
@@ -193,24 +214,43 @@ def _delta(fit: dict, held: dict, target: float, say: Callable[..., Any]) -> tup
         say(f"[calibrate] no margin reaches Pr[true win] ≥ {target} on the fit half; δ = the largest margin")
         delta = float(fit["m"].max().clamp_min(0))
     above = held["m"] >= delta
-    return delta, {"delta": delta, "delta_eval_win_rate": float(held["y"][above].mean()) if above.any() else None,
-                   "delta_eval_count": int(above.sum())}
+    return delta, {
+        "delta": delta,
+        "delta_eval_win_rate": float(held["y"][above].mean()) if above.any() else None,
+        "delta_eval_count": int(above.sum()),
+    }
 
 
-def _report(metrics: dict, delta: float, target: float, tau_P: Schedule, tau_F: Schedule, out: Path, png: Path,
-            say: Callable[..., Any]) -> None:
-    say(f"[calibrate] eval half: NLL raw {metrics['nll_raw']:.4f} -> {metrics['nll_calibrated']:.4f}   "
-        f"ECE raw {metrics['ece_raw']:.4f} -> {metrics['ece_calibrated']:.4f} ({metrics['ece_ratio']:.1f}x lower)")
+def _report(
+    metrics: dict,
+    delta: float,
+    target: float,
+    tau_P: Schedule,
+    tau_F: Schedule,
+    out: Path,
+    png: Path,
+    say: Callable[..., Any],
+) -> None:
+    say(
+        f"[calibrate] eval half: NLL raw {metrics['nll_raw']:.4f} -> {metrics['nll_calibrated']:.4f}   "
+        f"ECE raw {metrics['ece_raw']:.4f} -> {metrics['ece_calibrated']:.4f} ({metrics['ece_ratio']:.1f}x lower)"
+    )
     dw = metrics["delta_eval_win_rate"]
-    say(f"[calibrate] δ = {delta:.4f} (target {target}); on the eval half Pr[true win | m ≥ δ] = "
-        f"{'n/a' if dw is None else f'{dw:.3f}'} over {metrics['delta_eval_count']} candidates")
-    say(f"[calibrate] τ_P(t) early {list(tau_P.values[0])} late {list(tau_P.values[-1])}; "
-        f"τ_F(t) {tau_F.values[0]:.3f} -> {tau_F.values[-1]:.3f}")
+    say(
+        f"[calibrate] δ = {delta:.4f} (target {target}); on the eval half Pr[true win | m ≥ δ] = "
+        f"{'n/a' if dw is None else f'{dw:.3f}'} over {metrics['delta_eval_count']} candidates"
+    )
+    say(
+        f"[calibrate] τ_P(t) early {list(tau_P.values[0])} late {list(tau_P.values[-1])}; "
+        f"τ_F(t) {tau_F.values[0]:.3f} -> {tau_F.values[-1]:.3f}"
+    )
     if "judge" in metrics:
         j = metrics["judge"]
-        say(f"[calibrate] listwise judge ({j['loss']}): weights {[round(v, 3) for v in j['weights']]} over "
+        say(
+            f"[calibrate] listwise judge ({j['loss']}): weights {[round(v, 3) for v in j['weights']]} over "
             f"{j['components']}; held-out top-1 agreement with the true winners: raw S {j['top1_raw']:.3f} -> "
-            f"refined {j['top1_refined']:.3f} over {j['tournaments_eval']} tournaments")
+            f"refined {j['top1_refined']:.3f} over {j['tournaments_eval']} tournaments"
+        )
     say(f"[calibrate] wrote {out} and {png}")
 
 
@@ -220,10 +260,22 @@ def reliability_path(out: Path) -> Path:
     return stem.with_name(stem.name + ".reliability.png")
 
 
-def fit_calibration(logs: Sequence[str | Path], out: str | Path, *, png: str | Path | None = None,
-                    method: str = "isotonic", target: float = 0.9, eval_fraction: float = 0.5,
-                    keep_early: float = 0.95, keep_late: float = 0.9, auditor: str | None = None, bins: int = 10,
-                    listwise: str = "none", seed: int = 0, say: Callable[..., Any] = print) -> dict[str, Any]:
+def fit_calibration(
+    logs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    png: str | Path | None = None,
+    method: str = "isotonic",
+    target: float = 0.9,
+    eval_fraction: float = 0.5,
+    keep_early: float = 0.95,
+    keep_late: float = 0.9,
+    auditor: str | None = None,
+    bins: int = 10,
+    listwise: str = "none",
+    seed: int = 0,
+    say: Callable[..., Any] = print,
+) -> dict[str, Any]:
     """Stage C on the labelled tournaments of ``logs`` (the module docstring); writes the calibration file
     ``out`` and its reliability diagram (``png``, default ``<out stem>.reliability.png``).
 
@@ -242,12 +294,21 @@ def fit_calibration(logs: Sequence[str | Path], out: str | Path, *, png: str | P
     tau_P, tau_F = thresholds(fit, keep_early, keep_late)
     if listwise != "none":
         metrics["judge"] = refine(fit, held, listwise)
-    cal = Calibration(delta=delta, tau_P=tau_P, tau_F=tau_F, auditor={"name": auditor, "classes": classes},
-                      target=target, map={**g.to_dict(), "input": "S_cand - S_ctrl"}, metrics=metrics)
+    cal = Calibration(
+        delta=delta,
+        tau_P=tau_P,
+        tau_F=tau_F,
+        auditor={"name": auditor, "classes": classes},
+        target=target,
+        map={**g.to_dict(), "input": "S_cand - S_ctrl"},
+        metrics=metrics,
+    )
     cal_path = cal.save(out)
     png_path = Path(png) if png else reliability_path(cal_path)
-    reliability_diagram({"raw σ(m)": reliability_table(raw_p, held["y"], bins),
-                         method: reliability_table(cal_p, held["y"], bins)}, png_path)
+    reliability_diagram(
+        {"raw σ(m)": reliability_table(raw_p, held["y"], bins), method: reliability_table(cal_p, held["y"], bins)},
+        png_path,
+    )
     _report(metrics, delta, target, tau_P, tau_F, cal_path, png_path, say)
     return {"calibration": str(cal_path), "png": str(png_path), **metrics}
 

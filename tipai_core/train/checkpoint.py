@@ -36,9 +36,21 @@ def remove_checkpoints(folder: Path) -> None:
         folder.rmdir()
 
 
-def save_checkpoint(folder: Path, epoch: int, step: int, module: torch.nn.Module, opt: torch.optim.Optimizer,
-                    sched: Any, gen: torch.Generator, fingerprint: dict[str, Any], keep: int = 2, *,
-                    fmt: str, key: str, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    folder: Path,
+    epoch: int,
+    step: int,
+    module: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: torch.Generator,
+    fingerprint: dict[str, Any],
+    keep: int = 2,
+    *,
+    fmt: str,
+    key: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write checkpoint ``epoch`` of ``module`` (tensors under ``<key>.``); keep the ``keep`` newest."""
     from safetensors.torch import save_file
 
@@ -53,22 +65,39 @@ def save_checkpoint(folder: Path, epoch: int, step: int, module: torch.nn.Module
             tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     tensors["rng.generator"] = gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"format": fmt, "epoch": epoch, "step": step, "fingerprint": fingerprint,
-            "optimizer": {"param_groups": opt_state["param_groups"], "slots": slots},
-            "scheduler": sched.state_dict() if sched is not None else None, "extra": extra or {}}
+    meta = {
+        "format": fmt,
+        "epoch": epoch,
+        "step": step,
+        "fingerprint": fingerprint,
+        "optimizer": {"param_groups": opt_state["param_groups"], "slots": slots},
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "extra": extra or {},
+    }
     stem = folder / f"epoch-{epoch:04d}"
-    atomic_write(stem.with_suffix(".safetensors"),
-                 lambda t: save_file(tensors, str(t), metadata={"format": fmt, "epoch": str(epoch)}))
+    atomic_write(
+        stem.with_suffix(".safetensors"),
+        lambda t: save_file(tensors, str(t), metadata={"format": fmt, "epoch": str(epoch)}),
+    )
     atomic_write(stem.with_suffix(".json"), lambda t: t.write_text(json.dumps(meta, indent=1)))
-    for old in complete_checkpoints(folder)[:-max(1, keep)]:
+    for old in complete_checkpoints(folder)[: -max(1, keep)]:
         old.with_suffix(".json").unlink(missing_ok=True)  # marker first: a half-deleted one is never "complete"
         old.with_suffix(".safetensors").unlink(missing_ok=True)
     return stem
 
 
-def load_checkpoint(stem: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                    gen: torch.Generator, fingerprint: dict[str, Any], *, fmt: str, key: str,
-                    what: str = "training") -> tuple[int, int, dict[str, Any]]:
+def load_checkpoint(
+    stem: Path,
+    module: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: torch.Generator,
+    fingerprint: dict[str, Any],
+    *,
+    fmt: str,
+    key: str,
+    what: str = "training",
+) -> tuple[int, int, dict[str, Any]]:
     """Restore module, optimizer, scheduler and RNG from ``stem``; returns (epoch, step, extra).
 
     Refuses a checkpoint of another format or of a run whose fingerprint differs, naming the settings.
@@ -81,10 +110,12 @@ def load_checkpoint(stem: Path, module: torch.nn.Module, opt: torch.optim.Optimi
         raise ValueError(f"{stem}.json is not a {what} checkpoint (format={meta.get('format')!r})")
     differ = {k: (meta["fingerprint"].get(k), v) for k, v in fingerprint.items() if meta["fingerprint"].get(k) != v}
     if differ:
-        raise ValueError(f"checkpoint {stem} belongs to another run; these settings differ "
-                         f"(checkpoint, now): {differ}. Use the same arguments or another --checkpoint-dir")
+        raise ValueError(
+            f"checkpoint {stem} belongs to another run; these settings differ "
+            f"(checkpoint, now): {differ}. Use the same arguments or another --checkpoint-dir"
+        )
     tensors = load_file(str(stem.with_suffix(".safetensors")), device="cpu")
-    module.load_state_dict({k[len(key) + 1:]: v for k, v in tensors.items() if k.startswith(key + ".")}, strict=True)
+    module.load_state_dict({k[len(key) + 1 :]: v for k, v in tensors.items() if k.startswith(key + ".")}, strict=True)
     device = next(module.parameters()).device
     state = {}
     for pid, names in meta["optimizer"]["slots"].items():

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 
-def run_command(tag: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Any],
-                argv: list[str] | None) -> int:
+def run_command(
+    tag: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Any], argv: list[str] | None
+) -> int:
     """Parse ``argv``, call ``run`` on it; a bad input (ValueError, FileNotFoundError) prints
     ``[tag] error: ...`` and exits with status 2 instead of a traceback. Returns 0."""
     args = parser.parse_args(argv)

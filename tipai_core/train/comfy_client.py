@@ -36,8 +36,11 @@ class ComfyClient:
 
     def queue(self, graph: dict) -> str:
         """Queue an API-format workflow; returns its prompt id."""
-        req = urllib.request.Request(self.url + "/prompt", data=json.dumps({"prompt": graph}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + "/prompt",
+            data=json.dumps({"prompt": graph}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return json.loads(r.read())["prompt_id"]
@@ -66,8 +69,13 @@ class ComfyClient:
         for out in entry.get("outputs", {}).values():
             for f in out.get("tipai_logs", []):
                 if f["filename"].endswith(".records.jsonl"):
-                    q = urllib.parse.urlencode({"filename": f["filename"], "subfolder": f.get("subfolder", ""),
-                                                "type": f.get("type", "output")})
+                    q = urllib.parse.urlencode(
+                        {
+                            "filename": f["filename"],
+                            "subfolder": f.get("subfolder", ""),
+                            "type": f.get("type", "output"),
+                        }
+                    )
                     lines += self._get(f"/view?{q}").splitlines()
         return lines
 
@@ -81,13 +89,23 @@ def prepare_template(graph: dict) -> dict[str, str]:
     ids = {"policy": find("TiPAITSPOSampler"), "sampler": find("TiPAIKSampler"), "log": find("TiPAISaveTournamentLog")}
     missing = [k for k, v in ids.items() if not v]
     if missing:
-        raise ValueError(f"the workflow template needs a TiPAI TSPO Sampler, a TiPAI KSampler and a TiPAI Save "
-                         f"Tournament Log node; it has none of: {missing}")
+        raise ValueError(
+            f"the workflow template needs a TiPAI TSPO Sampler, a TiPAI KSampler and a TiPAI Save "
+            f"Tournament Log node; it has none of: {missing}"
+        )
     return {k: v[0] for k, v in ids.items()}
 
 
-def online_round(clients: list[ComfyClient], template: dict, ids: dict, policy_name: str, jobs: int,
-                 rng: random.Random, timeout: float, stats: LogStats) -> list[TournamentRecord]:
+def online_round(
+    clients: list[ComfyClient],
+    template: dict,
+    ids: dict,
+    policy_name: str,
+    jobs: int,
+    rng: random.Random,
+    timeout: float,
+    stats: LogStats,
+) -> list[TournamentRecord]:
     """Queue ``jobs`` runs on every server (fresh seeds, the current policy file), then collect their records."""
     queued = []
     for c in clients:

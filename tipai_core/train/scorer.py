@@ -59,31 +59,55 @@ from .checkpoint import complete_checkpoints, remove_checkpoints
 log = logging.getLogger("tipai.train.scorer")
 
 CATEGORY_ALIASES = {
-    "nsfw": "nsfw", "sexual": "nsfw", "sex": "nsfw", "nudity": "nsfw", "nude": "nsfw", "porn": "nsfw",
-    "violence": "violence/weapon", "violent": "violence/weapon", "weapon": "violence/weapon",
-    "weapons": "violence/weapon", "gore": "violence/weapon", "blood": "violence/weapon",
-    "hate": "hate symbol", "hate symbol": "hate symbol", "extremism": "hate symbol", "racism": "hate symbol",
-    "logo": "logo", "brand": "logo", "trademark": "logo",
-    "minor": "minor", "child": "minor", "children": "minor", "kid": "minor",
+    "nsfw": "nsfw",
+    "sexual": "nsfw",
+    "sex": "nsfw",
+    "nudity": "nsfw",
+    "nude": "nsfw",
+    "porn": "nsfw",
+    "violence": "violence/weapon",
+    "violent": "violence/weapon",
+    "weapon": "violence/weapon",
+    "weapons": "violence/weapon",
+    "gore": "violence/weapon",
+    "blood": "violence/weapon",
+    "hate": "hate symbol",
+    "hate symbol": "hate symbol",
+    "extremism": "hate symbol",
+    "racism": "hate symbol",
+    "logo": "logo",
+    "brand": "logo",
+    "trademark": "logo",
+    "minor": "minor",
+    "child": "minor",
+    "children": "minor",
+    "kid": "minor",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tipai_core.train scorer",
-                                description="Stage A: train the auditor heads on DETONATE-format preference pairs "
-                                            "(Prompt, Chosen, Rejected, Category[, Mask]).")
+    p = argparse.ArgumentParser(
+        prog="python -m tipai_core.train scorer",
+        description="Stage A: train the auditor heads on DETONATE-format preference pairs "
+        "(Prompt, Chosen, Rejected, Category[, Mask]).",
+    )
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=True,
-                   help="training pairs: .parquet file, folder of parquet, or folder with pairs.csv/jsonl")
+    g.add_argument(
+        "--data", required=True, help="training pairs: .parquet file, folder of parquet, or folder with pairs.csv/jsonl"
+    )
     g.add_argument("--val-data", help="held-out pairs (same formats); default: --val-fraction of --data")
     g.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction when --val-data is not given")
-    g.add_argument("--classes", default="default",
-                   help="policy classes: 'default' (nsfw, violence/weapon, hate symbol, logo, minor), 'data' "
-                        "(the Category values) or a comma-separated list")
+    g.add_argument(
+        "--classes",
+        default="default",
+        help="policy classes: 'default' (nsfw, violence/weapon, hate symbol, logo, minor), 'data' "
+        "(the Category values) or a comma-separated list",
+    )
     g.add_argument("--category-map", default="", help="explicit reason codes, e.g. 'sexual=nsfw,gun=violence/weapon'")
     g = p.add_argument_group("backbone (local files only)")
-    g.add_argument("--backbone", required=True,
-                   help="open_clip weights file (.safetensors/.pt) or a transformers CLIPModel folder")
+    g.add_argument(
+        "--backbone", required=True, help="open_clip weights file (.safetensors/.pt) or a transformers CLIPModel folder"
+    )
     g.add_argument("--arch", help="open_clip architecture name (needed for a weights file)")
     g.add_argument("--config-dir", help="folder of extra open_clip model-config JSONs")
     g.add_argument("--tokenizer-dir", help="local HF tokenizer folder, for open_clip models with an HF tokenizer")
@@ -106,18 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument("--accelerate", action="store_true", help="use HF accelerate (DDP) if installed")
-    g.add_argument("--strict", action="store_true",
-                   help="stop at the first unreadable row instead of skipping it (default: skip, count, report)")
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable row instead of skipping it (default: skip, count, report)",
+    )
     g = p.add_argument_group("checkpoints")
-    g.add_argument("--checkpoint-dir",
-                   help="where checkpoints go (default: <out stem>.ckpt next to --out; emptied when the run completes)")
+    g.add_argument(
+        "--checkpoint-dir",
+        help="where checkpoints go (default: <out stem>.ckpt next to --out; emptied when the run completes)",
+    )
     g.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (0: none)")
     g.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
-    g.add_argument("--stop-after-epoch", type=int,
-                   help="checkpoint and stop after this epoch without writing heads (to split a run; resume later)")
+    g.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        help="checkpoint and stop after this epoch without writing heads (to split a run; resume later)",
+    )
     return p
-
 
 
 @dataclass(kw_only=True)
@@ -206,9 +237,17 @@ def reason_codes(categories: list[str], classes: tuple[str, ...], explicit: str)
 
 
 @torch.no_grad()
-def encode_pairs(backbone: ImageTextBackbone, pairs: PreferencePairs, indices: list[int], cache: TextFeatureCache,
-                 codes: dict[str, int], k: int, batch: int, strict: bool = False,
-                 skipped: list[SkippedRow] | None = None) -> dict[str, torch.Tensor]:
+def encode_pairs(
+    backbone: ImageTextBackbone,
+    pairs: PreferencePairs,
+    indices: list[int],
+    cache: TextFeatureCache,
+    codes: dict[str, int],
+    k: int,
+    batch: int,
+    strict: bool = False,
+    skipped: list[SkippedRow] | None = None,
+) -> dict[str, torch.Tensor]:
     """Frozen features of every readable pair, the mined patches and the reason codes (on the backbone's device).
 
     Unreadable rows are appended to ``skipped`` and left out (``strict``: raised).
@@ -216,7 +255,7 @@ def encode_pairs(backbone: ImageTextBackbone, pairs: PreferencePairs, indices: l
     dev = backbone.device
     texts, g_c, g_r, z_c, z_r, reason, masks, has_mask = [], [], [], [], [], [], [], []
     for start in range(0, len(indices), batch):
-        items = read_pairs(pairs, indices[start:start + batch], strict, skipped)
+        items = read_pairs(pairs, indices[start : start + batch], strict, skipped)
         if not items:
             continue
         imgs = torch.stack([it.chosen for it in items] + [it.rejected for it in items]).to(dev)
@@ -238,9 +277,16 @@ def encode_pairs(backbone: ImageTextBackbone, pairs: PreferencePairs, indices: l
                 has_mask.append(False)
     if not g_c:
         raise ValueError(f"none of the {len(indices)} rows of {pairs.source} could be read")
-    feats = {"text": torch.cat(texts), "g_c": torch.cat(g_c), "g_r": torch.cat(g_r), "z_c": torch.cat(z_c),
-             "z_r": torch.cat(z_r), "reason": torch.tensor(reason, device=dev, dtype=torch.long),
-             "mask": torch.stack(masks), "has_mask": torch.tensor(has_mask, device=dev)}
+    feats = {
+        "text": torch.cat(texts),
+        "g_c": torch.cat(g_c),
+        "g_r": torch.cat(g_r),
+        "z_c": torch.cat(z_c),
+        "z_r": torch.cat(z_r),
+        "reason": torch.tensor(reason, device=dev, dtype=torch.long),
+        "mask": torch.stack(masks),
+        "has_mask": torch.tensor(has_mask, device=dev),
+    }
     k = min(k, feats["z_c"].shape[1] * feats["z_c"].shape[2])
     diff = (feats["z_c"] - feats["z_r"]).norm(dim=-1).flatten(1)
     # Masked pairs: the patches the mask covers most (ties broken by feature difference).
@@ -280,16 +326,19 @@ def evaluate(heads: AuditorHeads, feats: dict[str, torch.Tensor]) -> dict[str, A
         "patch_pair_auc": pair_auc(sr_c.cpu(), sr_r.cpu()),
         "class_roc_auc": per_class,
         "ece_S": pair_ece(s_c.cpu(), s_r.cpu()),
-        "ece_F": expected_calibration_error(torch.cat([f_c, f_r]).cpu(),
-                                            torch.cat([torch.ones_like(f_c), torch.zeros_like(f_r)]).cpu()),
+        "ece_F": expected_calibration_error(
+            torch.cat([f_c, f_r]).cpu(), torch.cat([torch.ones_like(f_c), torch.zeros_like(f_r)]).cpu()
+        ),
     }
 
 
 def format_metrics(tag: str, m: dict[str, Any]) -> str:
     cls = "  ".join(f"{k}={'n/a' if math.isnan(v) else f'{v:.3f}'}" for k, v in m["class_roc_auc"].items())
-    return (f"[scorer] {tag}: pairs={m['pairs']}  pair-AUC={m['pair_auc']:.3f}  "
-            f"patch pair-AUC={m['patch_pair_auc']:.3f}  ECE(S)={m['ece_S']:.3f}  ECE(F)={m['ece_F']:.3f}\n"
-            f"[scorer] {tag}: per-class ROC-AUC  {cls}")
+    return (
+        f"[scorer] {tag}: pairs={m['pairs']}  pair-AUC={m['pair_auc']:.3f}  "
+        f"patch pair-AUC={m['patch_pair_auc']:.3f}  ECE(S)={m['ece_S']:.3f}  ECE(F)={m['ece_F']:.3f}\n"
+        f"[scorer] {tag}: per-class ROC-AUC  {cls}"
+    )
 
 
 def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[float, float]:
@@ -314,27 +363,63 @@ def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> t
 
 CHECKPOINT_FORMAT = "tipai-scorer-checkpoint"
 # What must match for a checkpoint to continue this run: everything that shapes the trajectory.
-FINGERPRINT_ARGS = ("data", "val_data", "val_fraction", "classes", "category_map", "backbone", "arch", "epochs",
-                    "batch_size", "lr", "weight_decay", "hidden", "patches_k", "w_pair", "w_patch", "w_policy",
-                    "w_sal", "curriculum_start", "curriculum_epochs", "seed")
+FINGERPRINT_ARGS = (
+    "data",
+    "val_data",
+    "val_fraction",
+    "classes",
+    "category_map",
+    "backbone",
+    "arch",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "hidden",
+    "patches_k",
+    "w_pair",
+    "w_patch",
+    "w_policy",
+    "w_sal",
+    "curriculum_start",
+    "curriculum_epochs",
+    "seed",
+)
 
 
 def run_fingerprint(s: ScorerSettings | argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(s, k) for k in FINGERPRINT_ARGS}
 
 
-def save_checkpoint(folder: Path, epoch: int, step: int, heads: torch.nn.Module, opt: torch.optim.Optimizer,
-                    sched: Any, gen: torch.Generator, fingerprint: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(
+    folder: Path,
+    epoch: int,
+    step: int,
+    heads: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: torch.Generator,
+    fingerprint: dict[str, Any],
+    keep: int = 2,
+) -> Path:
     """epoch-NNNN.safetensors (heads, AdamW moments, RNG states) + epoch-NNNN.json (the rest); JSON last."""
-    return checkpoint.save_checkpoint(folder, epoch, step, heads, opt, sched, gen, fingerprint, keep,
-                                      fmt=CHECKPOINT_FORMAT, key="heads")
+    return checkpoint.save_checkpoint(
+        folder, epoch, step, heads, opt, sched, gen, fingerprint, keep, fmt=CHECKPOINT_FORMAT, key="heads"
+    )
 
 
-def load_checkpoint(stem: Path, heads: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                    gen: torch.Generator, fingerprint: dict[str, Any]) -> tuple[int, int]:
+def load_checkpoint(
+    stem: Path,
+    heads: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: torch.Generator,
+    fingerprint: dict[str, Any],
+) -> tuple[int, int]:
     """Restore heads, optimizer, scheduler and RNG from ``stem``; returns (epoch, step). Refuses another run's."""
-    epoch, step, _ = checkpoint.load_checkpoint(stem, heads, opt, sched, gen, fingerprint, fmt=CHECKPOINT_FORMAT,
-                                                key="heads", what="Stage A")
+    epoch, step, _ = checkpoint.load_checkpoint(
+        stem, heads, opt, sched, gen, fingerprint, fmt=CHECKPOINT_FORMAT, key="heads", what="Stage A"
+    )
     return epoch, step
 
 
@@ -401,8 +486,9 @@ class StageAData:
     skipped_val: list[SkippedRow] = field(default_factory=list)
 
 
-def split_pairs(s: ScorerSettings, train_set: PreferencePairs, val_set: PreferencePairs | None,
-                gen: torch.Generator) -> tuple[list[int], list[int]]:
+def split_pairs(
+    s: ScorerSettings, train_set: PreferencePairs, val_set: PreferencePairs | None, gen: torch.Generator
+) -> tuple[list[int], list[int]]:
     """(train, validation) row indices: all of each set with --val-data, else a --val-fraction split of --data."""
     if val_set is not None:
         return list(range(len(train_set))), list(range(len(val_set)))
@@ -429,28 +515,44 @@ def build_data(s: ScorerSettings, ctx: RunContext, gen: torch.Generator) -> Stag
     unmapped = [c for c, i in codes.items() if i < 0]
     if unmapped:
         ctx.say(f"[scorer] categories without a policy class (no L_policy/L_sal for them): {unmapped}")
-    ctx.say(f"[scorer] backbone {backbone.identity()}  train={summary(train_set)}  train pairs={len(train_idx)}  "
-            f"val pairs={len(val_idx)}  classes={list(policy.names)}")
+    ctx.say(
+        f"[scorer] backbone {backbone.identity()}  train={summary(train_set)}  train pairs={len(train_idx)}  "
+        f"val pairs={len(val_idx)}  classes={list(policy.names)}"
+    )
     cache = TextFeatureCache(backbone.encode_text, max_entries=1 << 20)
     data = StageAData(backbone, cache, policy, {}, {})
-    data.train = encode_pairs(backbone, train_set, train_idx, cache, codes, s.patches_k, s.encode_batch, s.strict,
-                              data.skipped_train)
-    data.val = encode_pairs(backbone, val_set, val_idx, cache, codes, s.patches_k, s.encode_batch, s.strict,
-                            data.skipped_val)
+    data.train = encode_pairs(
+        backbone, train_set, train_idx, cache, codes, s.patches_k, s.encode_batch, s.strict, data.skipped_train
+    )
+    data.val = encode_pairs(
+        backbone, val_set, val_idx, cache, codes, s.patches_k, s.encode_batch, s.strict, data.skipped_val
+    )
     if data.skipped_train or data.skipped_val:
-        ctx.say(f"[scorer] skipping {len(data.skipped_train) + len(data.skipped_val)} unreadable row(s); "
-                "named at the end")
+        ctx.say(
+            f"[scorer] skipping {len(data.skipped_train) + len(data.skipped_val)} unreadable row(s); named at the end"
+        )
     return data
 
 
 def zero_shot_heads(s: ScorerSettings, data: StageAData, device: torch.device) -> AuditorHeads:
     """The untrained heads: the zero-shot auditor (policy prompts as text features), where training starts."""
-    return AuditorHeads.zero_shot(data.backbone.identity(), data.policy, float(data.backbone.logit_scale()),
-                                  lambda t: data.cache.get(t, device=device), hidden=s.hidden).to(device)
+    return AuditorHeads.zero_shot(
+        data.backbone.identity(),
+        data.policy,
+        float(data.backbone.logit_scale()),
+        lambda t: data.cache.get(t, device=device),
+        hidden=s.hidden,
+    ).to(device)
 
 
-def _resume(s: ScorerSettings, ctx: RunContext, heads: AuditorHeads, opt: torch.optim.Optimizer, sched: Any,
-            gen: torch.Generator) -> tuple[int, int]:
+def _resume(
+    s: ScorerSettings,
+    ctx: RunContext,
+    heads: AuditorHeads,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    gen: torch.Generator,
+) -> tuple[int, int]:
     """(first epoch, optimizer steps done): from the newest checkpoint with --resume, else (1, 0)."""
     if not s.resume:
         return 1, 0
@@ -472,13 +574,20 @@ def curriculum_pool(s: ScorerSettings, order: torch.Tensor, epoch: int, gen: tor
     return pool[torch.randperm(len(pool), generator=gen)]
 
 
-def train_epoch(s: ScorerSettings, ctx: RunContext, objective: Any, opt: torch.optim.Optimizer, sched: Any,
-                train: dict[str, torch.Tensor], pool: torch.Tensor) -> tuple[dict[str, float], int]:
+def train_epoch(
+    s: ScorerSettings,
+    ctx: RunContext,
+    objective: Any,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    train: dict[str, torch.Tensor],
+    pool: torch.Tensor,
+) -> tuple[dict[str, float], int]:
     """One pass over ``pool`` in batches; (the loss terms averaged over the pool, optimizer steps taken)."""
     totals: dict[str, float] = {}
     steps = 0
     for start in range(0, len(pool), s.batch_size):
-        chunk = pool[start:start + s.batch_size][ctx.rank::ctx.world]  # each process its share of the batch
+        chunk = pool[start : start + s.batch_size][ctx.rank :: ctx.world]  # each process its share of the batch
         if len(chunk) == 0:
             continue
         loss, parts = objective(batch_of(train, chunk.to(ctx.device)))
@@ -495,8 +604,9 @@ def train_epoch(s: ScorerSettings, ctx: RunContext, objective: Any, opt: torch.o
     return totals, steps
 
 
-def train_heads(s: ScorerSettings, ctx: RunContext, data: StageAData, heads: AuditorHeads,
-                gen: torch.Generator) -> tuple[AuditorHeads, int | None]:
+def train_heads(
+    s: ScorerSettings, ctx: RunContext, data: StageAData, heads: AuditorHeads, gen: torch.Generator
+) -> tuple[AuditorHeads, int | None]:
     """AdamW with a cosine schedule on L (module docstring) over the curriculum, checkpointed and resumable.
 
     Returns the heads (unwrapped from accelerate) and the epoch it stopped at (--stop-after-epoch), or None.
@@ -518,16 +628,19 @@ def train_heads(s: ScorerSettings, ctx: RunContext, data: StageAData, heads: Aud
         totals, steps = train_epoch(s, ctx, objective, opt, sched, data.train, pool)
         step += steps
         if epoch == 1 or epoch == s.epochs or epoch % max(1, s.epochs // 5) == 0:
-            ctx.say(f"[scorer] epoch {epoch}/{s.epochs}  pool={len(pool)}  " +
-                    "  ".join(f"L_{k}={v:.4f}" for k, v in totals.items()))
+            ctx.say(
+                f"[scorer] epoch {epoch}/{s.epochs}  pool={len(pool)}  "
+                + "  ".join(f"L_{k}={v:.4f}" for k, v in totals.items())
+            )
         stop = s.stop_after_epoch is not None and epoch >= s.stop_after_epoch and epoch < s.epochs
         due = s.checkpoint_every > 0 and epoch % s.checkpoint_every == 0 and epoch < s.epochs
         if ctx.rank == 0 and (due or stop):
-            save_checkpoint(ctx.ckpt_dir, epoch, step, plain(), opt, sched, gen, run_fingerprint(s),
-                            s.keep_checkpoints)
+            save_checkpoint(ctx.ckpt_dir, epoch, step, plain(), opt, sched, gen, run_fingerprint(s), s.keep_checkpoints)
         if stop:
-            ctx.say(f"[scorer] stopped after epoch {epoch} (--stop-after-epoch); continue with --resume "
-                    f"(checkpoints in {ctx.ckpt_dir})")
+            ctx.say(
+                f"[scorer] stopped after epoch {epoch} (--stop-after-epoch); continue with --resume "
+                f"(checkpoints in {ctx.ckpt_dir})"
+            )
             return heads, epoch
     return plain(), None
 
@@ -536,8 +649,12 @@ def calibrate_faithfulness(heads: AuditorHeads, train: dict[str, torch.Tensor]) 
     """Mark the heads trained and fit F = σ(a·S + b) (Platt) on the training pairs: chosen 1, rejected 0."""
     heads.config.trained = True
     with torch.no_grad():
-        s_train = torch.cat([heads.global_score(train["g_c"], train["text"], train["z_c"]),
-                             heads.global_score(train["g_r"], train["text"], train["z_r"])])
+        s_train = torch.cat(
+            [
+                heads.global_score(train["g_c"], train["text"], train["z_c"]),
+                heads.global_score(train["g_r"], train["text"], train["z_r"]),
+            ]
+        )
     y_train = torch.cat([torch.ones(len(train["g_c"])), torch.zeros(len(train["g_r"]))])
     heads.set_faithfulness_calibration(*fit_platt(s_train, y_train))
 
@@ -553,14 +670,29 @@ class ScorerResult:
     stopped_at: int | None = None
 
 
-def save_run(s: ScorerSettings, ctx: RunContext, heads: AuditorHeads, data: StageAData,
-             zero_shot: dict[str, Any], trained: dict[str, Any], report: str) -> ScorerResult:
+def save_run(
+    s: ScorerSettings,
+    ctx: RunContext,
+    heads: AuditorHeads,
+    data: StageAData,
+    zero_shot: dict[str, Any],
+    trained: dict[str, Any],
+    report: str,
+) -> ScorerResult:
     """The heads file (+ .json), the metrics JSON; the run's checkpoints go; the skipped-rows report is said last."""
     skipped = {"train": [vars(r) for r in data.skipped_train], "val": [vars(r) for r in data.skipped_val]}
-    metrics = {"zero_shot": zero_shot, "trained": trained, "seconds": time.time() - ctx.t0,
-               "skipped_rows": skipped, "args": s.as_dict()}
-    out = save_heads(heads, s.out, metadata={"metrics": {"zero_shot": zero_shot, "trained": trained},
-                                             "data": str(s.data), "epochs": s.epochs})
+    metrics = {
+        "zero_shot": zero_shot,
+        "trained": trained,
+        "seconds": time.time() - ctx.t0,
+        "skipped_rows": skipped,
+        "args": s.as_dict(),
+    }
+    out = save_heads(
+        heads,
+        s.out,
+        metadata={"metrics": {"zero_shot": zero_shot, "trained": trained}, "data": str(s.data), "epochs": s.epochs},
+    )
     metrics_path = Path(s.metrics_out) if s.metrics_out else out.with_suffix(".metrics.json")
     metrics_path.write_text(json.dumps(metrics, indent=2, default=str))
     ctx.say(f"[scorer] wrote {out} (+ {out.with_suffix('.json').name}) and {metrics_path}")
@@ -581,8 +713,11 @@ def train_scorer(s: ScorerSettings) -> ScorerResult:
     zero_shot = evaluate(heads, data.val)
     ctx.say(format_metrics("zero-shot (epoch 0)", zero_shot))
     heads, stopped = train_heads(s, ctx, data, heads, gen)
-    report = "\n".join(r for r in (skipped_report(data.skipped_train, s.data),
-                                   skipped_report(data.skipped_val, s.val_data or s.data)) if r)
+    report = "\n".join(
+        r
+        for r in (skipped_report(data.skipped_train, s.data), skipped_report(data.skipped_val, s.val_data or s.data))
+        if r
+    )
     if stopped is not None:
         if report:
             ctx.say("[scorer] " + report)

@@ -52,21 +52,43 @@ from .comfy_client import ComfyClient, online_round, prepare_template
 
 CHECKPOINT_FORMAT = "tipai-tspo-checkpoint"
 # what must match for a checkpoint to continue a run (in this order in its JSON)
-FINGERPRINT = ("mode", "credit", "tau", "beta", "beta_final", "lambda_c", "lambda_div", "clip", "self_normalise",
-               "lr", "hidden", "n_classes", "seed", "iterations")
+FINGERPRINT = (
+    "mode",
+    "credit",
+    "tau",
+    "beta",
+    "beta_final",
+    "lambda_c",
+    "lambda_div",
+    "clip",
+    "self_normalise",
+    "lr",
+    "hidden",
+    "n_classes",
+    "seed",
+    "iterations",
+)
 Say = Callable[..., Any]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tipai_core.train tspo",
-                                description="Stage B3: train the candidate policy π_θ(a|s) with TSPO.")
-    p.add_argument("mode", choices=("offline", "online", "bandit"),
-                   help="offline: from logs; online: drive ComfyUI servers; bandit: the synthetic test bed")
+    p = argparse.ArgumentParser(
+        prog="python -m tipai_core.train tspo", description="Stage B3: train the candidate policy π_θ(a|s) with TSPO."
+    )
+    p.add_argument(
+        "mode",
+        choices=("offline", "online", "bandit"),
+        help="offline: from logs; online: drive ComfyUI servers; bandit: the synthetic test bed",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--logs", nargs="+", help="offline: .records.jsonl files or folders of them")
     g.add_argument("--server", action="append", default=[], help="online: a ComfyUI server URL on 127.0.0.1 (repeat)")
-    g.add_argument("--policy-dir", action="append", default=[],
-                   help="online: the models/tipai folder of each server (one for all, or one per --server)")
+    g.add_argument(
+        "--policy-dir",
+        action="append",
+        default=[],
+        help="online: the models/tipai folder of each server (one for all, or one per --server)",
+    )
     g.add_argument("--workflow", help="online: API-format workflow template (TSPO Sampler + TiPAI KSampler + Save Log)")
     g.add_argument("--jobs", type=int, default=2, help="online: runs queued per server per iteration")
     g.add_argument("--job-timeout", type=float, default=300.0, help="online: seconds to wait for one run")
@@ -80,13 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--credit", choices=("loo", "soft"), default="loo")
     g.add_argument("--tau", type=float, default=0.1, help="soft-credit temperature τ")
     g.add_argument("--beta", type=float, default=0.02, help="entropy β")
-    g.add_argument("--beta-final", type=float,
-                   help="anneal β linearly to this by the last iteration (default: constant β)")
+    g.add_argument(
+        "--beta-final", type=float, help="anneal β linearly to this by the last iteration (default: constant β)"
+    )
     g.add_argument("--lambda-c", type=float, default=0.05, help="compute cost λ_c per denoiser call of a candidate")
     g.add_argument("--lambda-div", type=float, default=0.0, help="diversity λ_div")
     g.add_argument("--clip", type=float, default=5.0, help="importance-weight clip ρ̄")
-    g.add_argument("--self-normalise", action="store_true",
-                   help="offline: divide the clipped weights by their batch mean (weighted importance sampling)")
+    g.add_argument(
+        "--self-normalise",
+        action="store_true",
+        help="offline: divide the clipped weights by their batch mean (weighted importance sampling)",
+    )
     g.add_argument("--lr", type=float, default=0.01)
     g.add_argument("--iterations", type=int, default=200, help="offline: epochs; online/bandit: draw-and-update rounds")
     g.add_argument("--steps", type=int, default=1, help="gradient steps per online iteration")
@@ -148,8 +174,15 @@ class TSPOSettings:
         beta = self.beta
         if self.beta_final is not None and self.iterations > 1:
             beta = self.beta + (self.beta_final - self.beta) * (it - 1) / (self.iterations - 1)
-        return TSPOConfig(credit=self.credit, tau=self.tau, beta=beta, lambda_c=self.lambda_c,
-                          lambda_div=self.lambda_div, clip=self.clip, self_normalise=self.self_normalise)
+        return TSPOConfig(
+            credit=self.credit,
+            tau=self.tau,
+            beta=beta,
+            lambda_c=self.lambda_c,
+            lambda_div=self.lambda_div,
+            clip=self.clip,
+            self_normalise=self.self_normalise,
+        )
 
     def fingerprint(self, mode: str) -> dict[str, Any]:
         return {k: mode if k == "mode" else getattr(self, k) for k in FINGERPRINT}
@@ -169,9 +202,11 @@ def make_policy(s: TSPOSettings, seen: dict[str, set] | None = None) -> PolicyNe
 def _check_covered(policy: PolicyNet, batch: TournamentBatch) -> None:
     """Logged actions the policy cannot draw teach it nothing: fail clearly when that is all of them."""
     if not bool(batch.valid.any()):
-        raise ValueError(f"no logged action uses only knob values the policy can draw (its knobs: "
-                         f"{ {k: list(v) for k, v in policy.choices.items()} }); the policy file's knobs do not "
-                         "match the logs")
+        raise ValueError(
+            f"no logged action uses only knob values the policy can draw (its knobs: "
+            f"{ {k: list(v) for k, v in policy.choices.items()} }); the policy file's knobs do not "
+            "match the logs"
+        )
 
 
 # ----------------------------------------------------------------------------- the loop every mode shares
@@ -192,27 +227,30 @@ Iterate = Callable[[int, TSPOConfig, Trainer], dict]
 
 
 def _progress(mode: str, it: int, iterations: int, point: dict) -> str:
-    return (f"[tspo] {mode} iteration {it}/{iterations}  " +
-            "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()
-                      if k != "iteration"))
+    return f"[tspo] {mode} iteration {it}/{iterations}  " + "  ".join(
+        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items() if k != "iteration"
+    )
 
 
-def _resume(s: TSPOSettings, mode: str, policy: PolicyNet, opt: torch.optim.Optimizer, gen: torch.Generator,
-            say: Say) -> tuple[int, list[dict]]:
+def _resume(
+    s: TSPOSettings, mode: str, policy: PolicyNet, opt: torch.optim.Optimizer, gen: torch.Generator, say: Say
+) -> tuple[int, list[dict]]:
     """(first iteration to run, the curve so far): from the newest checkpoint with --resume, else (1, [])."""
     if not s.resume:
         return 1, []
     stems = complete_checkpoints(s.checkpoint_path)
     if not stems:
         return 1, []
-    done, _, extra = load_checkpoint(stems[-1], policy, opt, None, gen, s.fingerprint(mode),
-                                     fmt=CHECKPOINT_FORMAT, key="policy", what="TSPO")
+    done, _, extra = load_checkpoint(
+        stems[-1], policy, opt, None, gen, s.fingerprint(mode), fmt=CHECKPOINT_FORMAT, key="policy", what="TSPO"
+    )
     say(f"[tspo] resumed from {stems[-1]} (iteration {done})")
     return done + 1, list(extra.get("curve", []))
 
 
-def _iterate_all(mode: str, s: TSPOSettings, policy: PolicyNet, iterate: Iterate,
-                 say: Say) -> tuple[list[dict], TSPOConfig, int | None]:
+def _iterate_all(
+    mode: str, s: TSPOSettings, policy: PolicyNet, iterate: Iterate, say: Say
+) -> tuple[list[dict], TSPOConfig, int | None]:
     """Run the iterations (resumed, checkpointed); (curve, last loss settings, iteration stopped at or None)."""
     opt = torch.optim.Adam(policy.parameters(), lr=s.lr)
     gen = torch.Generator().manual_seed(s.seed)
@@ -231,16 +269,33 @@ def _iterate_all(mode: str, s: TSPOSettings, policy: PolicyNet, iterate: Iterate
         stop = s.stop_after_iteration is not None and it >= s.stop_after_iteration and it < s.iterations
         due = s.checkpoint_every > 0 and it % s.checkpoint_every == 0 and it < s.iterations
         if due or stop:
-            save_checkpoint(s.checkpoint_path, it, it, policy, opt, None, gen, s.fingerprint(mode),
-                            fmt=CHECKPOINT_FORMAT, key="policy", extra={"curve": curve})
+            save_checkpoint(
+                s.checkpoint_path,
+                it,
+                it,
+                policy,
+                opt,
+                None,
+                gen,
+                s.fingerprint(mode),
+                fmt=CHECKPOINT_FORMAT,
+                key="policy",
+                extra={"curve": curve},
+            )
         if stop:
             say(f"[tspo] stopped after iteration {it}; continue with --resume (checkpoints in {s.checkpoint_path})")
             return curve, cfg, it
     return curve, cfg, None
 
 
-def _train(mode: str, s: TSPOSettings, policy: PolicyNet, iterate: Iterate, say: Say,
-           finish: Callable[[dict, dict], None] | None = None) -> dict[str, Any]:
+def _train(
+    mode: str,
+    s: TSPOSettings,
+    policy: PolicyNet,
+    iterate: Iterate,
+    say: Say,
+    finish: Callable[[dict, dict], None] | None = None,
+) -> dict[str, Any]:
     """The shared loop, then the policy file, its learning curve (PNG + JSON) and the checkpoints' removal.
 
     ``finish(result, meta)`` adds a mode's final numbers before the policy is saved.
@@ -249,15 +304,21 @@ def _train(mode: str, s: TSPOSettings, policy: PolicyNet, iterate: Iterate, say:
     curve, cfg, stopped = _iterate_all(mode, s, policy, iterate, say)
     if stopped is not None:
         return {"stopped": stopped, "curve": curve}
-    meta = {"mode": mode, "iterations": s.iterations, "curve_last": curve[-1] if curve else None,
-            "config": vars(cfg), "seconds": time.time() - t0}
+    meta = {
+        "mode": mode,
+        "iterations": s.iterations,
+        "curve_last": curve[-1] if curve else None,
+        "config": vars(cfg),
+        "seconds": time.time() - t0,
+    }
     result: dict[str, Any] = {"curve": curve}
     if finish is not None:
         finish(result, meta)
     out = s.out_path
     policy.save(out, metadata=meta)
-    series = {k: [p[k] for p in curve] for k in ("win_rate", "cost", "pg", "best_u", "entropy")
-              if curve and k in curve[0]}
+    series = {
+        k: [p[k] for p in curve] for k in ("win_rate", "cost", "pg", "best_u", "entropy") if curve and k in curve[0]
+    }
     png = learning_curve(series, out.with_name(out.stem + ".curve.png"))
     atomic_write(out.with_name(out.stem + ".curve.json"), json.dumps(curve, indent=1))
     remove_checkpoints(s.checkpoint_path)
@@ -313,10 +374,14 @@ def train_offline(logs: Sequence[str | Path], s: TSPOSettings, *, batch: int = 2
         for b in data:
             perm = torch.randperm(len(b), generator=t.gen)
             for start in range(0, len(b), batch):
-                parts = tspo_step(policy, t.opt, b.take(perm[start:start + batch]), cfg)
+                parts = tspo_step(policy, t.opt, b.take(perm[start : start + batch]), cfg)
                 steps += 1
-                for k, v in (("pg", parts.pg), ("entropy", parts.entropy), ("cost", parts.cost),
-                             ("weight", parts.mean_weight)):
+                for k, v in (
+                    ("pg", parts.pg),
+                    ("entropy", parts.entropy),
+                    ("cost", parts.cost),
+                    ("weight", parts.mean_weight),
+                ):
                     totals[k] += v
         return {"iteration": it, **{k: v / max(1, steps) for k, v in totals.items()}}
 
@@ -345,12 +410,18 @@ def train_bandit(s: TSPOSettings, *, tournaments: int = 32, n: int = 4, say: Say
 
     def finish(result: dict, meta: dict) -> None:
         final, oracle, uniform = bandit.evaluate(policy), bandit.oracle(), bandit.evaluate(bandit.uniform())
-        result.update(final=final, oracle=oracle, uniform=uniform,
-                      preferred={str(t): policy.preferred(bandit.state(t)) for t in CONTEXTS})
+        result.update(
+            final=final,
+            oracle=oracle,
+            uniform=uniform,
+            preferred={str(t): policy.preferred(bandit.state(t)) for t in CONTEXTS},
+        )
         meta.update(result["preferred"] and {"bandit": {k: result[k] for k in ("final", "oracle", "uniform")}})
-        say(f"[tspo] bandit: win rate {final['win_rate']:.3f} = {final['win_rate'] / oracle['win_rate']:.1%} of the "
+        say(
+            f"[tspo] bandit: win rate {final['win_rate']:.3f} = {final['win_rate'] / oracle['win_rate']:.1%} of the "
             f"oracle's {oracle['win_rate']:.3f}; compute {final['cost']:.2f} calls/candidate = "
-            f"{1 - final['cost'] / uniform['cost']:.1%} less than uniform's {uniform['cost']:.2f}")
+            f"{1 - final['cost'] / uniform['cost']:.1%} less than uniform's {uniform['cost']:.2f}"
+        )
         for t, pref in result["preferred"].items():
             say(f"[tspo] bandit: preferred at t={t}: {pref}")
 
@@ -367,9 +438,17 @@ def _server_dirs(policy_dirs: Sequence[str | Path], n_servers: int) -> list[Path
     return [Path(d) for d in (list(policy_dirs) * n_servers if len(policy_dirs) == 1 else policy_dirs)]
 
 
-def train_online(servers: Sequence[str], workflow: str | Path | None, s: TSPOSettings, *,
-                 policy_dirs: Sequence[str | Path], jobs: int = 2, job_timeout: float = 300.0, steps: int = 1,
-                 say: Say = print) -> dict:
+def train_online(
+    servers: Sequence[str],
+    workflow: str | Path | None,
+    s: TSPOSettings,
+    *,
+    policy_dirs: Sequence[str | Path],
+    jobs: int = 2,
+    job_timeout: float = 300.0,
+    steps: int = 1,
+    say: Say = print,
+) -> dict:
     """On-policy TSPO driving running ComfyUI servers (loopback only) with an API workflow template.
 
     Each iteration writes the current policy into every server's models/tipai folder (``policy_dirs``: one
@@ -394,8 +473,10 @@ def train_online(servers: Sequence[str], workflow: str | Path | None, s: TSPOSet
             policy.save(d / name, metadata={"iteration": it - 1})
         recs = online_round(clients, template, ids, name, jobs, t.rng, job_timeout, stats)
         if not recs:
-            raise RuntimeError(f"iteration {it}: the servers returned no tournament records "
-                               "(did the miner find no region? is the Save Tournament Log node connected?)")
+            raise RuntimeError(
+                f"iteration {it}: the servers returned no tournament records "
+                "(did the miner find no region? is the Save Tournament Log node connected?)"
+            )
         if it == 1 and not s.init:
             # a fresh policy draws uniformly whatever its normaliser, so fitting it to the states of the
             # first round leaves that round's behaviour log-probs exact
@@ -408,8 +489,14 @@ def train_online(servers: Sequence[str], workflow: str | Path | None, s: TSPOSet
             for b in batches:
                 parts = tspo_step(policy, t.opt, b, cfg)
         assert parts is not None  # steps ≥ 1 and recs is not empty, so a step was taken
-        return {"iteration": it, "tournaments": len(recs), "best_u": sum(u) / len(u), "entropy": parts.entropy,
-                "cost": parts.cost, "accepted": sum(r.accepted for r in recs) / len(recs)}
+        return {
+            "iteration": it,
+            "tournaments": len(recs),
+            "best_u": sum(u) / len(u),
+            "entropy": parts.entropy,
+            "cost": parts.cost,
+            "accepted": sum(r.accepted for r in recs) / len(recs),
+        }
 
     result = _train("online", s, policy, iterate, say)
     if "policy" in result:
@@ -437,8 +524,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return train_offline(args.logs, s, batch=args.batch)
     if args.mode == "bandit":
         return train_bandit(s, tournaments=args.tournaments, n=args.n)
-    return train_online(args.server, args.workflow, s, policy_dirs=args.policy_dir, jobs=args.jobs,
-                        job_timeout=args.job_timeout, steps=args.steps)
+    return train_online(
+        args.server,
+        args.workflow,
+        s,
+        policy_dirs=args.policy_dir,
+        jobs=args.jobs,
+        job_timeout=args.job_timeout,
+        steps=args.steps,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tipai_core.testing.auditor_synthetic import make_pairs
 from tipai_core.auditor.data import DatasetRowError, PreferencePairs, write_pairs_parquet
+from tipai_core.testing.auditor_synthetic import make_pairs
 
 
 def test_parquet_pairs_round_trip(tmp_path):
@@ -38,9 +38,14 @@ def test_folder_with_csv_and_image_paths(tmp_path):
     (tmp_path / "img").mkdir()
     Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "img" / "a.png")
     Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "img" / "b.png")
-    pd.DataFrame({"prompt": ["a red square", ""], "chosen": ["img/a.png", "img/a.png"],
-                  "rejected": ["img/b.png", "img/missing.png"], "category": ["nsfw", "logo"]}
-                 ).to_csv(tmp_path / "pairs.csv", index=False)
+    pd.DataFrame(
+        {
+            "prompt": ["a red square", ""],
+            "chosen": ["img/a.png", "img/a.png"],
+            "rejected": ["img/b.png", "img/missing.png"],
+            "category": ["nsfw", "logo"],
+        }
+    ).to_csv(tmp_path / "pairs.csv", index=False)
     ds = PreferencePairs(tmp_path)
     assert ds[0].chosen[0].mean() == pytest.approx(1.0) and ds[0].rejected[2].mean() == pytest.approx(1.0)
     with pytest.raises(DatasetRowError, match="row 1 .*Prompt"):
@@ -69,18 +74,28 @@ def test_images_of_any_size_and_mode_decode_to_rgb(tmp_path):
         return {"bytes": buf.getvalue(), "path": None}
 
     half_red = np.zeros((20, 50, 4), dtype=np.uint8)
-    half_red[..., 0], half_red[..., 3] = 255, 128                       # red at alpha 128/255
-    grey16 = np.full((31, 17), 32768, dtype=np.uint16)                  # mid grey in 16 bits
+    half_red[..., 0], half_red[..., 3] = 255, 128  # red at alpha 128/255
+    grey16 = np.full((31, 17), 32768, dtype=np.uint16)  # mid grey in 16 bits
     palette = Image.new("P", (9, 70), 0)
     palette.putpalette([0, 0, 255] + [0] * 765)
-    cells = {"RGBA": png(Image.fromarray(half_red, "RGBA")), "L": png(Image.new("L", (13, 7), 64)),
-             "I;16": png(Image.fromarray(grey16)), "P": png(palette)}
-    pd.DataFrame({"Prompt": ["x"] * 4, "Chosen": list(cells.values()), "Rejected": list(cells.values()),
-                  "Category": ["nsfw"] * 4}).to_parquet(tmp_path / "modes.parquet")
+    cells = {
+        "RGBA": png(Image.fromarray(half_red, "RGBA")),
+        "L": png(Image.new("L", (13, 7), 64)),
+        "I;16": png(Image.fromarray(grey16)),
+        "P": png(palette),
+    }
+    pd.DataFrame(
+        {
+            "Prompt": ["x"] * 4,
+            "Chosen": list(cells.values()),
+            "Rejected": list(cells.values()),
+            "Category": ["nsfw"] * 4,
+        }
+    ).to_parquet(tmp_path / "modes.parquet")
     ds = PreferencePairs(tmp_path / "modes.parquet", image_size=24)
     rgba, grey, g16, pal = (ds[i].chosen for i in range(4))
     assert all(t.shape == (3, 24, 24) for t in (rgba, grey, g16, pal))
-    a = 128 / 255                                                       # composited over white
+    a = 128 / 255  # composited over white
     assert torch.allclose(rgba[:, 12, 12], torch.tensor([1.0, 1 - a, 1 - a]), atol=1e-3)
     assert torch.allclose(grey[:, 3, 3], torch.full((3,), 64 / 255), atol=1e-3)
     assert torch.allclose(g16[:, 5, 5], torch.full((3,), 32768 / 65535), atol=1e-3)  # not clipped to white

@@ -71,7 +71,8 @@ def random_scores(seed: int, n: int, ties: bool) -> tuple[np.ndarray, np.ndarray
 def test_roc_auc_matches_sklearn(seed, ties):
     scores, labels = random_scores(seed, 40 + 17 * seed, ties)
     assert roc_auc(torch.from_numpy(scores), torch.from_numpy(labels)) == pytest.approx(
-        roc_auc_score(labels, scores), abs=1e-12)
+        roc_auc_score(labels, scores), abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -81,6 +82,7 @@ def test_pair_auc_is_sklearn_roc_auc_within_each_pair(seed):
     rejected = np.round(rng.normal(size=50), 1)
     per_pair = [roc_auc_score([1, 0], [c, r]) for c, r in zip(chosen, rejected)]  # 1, 0 or ½ for a tie
     assert pair_auc(chosen, rejected) == pytest.approx(np.mean(per_pair), abs=1e-12)
+
 
 def test_pair_auc_is_not_the_pooled_roc_auc():
     # Two prompts on different scales: each chosen image wins its own pair, but the pooled ROC-AUC also
@@ -95,7 +97,7 @@ def test_pair_auc_is_not_the_pooled_roc_auc():
 def test_ece_matches_sklearn_calibration_curve(seed, n_bins):
     rng = np.random.default_rng(seed)
     probs = rng.beta(2, 2, size=300)
-    labels = (rng.random(300) < probs ** 1.5).astype(int)  # miscalibrated on purpose
+    labels = (rng.random(300) < probs**1.5).astype(int)  # miscalibrated on purpose
     prob_true, prob_pred = calibration_curve(labels, probs, n_bins=n_bins, strategy="uniform")
     # bin weights n_b / n with sklearn's own bin assignment (searchsorted on its uniform edges)
     bin_ids = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], probs)

@@ -43,10 +43,10 @@ def test_zero_shot_scores_follow_the_formulas(zero_shot_auditor):
         g, z = aud.backbone.encode_image(images)
         t = aud.backbone.encode_text([prompt])[0]
         s = aud.backbone.logit_scale()
-    assert torch.allclose(scores.S, s * (g @ t), atol=1e-4)                       # S = s·⟨e_I, e_t⟩
+    assert torch.allclose(scores.S, s * (g @ t), atol=1e-4)  # S = s·⟨e_I, e_t⟩
     assert torch.allclose(scores.S_R, s * (z @ t).flatten(1).mean(1), atol=1e-4)  # no mask: all patches
     assert torch.allclose(scores.F, (2.5 * (g @ t)).clamp(0, 1), atol=1e-5)
-    assert torch.allclose(scores.B, torch.ones(3))                                # no mask: no seam
+    assert torch.allclose(scores.B, torch.ones(3))  # no mask: no seam
 
 
 def test_region_score_uses_only_the_masked_patches(zero_shot_auditor):
@@ -125,17 +125,17 @@ def test_images_of_any_channel_count_dtype_and_size(zero_shot_auditor):
     def S(x):
         return aud.score(x, prompt).S
 
-    assert torch.allclose(S(grey), S(grey.expand(-1, 3, -1, -1)), atol=1e-5)             # 1 channel = grey RGB
+    assert torch.allclose(S(grey), S(grey.expand(-1, 3, -1, -1)), atol=1e-5)  # 1 channel = grey RGB
     alpha = torch.rand(2, 1, 48, 80, generator=g)
     over_white = rgb * alpha + (1 - alpha)
-    assert torch.allclose(S(torch.cat([rgb, alpha], 1)), S(over_white), atol=1e-5)       # RGBA over white
+    assert torch.allclose(S(torch.cat([rgb, alpha], 1)), S(over_white), atol=1e-5)  # RGBA over white
     assert torch.allclose(S(torch.cat([grey, alpha], 1)), S(grey * alpha + 1 - alpha), atol=1e-5)  # LA
     assert torch.allclose(S(torch.cat([rgb, torch.ones_like(alpha)], 1)), S(rgb), atol=1e-5)  # opaque = RGB
     u8 = (rgb * 255).round().to(torch.uint8)
-    assert torch.allclose(S(u8), S(u8.float() / 255), atol=1e-5)                          # uint8 is /255
-    assert torch.allclose(S(rgb[0]), S(rgb[:1]), atol=1e-5)                                # one image [C,H,W]
+    assert torch.allclose(S(u8), S(u8.float() / 255), atol=1e-5)  # uint8 is /255
+    assert torch.allclose(S(rgb[0]), S(rgb[:1]), atol=1e-5)  # one image [C,H,W]
     with pytest.raises(ValueError, match="channels last"):
-        aud.score(rgb.permute(0, 2, 3, 1), prompt)                                         # a ComfyUI IMAGE
+        aud.score(rgb.permute(0, 2, 3, 1), prompt)  # a ComfyUI IMAGE
     with pytest.raises(ValueError, match="C in 1..4"):
         aud.score(torch.rand(1, 5, 32, 32), prompt)
 

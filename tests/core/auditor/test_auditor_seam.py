@@ -37,9 +37,9 @@ def tournament():
 def check_b(seam_quality: SeamQuality) -> torch.Tensor:
     images, mask = tournament()
     b = seam_quality(images, mask[None].expand(4, 1, 64, 64))
-    assert b[0] == 1.0                                  # the control is unedited
-    assert b[1] == pytest.approx(1.0, abs=1e-5)         # identical to the control: d = 0
-    assert 0 < b[3] < b[2] < 1                          # a hard seam scores below a subtle edit
+    assert b[0] == 1.0  # the control is unedited
+    assert b[1] == pytest.approx(1.0, abs=1e-5)  # identical to the control: d = 0
+    assert 0 < b[3] < b[2] < 1  # a hard seam scores below a subtle edit
     return b
 
 
@@ -47,8 +47,8 @@ def test_ring_is_the_band_around_the_boundary():
     m = torch.zeros(1, 1, 20, 20)
     m[..., 5:15, 5:15] = 1
     ring = ring_mask(m, 2)
-    assert ring[0, 0, 10, 10] == 0 and ring[0, 0, 0, 0] == 0    # deep inside, far outside
-    assert ring[0, 0, 5, 10] == 1 and ring[0, 0, 3, 10] == 1    # on the boundary, just outside
+    assert ring[0, 0, 10, 10] == 0 and ring[0, 0, 0, 0] == 0  # deep inside, far outside
+    assert ring[0, 0, 5, 10] == 1 and ring[0, 0, 3, 10] == 1  # on the boundary, just outside
     assert ring.sum() == (14 * 14 - 6 * 6)
 
 

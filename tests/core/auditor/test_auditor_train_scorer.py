@@ -43,15 +43,33 @@ def auditor_metrics(aud: Auditor, pairs: PreferencePairs) -> dict:
         risk.append(1.0 - sc.P)
         labels += [None] * n + [it.category for it in group]
     risk = torch.cat(risk)
-    per_class = {c: roc_auc_score([lab == c for lab in labels], risk[:, aud.classes.index(c)].numpy())
-                 for c in CATEGORIES}
-    return {"pair_auc": pair_auc(torch.cat(s_c), torch.cat(s_r)),
-            "patch_auc": pair_auc(torch.cat(sr_c), torch.cat(sr_r)), "class_auc": per_class}
+    per_class = {
+        c: roc_auc_score([lab == c for lab in labels], risk[:, aud.classes.index(c)].numpy()) for c in CATEGORIES
+    }
+    return {
+        "pair_auc": pair_auc(torch.cat(s_c), torch.cat(s_r)),
+        "patch_auc": pair_auc(torch.cat(sr_c), torch.cat(sr_r)),
+        "class_auc": per_class,
+    }
 
 
 def run_scorer(train, val, clip, out, *extra):
-    return train_main(["scorer", "--data", str(train), "--val-data", str(val), "--backbone", str(clip),
-                       "--arch", TINY_ARCH, "--out", str(out), *extra])
+    return train_main(
+        [
+            "scorer",
+            "--data",
+            str(train),
+            "--val-data",
+            str(val),
+            "--backbone",
+            str(clip),
+            "--arch",
+            TINY_ARCH,
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_stage_a_learns_the_cues(tmp_path, tiny_clip_file, capsys, one_thread):
@@ -97,13 +115,42 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, tiny_clip_file, cap
     ckpt = tmp_path / "ckpt"
     assert run_scorer(train, val, tiny_clip_file, whole, *args) == 0
     # First leg: stopped after epoch 3 (its checkpoint is the only one: --checkpoint-every 0 here).
-    assert run_scorer(train, val, tiny_clip_file, split, *args, "--checkpoint-dir", str(ckpt),
-                      "--stop-after-epoch", "3", "--checkpoint-every", "0") == 0
-    assert not split.exists() and sorted(p.name for p in ckpt.iterdir()) == ["epoch-0003.json",
-                                                                             "epoch-0003.safetensors"]
+    assert (
+        run_scorer(
+            train,
+            val,
+            tiny_clip_file,
+            split,
+            *args,
+            "--checkpoint-dir",
+            str(ckpt),
+            "--stop-after-epoch",
+            "3",
+            "--checkpoint-every",
+            "0",
+        )
+        == 0
+    )
+    assert not split.exists() and sorted(p.name for p in ckpt.iterdir()) == [
+        "epoch-0003.json",
+        "epoch-0003.safetensors",
+    ]
     # Second leg: resumed, then stopped after epoch 4.
-    assert run_scorer(train, val, tiny_clip_file, split, *args, "--checkpoint-dir", str(ckpt), "--resume",
-                      "--stop-after-epoch", "4") == 0
+    assert (
+        run_scorer(
+            train,
+            val,
+            tiny_clip_file,
+            split,
+            *args,
+            "--checkpoint-dir",
+            str(ckpt),
+            "--resume",
+            "--stop-after-epoch",
+            "4",
+        )
+        == 0
+    )
     assert [p.name for p in sorted(ckpt.glob("*.json"))] == ["epoch-0003.json", "epoch-0004.json"]
     # A kill between epoch 4's two files: without its JSON (written last) the checkpoint does not count,
     # so the last leg resumes from epoch 3 and redoes epoch 4.
@@ -117,18 +164,47 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, tiny_clip_file, cap
         assert torch.equal(a[k], b[k]), k
     # a checkpoint of another run is refused, naming what differs
     again = tmp_path / "again"
-    run_scorer(train, val, tiny_clip_file, tmp_path / "x.safetensors", *args, "--checkpoint-dir", str(again),
-               "--stop-after-epoch", "1")
+    run_scorer(
+        train,
+        val,
+        tiny_clip_file,
+        tmp_path / "x.safetensors",
+        *args,
+        "--checkpoint-dir",
+        str(again),
+        "--stop-after-epoch",
+        "1",
+    )
     with pytest.raises(ValueError, match="another run.*'lr'"):
-        run_scorer(train, val, tiny_clip_file, tmp_path / "x.safetensors", *args, "--checkpoint-dir", str(again),
-                   "--resume", "--lr", "0.1")
+        run_scorer(
+            train,
+            val,
+            tiny_clip_file,
+            tmp_path / "x.safetensors",
+            *args,
+            "--checkpoint-dir",
+            str(again),
+            "--resume",
+            "--lr",
+            "0.1",
+        )
 
 
 def test_checkpoints_hold_no_pickle(tmp_path, tiny_clip_file, one_thread):
     train = write_pairs_parquet(tmp_path / "train.parquet", make_pairs(16, seed=3))
     ckpt = tmp_path / "ckpt"
-    run_scorer(train, train, tiny_clip_file, tmp_path / "h.safetensors", "--epochs", "3", "--checkpoint-dir",
-               str(ckpt), "--stop-after-epoch", "1")
+    run_scorer(
+        train,
+        train,
+        tiny_clip_file,
+        tmp_path / "h.safetensors",
+        "--epochs",
+        "3",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--stop-after-epoch",
+        "1",
+    )
     tensors = load_file(str(ckpt / "epoch-0001.safetensors"))
     assert any(k.startswith("optim.") and k.endswith("exp_avg_sq") for k in tensors)
     assert "rng.generator" in tensors and any(k.startswith("heads.") for k in tensors)
@@ -148,7 +224,7 @@ def test_corrupt_rows_are_skipped_counted_and_named(tmp_path, tiny_clip_file, ca
     heads = tmp_path / "h.safetensors"
     assert run_scorer(path, val, tiny_clip_file, heads, "--epochs", "2") == 0
     out = capsys.readouterr().out
-    report = out[out.index("skipped 3 unreadable row(s)"):]  # the report is at the end of the run
+    report = out[out.index("skipped 3 unreadable row(s)") :]  # the report is at the end of the run
     assert "wrote" not in report
     assert "row 5 " in report and "'Rejected'" in report
     assert "row 17 " in report and "missing.png" in report
@@ -181,5 +257,16 @@ def test_scorer_help_and_missing_backbone(tmp_path, capsys):
     train = write_pairs_parquet(tmp_path / "train.parquet", make_pairs(4, seed=1, size=32))
     missing = tmp_path / "models" / "clip.safetensors"
     with pytest.raises(FileNotFoundError, match=str(missing)):
-        train_main(["scorer", "--data", str(train), "--backbone", str(missing), "--arch", TINY_ARCH,
-                    "--out", str(tmp_path / "h.safetensors")])
+        train_main(
+            [
+                "scorer",
+                "--data",
+                str(train),
+                "--backbone",
+                str(missing),
+                "--arch",
+                TINY_ARCH,
+                "--out",
+                str(tmp_path / "h.safetensors"),
+            ]
+        )

@@ -22,9 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m tipai_core.eval shapes")
     # 3902: the steps the reported model reached in 3000 s on one CPU thread (worlds/shapes/RESULTS.md); a fresh
     # run trains the same batches to the same step, so it rebuilds that model up to the machine's float rounding
-    ap.add_argument("--train-steps", type=int, default=3902,
-                    help="base-model steps (trained, or continued if the cache has fewer; "
-                         "about 50 min on one CPU thread)")
+    ap.add_argument(
+        "--train-steps",
+        type=int,
+        default=3902,
+        help="base-model steps (trained, or continued if the cache has fewer; about 50 min on one CPU thread)",
+    )
     ap.add_argument("--reuse", action="store_true", help="use the cached model as it is, never train")
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--size", type=int, default=24)
@@ -38,17 +41,33 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--png", default="shapes_eval.png")
     ap.add_argument("--json", default=None)
     ap.add_argument("--log-dir", default=None, help="write the TiPAI tournaments (with checker true_win) as JSONL here")
-    ap.add_argument("--calibration-prompts", type=int, default=64,
-                    help="prompts of the calibration set whose tournaments fit Stage C and TSPO (0: skip those rows)")
-    ap.add_argument("--pairs", choices=("audit", "fresh"), default="audit",
-                    help="Stage A pairs: audit = in-place edits, degraded like mid-sampling previews; "
-                         "fresh = apart, clean")
-    ap.add_argument("--diagnose", type=int, default=0, metavar="N",
-                    help="first, on N calibration prompts, which of the learned auditor and miner limits the loop")
+    ap.add_argument(
+        "--calibration-prompts",
+        type=int,
+        default=64,
+        help="prompts of the calibration set whose tournaments fit Stage C and TSPO (0: skip those rows)",
+    )
+    ap.add_argument(
+        "--pairs",
+        choices=("audit", "fresh"),
+        default="audit",
+        help="Stage A pairs: audit = in-place edits, degraded like mid-sampling previews; fresh = apart, clean",
+    )
+    ap.add_argument(
+        "--diagnose",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first, on N calibration prompts, which of the learned auditor and miner limits the loop",
+    )
     ap.add_argument("--target", type=float, default=0.9, help="Stage C: Pr[true win | margin ≥ δ] to reach")
-    ap.add_argument("--auditor", choices=("oracle", "learned", "both"), default="both",
-                    help="oracle: the checker-based auditor and miner; learned: tiny open_clip + Stage A heads "
-                         "(trained into the cache when missing) with the Grad-CAM RegionMiner")
+    ap.add_argument(
+        "--auditor",
+        choices=("oracle", "learned", "both"),
+        default="both",
+        help="oracle: the checker-based auditor and miner; learned: tiny open_clip + Stage A heads "
+        "(trained into the cache when missing) with the Grad-CAM RegionMiner",
+    )
     return ap
 
 
@@ -75,10 +94,12 @@ def learned_rows(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: Eva
     if not (folder / "heads.safetensors").is_file() or heads_pairs(folder) != args.pairs:
         train_auditor(folder, size=args.size, pairs=args.pairs)  # the backbone is reused when present
     metrics = json.loads((folder / "heads.metrics.json").read_text())
-    print(f"learned auditor {folder}: held-out pair-AUC {metrics['trained']['pair_auc']:.3f} "
-          f"(zero-shot {metrics['zero_shot']['pair_auc']:.3f}), "
-          f"patch pair-AUC {metrics['trained']['patch_pair_auc']:.3f}, "
-          f"on held-out {metrics.get('pairs', 'fresh')} pairs")
+    print(
+        f"learned auditor {folder}: held-out pair-AUC {metrics['trained']['pair_auc']:.3f} "
+        f"(zero-shot {metrics['zero_shot']['pair_auc']:.3f}), "
+        f"patch pair-AUC {metrics['trained']['patch_pair_auc']:.3f}, "
+        f"on held-out {metrics.get('pairs', 'fresh')} pairs"
+    )
     auditor, miner = learned_pieces(folder)
     rows = {"learned": Pieces(auditor, miner, "learned")}
     if args.calibration_prompts > 0:
@@ -86,8 +107,10 @@ def learned_rows(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: Eva
         stage = folder.parent / f"stagec-{key}"
         cal, pol = fit_stage_c(model, s, rows["learned"], stage, args.calibration_prompts, args.target)
         c = json.loads(cal.read_text())
-        print(f"Stage C ({stage}): δ = {c['delta']:.4g}, τ_F {c['tau_F']}; "
-              f"eval-half Pr[true win | m ≥ δ] = {c['metrics'].get('delta_eval_win_rate')}")
+        print(
+            f"Stage C ({stage}): δ = {c['delta']:.4g}, τ_F {c['tau_F']}; "
+            f"eval-half Pr[true win | m ≥ δ] = {c['metrics'].get('delta_eval_win_rate')}"
+        )
         rows["learned+cal"] = calibrated_pieces(rows["learned"], cal, None)
         rows["learned+tspo+cal"] = calibrated_pieces(rows["learned"], cal, pol)
     return rows
@@ -96,11 +119,18 @@ def learned_rows(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: Eva
 def diagnose_pieces(model: ShapesUNet, s: EvalSettings, learned: Pieces, n: int, log_dir: str | None) -> None:
     """``--diagnose``: every combination of the learned and the oracle auditor and miner."""
     oracle_a, oracle_m = oracle_pieces(Checker())
-    diagnose(model, s, {"learned auditor + learned miner": (learned.auditor, learned.miner),
-                        "learned auditor + oracle miner": (learned.auditor, oracle_m),
-                        "oracle auditor + learned miner": (oracle_a, learned.miner),
-                        "oracle auditor + oracle miner": (oracle_a, oracle_m)},
-             n, Path(log_dir or ".") / "diagnose")
+    diagnose(
+        model,
+        s,
+        {
+            "learned auditor + learned miner": (learned.auditor, learned.miner),
+            "learned auditor + oracle miner": (learned.auditor, oracle_m),
+            "oracle auditor + learned miner": (oracle_a, learned.miner),
+            "oracle auditor + oracle miner": (oracle_a, oracle_m),
+        },
+        n,
+        Path(log_dir or ".") / "diagnose",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,10 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from ...worlds.shapes.validate import validate
 
-    print(f"checker on rendered scenes with known truth (300 chosen + 300 rejected, every clause) at "
-          f"{args.size}px: {validate(300, args.size):.4f}")
-    s = EvalSettings(n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates,
-                     sigma_max=args.sigma_max)
+    print(
+        f"checker on rendered scenes with known truth (300 chosen + 300 rejected, every clause) at "
+        f"{args.size}px: {validate(300, args.size):.4f}"
+    )
+    s = EvalSettings(
+        n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates, sigma_max=args.sigma_max
+    )
     pieces: dict = {}
     if args.auditor in ("oracle", "both"):
         pieces["oracle"] = oracle_pieces(Checker())
@@ -129,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"total {time.time() - t0:.0f}s; grid: {args.png}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": s.__dict__, "rows": rows, "model": meta["recipe"],
-                                               "model_step": meta["step"]}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {"settings": s.__dict__, "rows": rows, "model": meta["recipe"], "model_step": meta["step"]},
+                indent=1,
+                default=str,
+            )
+        )
     return 0

@@ -36,11 +36,18 @@ def diagnose(model, s: EvalSettings, pairs: dict, n: int, folder: Path, log=prin
                 m.append(rec.scores["S"][i] - rec.scores["S"][0])
                 y.append(bool(wins[i]))
         auc = roc_auc(torch.tensor(m), torch.tensor(y)) if 0 < sum(y) < len(y) else None
-        row = {"pieces": label, "tournaments": r.tournaments, "candidate_win": sum(y) / max(1, len(y)),
-               "tournaments_with_winner": sum(has) / max(1, len(has)), "auc_margin": auc,
-               "accept_rate_delta0": r.accepted / max(1, r.tournaments)}
-        log(f"diagnose {label:<34} tournaments {row['tournaments']:4d}  candidate true-win {row['candidate_win']:.3f}  "
+        row = {
+            "pieces": label,
+            "tournaments": r.tournaments,
+            "candidate_win": sum(y) / max(1, len(y)),
+            "tournaments_with_winner": sum(has) / max(1, len(has)),
+            "auc_margin": auc,
+            "accept_rate_delta0": r.accepted / max(1, r.tournaments),
+        }
+        log(
+            f"diagnose {label:<34} tournaments {row['tournaments']:4d}  candidate true-win {row['candidate_win']:.3f}  "
             f"tournaments with a winner {row['tournaments_with_winner']:.3f}  AUC(margin) "
-            f"{'-' if auc is None else format(auc, '.3f')}")
+            f"{'-' if auc is None else format(auc, '.3f')}"
+        )
         out.append(row)
     return out

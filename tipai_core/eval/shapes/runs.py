@@ -29,16 +29,23 @@ def run_plain(model: ShapesUNet, items, s: EvalSettings, seed_offset: int = 0) -
     images, calls, evals, t = [], [], [], time.time()
     for prompt, seed in items:
         c = Costs()
-        x = sample(CountingDenoiser(den, c), sig, start_latent(model, sig, seed + seed_offset),
-                   Conditioning(payload=prompt, cfg=s.cfg), "eps", s.sampler)
+        x = sample(
+            CountingDenoiser(den, c),
+            sig,
+            start_latent(model, sig, seed + seed_offset),
+            Conditioning(payload=prompt, cfg=s.cfg),
+            "eps",
+            s.sampler,
+        )
         images.append(_to_image(x))
         calls.append(c.denoiser_calls)
         evals.append(c.denoiser_evals)
     return MethodResult("plain", images, calls, time.time() - t, evals)
 
 
-def run_best_of_n(model, items, s: EvalSettings, n: int, auditor, first: MethodResult | None = None,
-                  memo: dict | None = None) -> MethodResult:
+def run_best_of_n(
+    model, items, s: EvalSettings, n: int, auditor, first: MethodResult | None = None, memo: dict | None = None
+) -> MethodResult:
     """N whole images per prompt; the auditor's S picks (ties: the lowest j). j = 0 is the plain image.
     ``memo`` (j -> run) shares the whole-image runs between rows; their time is counted in each row."""
     memo = {} if memo is None else memo
@@ -86,8 +93,16 @@ def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path |
         if hasattr(suite.miner, "reset"):
             suite.miner.reset()  # drift and feature change start afresh in every run
         c = Costs()
-        out = sample_with_audits(CountingDenoiser(den, c), sig, start_latent(model, sig, seed),
-                                 Conditioning(payload=prompt, cfg=s.cfg), "eps", prompt, suite, s.sampler)
+        out = sample_with_audits(
+            CountingDenoiser(den, c),
+            sig,
+            start_latent(model, sig, seed),
+            Conditioning(payload=prompt, cfg=s.cfg),
+            "eps",
+            prompt,
+            suite,
+            s.sampler,
+        )
         res.images.append(_to_image(out.latent))
         # c counts every call through the wrapper: the base steps, the editor's and the restarts
         res.calls.append(c.denoiser_calls)
@@ -97,7 +112,7 @@ def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path |
             from ...records.tournament_log import append_records
 
             # one auditor call per tournament (FixedKnobPolicy reads no control scores), in order
-            labels, labeller.labels = labeller.labels[-len(out.records):] if out.records else [], []
+            labels, labeller.labels = labeller.labels[-len(out.records) :] if out.records else [], []
             for rec, lab in zip(out.records, labels):
                 rec.true_win = lab
             append_records(log_path, out.records)

@@ -32,13 +32,15 @@ class EvalSettings:
     audit_first: int = 3
     audit_skip_last: int = 3
     delta: float = 0.0
-    knobs: dict = field(default_factory=lambda: {
-        "editor": (["renoise"], [1.0]),
-        "depth": ([2, 3, 4], [1 / 3, 1 / 3, 1 / 3]),
-        "cfg_inside": ([3.0, 5.0, 7.0], [1 / 3, 1 / 3, 1 / 3]),
-        "jitter": ([0.5, 1.0], [0.5, 0.5]),
-        "dilation": ([0, 1], [0.5, 0.5]),
-    })
+    knobs: dict = field(
+        default_factory=lambda: {
+            "editor": (["renoise"], [1.0]),
+            "depth": ([2, 3, 4], [1 / 3, 1 / 3, 1 / 3]),
+            "cfg_inside": ([3.0, 5.0, 7.0], [1 / 3, 1 / 3, 1 / 3]),
+            "jitter": ([0.5, 1.0], [0.5, 0.5]),
+            "dilation": ([0, 1], [0.5, 0.5]),
+        }
+    )
 
 
 @dataclass
@@ -89,8 +91,12 @@ def oracle_pieces(checker: Checker):
 # still changing). On 32 calibration prompts (``--diagnose``) the share of tournaments holding a true
 # winner was 3.0% with the default fusion, 8.7% with Grad-CAM alone, 6.1% with the prompt-mismatch map
 # alone, and 1.3% with regions capped at 12% of the image.
-LEARNED_MINER = {"weights": {"gradcam": 1.0, "drift": 0.0, "feature_change": 0.0, "risk": 0.0},
-                 "k": 2, "threshold": 0.5, "max_area_frac": 0.3}
+LEARNED_MINER = {
+    "weights": {"gradcam": 1.0, "drift": 0.0, "feature_change": 0.0, "risk": 0.0},
+    "k": 2,
+    "threshold": 0.5,
+    "max_area_frac": 0.3,
+}
 
 
 def learned_pieces(folder):

@@ -38,15 +38,21 @@ def stage_c_key(model_meta: dict, auditor_folder: Path, s: EvalSettings, n_calib
 
     from ...worlds.shapes.checker import CHECKER_VERSION
 
-    blob = {"model": [model_meta["recipe"], model_meta["step"]], "n": n_calib, "target": target,
-            "checker": CHECKER_VERSION, "miner": LEARNED_MINER,
-            "auditor": [_weights_digest(Path(auditor_folder) / f) for f in ("clip.safetensors", "heads.safetensors")],
-            "settings": {k: v for k, v in s.__dict__.items() if k != "n_prompts"}}
+    blob = {
+        "model": [model_meta["recipe"], model_meta["step"]],
+        "n": n_calib,
+        "target": target,
+        "checker": CHECKER_VERSION,
+        "miner": LEARNED_MINER,
+        "auditor": [_weights_digest(Path(auditor_folder) / f) for f in ("clip.safetensors", "heads.safetensors")],
+        "settings": {k: v for k, v in s.__dict__.items() if k != "n_prompts"},
+    }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def fit_stage_c(model, s: EvalSettings, pieces: "Pieces", folder: Path, n_calib: int, target: float = 0.9,
-                log=print) -> tuple[Path, Path]:
+def fit_stage_c(
+    model, s: EvalSettings, pieces: "Pieces", folder: Path, n_calib: int, target: float = 0.9, log=print
+) -> tuple[Path, Path]:
     """Stage C and offline TSPO on the calibration set; returns (calibration file, policy file).
 
     1. the loop (fixed knobs, δ = 0) on ``calibration_set(n_calib)``, every candidate labelled by the

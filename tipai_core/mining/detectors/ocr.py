@@ -97,7 +97,7 @@ class RapidOCRDetector(OnnxDetector):
         from scipy import ndimage  # noqa: F401  (find_objects needs scipy; _label checked it)
 
         out = []
-        for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        for sl in ndimage.find_objects(lab):
             if sl is None:
                 continue
             y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop

@@ -12,7 +12,7 @@ One concept per file:
 """
 
 from .checker import Checker, check
-from .dataset import example, batch
+from .dataset import batch, example
 from .grammar import Clause, parse, tokenize
 from .render import Scene, ShapeSpec, render
 

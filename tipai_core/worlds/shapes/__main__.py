@@ -51,8 +51,12 @@ def main(argv=None) -> int:
     a.add_argument("--clip-steps", type=int, default=1000)
     a.add_argument("--pairs", type=int, default=2000)
     a.add_argument("--val-pairs", type=int, default=500)
-    a.add_argument("--pair-kind", choices=("audit", "fresh"), default="audit",
-                   help="audit: in-place edits, degraded like mid-sampling previews; fresh: laid out apart, clean")
+    a.add_argument(
+        "--pair-kind",
+        choices=("audit", "fresh"),
+        default="audit",
+        help="audit: in-place edits, degraded like mid-sampling previews; fresh: laid out apart, clean",
+    )
     a.add_argument("--epochs", type=int, default=20)
     a.add_argument("--size", type=int, default=24)
     a.add_argument("--cache", default=None)
@@ -68,8 +72,10 @@ def main(argv=None) -> int:
         from .validate import validate
 
         t = time.time()
-        print(f"checker accuracy at {args.size}px on {args.n} chosen+rejected pairs: "
-              f"{validate(args.n, args.size):.4f} ({time.time() - t:.1f}s)")
+        print(
+            f"checker accuracy at {args.size}px on {args.n} chosen+rejected pairs: "
+            f"{validate(args.n, args.size):.4f} ({time.time() - t:.1f}s)"
+        )
         return 0
     torch.set_num_threads(args.threads)
     if args.cmd == "clip":
@@ -78,20 +84,38 @@ def main(argv=None) -> int:
         from .clip import train_clip
         from .train import cache_root
 
-        out = Path(args.out) if args.out else Path(args.cache or cache_root()) / "shapes" / "auditor" / "clip.safetensors"
+        out = (
+            Path(args.out) if args.out else Path(args.cache or cache_root()) / "shapes" / "auditor" / "clip.safetensors"
+        )
         t = time.time()
-        train_clip(out, steps=args.steps, batch=args.batch, size=args.size, seed=args.seed, device=args.device,
-                   workers=args.workers)
+        train_clip(
+            out,
+            steps=args.steps,
+            batch=args.batch,
+            size=args.size,
+            seed=args.seed,
+            device=args.device,
+            workers=args.workers,
+        )
         print(f"wrote {out} in {time.time() - t:.0f}s")
         return 0
     if args.cmd == "auditor":
         from .auditor import auditor_dir, train_auditor
 
         t = time.time()
-        m = train_auditor(auditor_dir(args.cache), clip_steps=args.clip_steps, n_pairs=args.pairs,
-                          n_val=args.val_pairs, epochs=args.epochs, size=args.size, pairs=args.pair_kind)
-        print(f"auditor in {auditor_dir(args.cache)}: held-out pair-AUC {m['trained']['pair_auc']:.3f} "
-              f"(zero-shot {m['zero_shot']['pair_auc']:.3f}) in {time.time() - t:.0f}s")
+        m = train_auditor(
+            auditor_dir(args.cache),
+            clip_steps=args.clip_steps,
+            n_pairs=args.pairs,
+            n_val=args.val_pairs,
+            epochs=args.epochs,
+            size=args.size,
+            pairs=args.pair_kind,
+        )
+        print(
+            f"auditor in {auditor_dir(args.cache)}: held-out pair-AUC {m['trained']['pair_auc']:.3f} "
+            f"(zero-shot {m['zero_shot']['pair_auc']:.3f}) in {time.time() - t:.0f}s"
+        )
         return 0
     from .model import ModelConfig
     from .train import TrainConfig, load_model, recipe_dir, train
@@ -99,8 +123,9 @@ def main(argv=None) -> int:
     cfg = TrainConfig(model=ModelConfig(size=args.size), batch=args.batch, lr=args.lr, seed=args.seed)
     if args.cmd == "train":
         t = time.time()
-        folder = train(cfg, args.steps, args.cache, time_limit=args.time_limit, device=args.device,
-                       workers=args.workers)
+        folder = train(
+            cfg, args.steps, args.cache, time_limit=args.time_limit, device=args.device, workers=args.workers
+        )
         print(f"trained {folder} in {time.time() - t:.0f}s")
         return 0
     if args.cmd == "review":

@@ -28,7 +28,9 @@ VAL_SEED = 1_000_000
 # "audit": half in-place edits, most degraded like mid-sampling previews (dataset.audit_pair), what the
 # loop's tournaments look like; "fresh": chosen and rejected scenes laid out apart, clean (dataset.pair)
 PAIR_KINDS: dict[str, Callable[[int, int], tuple[str, torch.Tensor, torch.Tensor]]] = {
-    "audit": audit_pair, "fresh": pair}
+    "audit": audit_pair,
+    "fresh": pair,
+}
 
 
 def write_pairs(path: Path, seeds, size: int, kind: str = "audit") -> Path:
@@ -50,8 +52,18 @@ def auditor_dir(root: Path | None = None) -> Path:
     return Path(root or cache_root()) / "shapes" / "auditor"
 
 
-def train_auditor(folder: Path, *, clip_steps: int = 1000, clip_batch: int = 64, n_pairs: int = 2000,
-                  n_val: int = 500, epochs: int = 20, size: int = 24, pairs: str = "audit", log=print) -> dict:
+def train_auditor(
+    folder: Path,
+    *,
+    clip_steps: int = 1000,
+    clip_batch: int = 64,
+    n_pairs: int = 2000,
+    n_val: int = 500,
+    epochs: int = 20,
+    size: int = 24,
+    pairs: str = "audit",
+    log=print,
+) -> dict:
     """Contrastive backbone (if missing), pairs of ``pairs`` kind (``PAIR_KINDS``), then Stage A heads;
     returns the validation metrics (with the pair kind under "pairs")."""
     from ...train.scorer import ScorerSettings, train_scorer
@@ -68,9 +80,20 @@ def train_auditor(folder: Path, *, clip_steps: int = 1000, clip_batch: int = 64,
     if not va.is_file():
         write_pairs(va, range(VAL_SEED, VAL_SEED + n_val), size, pairs)
     heads = folder / "heads.safetensors"
-    train_scorer(ScorerSettings(data=str(tr), val_data=str(va), backbone=str(clip), arch=ARCH,
-                                config_dir=str(CONFIG_DIR), classes="safe", out=str(heads), epochs=epochs,
-                                device="cpu", seed=0))
+    train_scorer(
+        ScorerSettings(
+            data=str(tr),
+            val_data=str(va),
+            backbone=str(clip),
+            arch=ARCH,
+            config_dir=str(CONFIG_DIR),
+            classes="safe",
+            out=str(heads),
+            epochs=epochs,
+            device="cpu",
+            seed=0,
+        )
+    )
     metrics_path = heads.with_suffix(".metrics.json")
     metrics = {**json.loads(metrics_path.read_text()), "pairs": pairs}
     metrics_path.write_text(json.dumps(metrics, indent=1))
@@ -88,5 +111,6 @@ def load_auditor(folder: Path):
     from ...auditor.auditor import Auditor
 
     folder = Path(folder)
-    return Auditor.from_files(folder / "clip.safetensors", arch=ARCH, heads=folder / "heads.safetensors",
-                              config_dir=CONFIG_DIR).eval()
+    return Auditor.from_files(
+        folder / "clip.safetensors", arch=ARCH, heads=folder / "heads.safetensors", config_dir=CONFIG_DIR
+    ).eval()

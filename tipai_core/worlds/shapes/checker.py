@@ -64,13 +64,13 @@ def diagonal_ratio(c: np.ndarray, cx: float, cy: float) -> float:
     """q = mean soft extent along the 4 diagonal rays / along the 4 axis rays, from (cx, cy) in pixels."""
     h, w = c.shape
     steps = np.arange(0.0, float(max(h, w)), 0.25)
-    ext = []
+    ext: list[float] = []
     for k in range(8):
         t = k * np.pi / 4
         xs, ys = cx + steps * np.cos(t) - 0.5, cy + steps * np.sin(t) - 0.5  # pixel centres at +0.5
         ext.append(ndimage.map_coordinates(c, [ys, xs], order=1, mode="constant").sum() * 0.25)
-    ext = np.asarray(ext)
-    return float(ext[1::2].mean() / max(ext[0::2].mean(), 1e-9))
+    arr = np.asarray(ext)
+    return float(arr[1::2].mean() / max(arr[0::2].mean(), 1e-9))
 
 
 def _hue(img: np.ndarray) -> np.ndarray:
@@ -132,8 +132,20 @@ class Checker:
                 else:
                     shape = "circle"
                 cx, cy = cx / w, cy / h
-                out.append(Detection(name, shape, float(cx), float(cy), float(area), float(fill), float(wx / w), float(wy / h),
-                                     float(skew), corner))
+                out.append(
+                    Detection(
+                        name,
+                        shape,
+                        float(cx),
+                        float(cy),
+                        float(area),
+                        float(fill),
+                        float(wx / w),
+                        float(wy / h),
+                        float(skew),
+                        corner,
+                    )
+                )
         return out
 
     @staticmethod
@@ -145,14 +157,15 @@ class Checker:
         if clause.type == "count":
             return len(match_a) == clause.n
         if clause.type == "relation":
+            kind = clause.relation
+            if kind is None:
+                raise ValueError("a 'relation' clause needs a relation (e.g. 'left of'), got None")
             match_b = [d for d in found if d.colour == clause.colour2 and d.shape == clause.shape2]
 
             def spec(d: Detection) -> ShapeSpec:
                 return ShapeSpec(d.shape, d.colour, d.cx, d.cy, 0.1)
 
-            return any(
-                a is not b and relation_holds(clause.relation, spec(a), spec(b)) for a in match_a for b in match_b
-            )
+            return any(a is not b and relation_holds(kind, spec(a), spec(b)) for a in match_a for b in match_b)
         raise ValueError(f"unknown clause type {clause.type!r}")
 
     def __call__(self, image: torch.Tensor, prompt: str | list[Clause]) -> list[tuple[Clause, bool]]:

@@ -73,8 +73,17 @@ def contrastive_loss(bb: OpenClipBackbone, images, prompts, negatives) -> tuple[
     return loss, float((logits.argmax(1) == target).float().mean())
 
 
-def train_clip(out: Path, steps: int = 1500, batch: int = 128, size: int = 24, lr: float = 1e-3,
-               seed: int = 0, log=print, device: str = "cpu", workers: int = 0) -> Path:
+def train_clip(
+    out: Path,
+    steps: int = 1500,
+    batch: int = 128,
+    size: int = 24,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log=print,
+    device: str = "cpu",
+    workers: int = 0,
+) -> Path:
     """Train and write ``out`` (weights) + ``out.json`` (settings, loss curve). ``device`` and
     ``workers`` (batches rendered ahead in processes) change the speed, not the recipe."""
     from safetensors.torch import save_file
@@ -82,11 +91,16 @@ def train_clip(out: Path, steps: int = 1500, batch: int = 128, size: int = 24, l
     bb = build(seed).to(device)
     bb.model.train()
     opt = torch.optim.AdamW([p for p in bb.model.parameters() if p.requires_grad], lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + torch.cos(
-        torch.tensor(min(s, steps) / steps * 3.14159265)).item()))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / 100) * 0.5 * (1 + torch.cos(torch.tensor(min(s, steps) / steps * 3.14159265)).item())
+        ),
+    )
     curve, t0, win = [], time.time(), []
     for step, (images, prompts, negatives) in enumerate(
-            prefetched(functools.partial(clip_batch, batch=batch, size=size, seed=seed), 0, steps, workers)):
+        prefetched(functools.partial(clip_batch, batch=batch, size=size, seed=seed), 0, steps, workers)
+    ):
         loss, acc = contrastive_loss(bb, images.to(device), prompts, negatives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -102,7 +116,15 @@ def train_clip(out: Path, steps: int = 1500, batch: int = 128, size: int = 24, l
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in bb.model.state_dict().items()}
     atomic_write(out, lambda t: save_file(tensors, str(t)))
-    meta = {"arch": ARCH, "steps": steps, "batch": batch, "size": size, "lr": lr, "seed": seed, "curve": curve,
-            "device": str(device)}
+    meta = {
+        "arch": ARCH,
+        "steps": steps,
+        "batch": batch,
+        "size": size,
+        "lr": lr,
+        "seed": seed,
+        "curve": curve,
+        "device": str(device),
+    }
     atomic_write(out.with_suffix(".json"), lambda t: t.write_text(json.dumps(meta, indent=1)))
     return out

@@ -71,6 +71,7 @@ def local_pair_scenes(seed: int, stream: int = 5) -> tuple[str, tuple[Scene, Sce
     edited = None
     if bad.form == spec.form and len(bad.objects) == len(objs):
         if bad.relation != spec.relation and bad.objects == spec.objects:  # reversed: swap the two places
+            assert spec.relation is not None  # the relations differ and the forms match: both are relations
             _, i, j = spec.relation
             a, b = objs[i], objs[j]
             objs[i], objs[j] = replace(a, cx=b.cx, cy=b.cy), replace(b, cx=a.cx, cy=a.cy)
@@ -80,7 +81,7 @@ def local_pair_scenes(seed: int, stream: int = 5) -> tuple[str, tuple[Scene, Sce
     elif len(bad.objects) < len(objs):
         edited = Scene(tuple(objs[: len(bad.objects)]))
     else:
-        extra = layout(list(bad.objects), rng).objects[len(objs):]
+        extra = layout(list(bad.objects), rng).objects[len(objs) :]
         placed = list(objs)
         for o in extra:  # keep the extra object only where it touches nothing already there
             if not any(o.overlaps(p, 0.05) for p in placed):
@@ -105,7 +106,7 @@ def degrade(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
     s = rng.uniform(0.0, 1.2)
     if s > 0.05:
         r = max(1, math.ceil(2.5 * s))
-        k = torch.exp(-torch.arange(-r, r + 1, dtype=images.dtype) ** 2 / (2 * s * s))
+        k = torch.exp(-(torch.arange(-r, r + 1, dtype=images.dtype) ** 2) / (2 * s * s))
         k = k / k.sum()
         c = images.shape[1]
         out = F.conv2d(F.pad(out, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
@@ -117,8 +118,9 @@ def degrade(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return (out + noise).clamp(0, 1)
 
 
-def audit_pair(seed: int, size: int = DEFAULT_SIZE, p_local: float = 0.5, p_degrade: float = 0.7
-               ) -> tuple[str, torch.Tensor, torch.Tensor]:
+def audit_pair(
+    seed: int, size: int = DEFAULT_SIZE, p_local: float = 0.5, p_degrade: float = 0.7
+) -> tuple[str, torch.Tensor, torch.Tensor]:
     """A Stage A pair as the loop's audits see them: in-place edits with probability ``p_local`` (else
     ``pair``'s fresh layout), both images degraded alike with probability ``p_degrade``."""
     rng = _rng(seed, 6)

@@ -50,8 +50,13 @@ def clause_accuracy(images, prompts, checker: Checker | None = None) -> tuple[di
     return {k: float(np.mean(per[k])) for k in (*CLAUSE_TYPES, "all") if k in per}, verdicts
 
 
-def save_grid(columns: list[list[torch.Tensor]], path: str | Path, scale: int = 4,
-              outlines: list[list[torch.Tensor | None]] | None = None, labels: list[str] | None = None) -> None:
+def save_grid(
+    columns: list[list[torch.Tensor]],
+    path: str | Path,
+    scale: int = 4,
+    outlines: list[list[torch.Tensor | None]] | None = None,
+    labels: list[str] | None = None,
+) -> None:
     """PNG: one column per method, one row per prompt; optional masks outlined in magenta and a
     header naming each column (split at '[' to fit; the full names go in the .txt beside it)."""
     from PIL import Image, ImageDraw
@@ -64,13 +69,16 @@ def save_grid(columns: list[list[torch.Tensor]], path: str | Path, scale: int = 
     for c, col in enumerate(columns):
         for r, img in enumerate(col):
             a = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            if outlines is not None and outlines[c][r] is not None:
-                m = outlines[c][r].reshape(h, w).numpy() > 0.5
-                edge = m & ~(np.pad(m, 1)[2:, 1:-1] & np.pad(m, 1)[:-2, 1:-1] & np.pad(m, 1)[1:-1, 2:] & np.pad(m, 1)[1:-1, :-2])
+            outline = outlines[c][r] if outlines is not None else None
+            if outline is not None:
+                m = outline.reshape(h, w).numpy() > 0.5
+                edge = m & ~(
+                    np.pad(m, 1)[2:, 1:-1] & np.pad(m, 1)[:-2, 1:-1] & np.pad(m, 1)[1:-1, 2:] & np.pad(m, 1)[1:-1, :-2]
+                )
                 a[edge] = (255, 0, 255)
             a = a.repeat(scale, 0).repeat(scale, 1)
             y, x = head + pad + r * (h * scale + pad), pad + c * (w * scale + pad)
-            canvas[y:y + h * scale, x:x + w * scale] = a
+            canvas[y : y + h * scale, x : x + w * scale] = a
     image = Image.fromarray(canvas)
     if labels:
         draw = ImageDraw.Draw(image)
@@ -92,8 +100,11 @@ def plain_accuracy(model, n: int = 64, steps: int = 20, cfg: float = 3.0, png: s
     images = [generate(model, p, s, steps, cfg) for p, s in items]
     acc, _ = clause_accuracy(images, [p for p, _ in items])
     dt = time.time() - t
-    print(f"plain sampling, {n} held-out prompts, {steps} steps, CFG {cfg}: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()) + f" ({dt:.0f}s)")
+    print(
+        f"plain sampling, {n} held-out prompts, {steps} steps, CFG {cfg}: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
+        + f" ({dt:.0f}s)"
+    )
     if png:
         save_grid([images], png)
         Path(png).with_suffix(".txt").write_text("\n".join(p for p, _ in items) + "\n")

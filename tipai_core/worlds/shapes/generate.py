@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 
 from ...diffusion.conditioning import Conditioning
-from ...diffusion.sigmas import karras_sigmas
 from ...diffusion.sampler import initial_latent, sample
+from ...diffusion.sigmas import karras_sigmas
 from .model import ShapesDenoiser, ShapesUNet
-
 
 SAMPLE_SIGMA_MAX = 5.0
 
@@ -34,10 +33,23 @@ def start_latent(model: ShapesUNet, sigmas: torch.Tensor, seed: int) -> torch.Te
     return initial_latent((1, 3, s, s), sigmas, "eps", seed)
 
 
-def generate(model: ShapesUNet, prompt: str, seed: int, steps: int = 20, cfg: float = 3.0,
-             sampler: str = "ddim", sigma_max: float = SAMPLE_SIGMA_MAX) -> torch.Tensor:
+def generate(
+    model: ShapesUNet,
+    prompt: str,
+    seed: int,
+    steps: int = 20,
+    cfg: float = 3.0,
+    sampler: str = "ddim",
+    sigma_max: float = SAMPLE_SIGMA_MAX,
+) -> torch.Tensor:
     """One image ``[3, H, W]`` in [0, 1] for (prompt, seed)."""
     sig = sigmas_for(model, steps, sigma_max)
-    x = sample(ShapesDenoiser(model), sig, start_latent(model, sig, seed), Conditioning(payload=prompt, cfg=cfg),
-               "eps", sampler)
+    x = sample(
+        ShapesDenoiser(model),
+        sig,
+        start_latent(model, sig, seed),
+        Conditioning(payload=prompt, cfg=cfg),
+        "eps",
+        sampler,
+    )
     return ((x[0] + 1) / 2).clamp(0, 1)

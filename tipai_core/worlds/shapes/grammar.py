@@ -35,8 +35,11 @@ FORM_WEIGHTS = (0.25, 0.2, 0.3, 0.1, 0.15)
 # token 0 pads; token 1 (<bos>) starts every sequence, so even the empty prompt of CFG dropout
 # has one unmasked key and cross-attention never softmaxes over an all-masked row (NaN).
 PAD, BOS = 0, 1
-VOCAB = ("<pad>", "<bos>", "a", "and", ",", "left", "right", "of", "above", "two", "three") + COLOURS + SHAPES + tuple(
-    s + "s" for s in SHAPES
+VOCAB = (
+    ("<pad>", "<bos>", "a", "and", ",", "left", "right", "of", "above", "two", "three")
+    + COLOURS
+    + SHAPES
+    + tuple(s + "s" for s in SHAPES)
 )
 TOKEN = {w: i for i, w in enumerate(VOCAB)}
 MAX_TOKENS = 12  # "<bos> a red circle , a blue square and a green triangle"
@@ -75,6 +78,8 @@ def describe(spec: PromptSpec) -> str:
         c, s = spec.objects[0]
         return f"{NUMBER_WORDS[len(spec.objects)]} {c} {s}s"
     if spec.form == "relation":
+        if spec.relation is None:
+            raise ValueError("a 'relation' PromptSpec needs a relation (kind, i, j), got None")
         kind, i, j = spec.relation
         return f"{obj[i]} {kind} {obj[j]}"
     if len(obj) == 1:
@@ -106,6 +111,8 @@ def corrupt(spec: PromptSpec, rng: random.Random) -> PromptSpec:
         n = rng.choice([k for k in (1, 2, 3) if k != len(objs)])
         return PromptSpec("count" if n > 1 else "single", (objs[0],) * n)
     if spec.form == "relation" and rng.random() < 0.5:
+        if spec.relation is None:
+            raise ValueError("a 'relation' PromptSpec needs a relation (kind, i, j), got None")
         kind, i, j = spec.relation
         return PromptSpec(spec.form, spec.objects, (kind, j, i))
     swappable = [

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -126,8 +127,10 @@ class ShapesUNet(nn.Module):
         self.up1 = nn.Conv2d(c2, c1, 3, padding=1)
         self.u1 = ResBlock(2 * c1, c1, temb)
         self.out = nn.Sequential(nn.GroupNorm(8, c1), nn.SiLU(), nn.Conv2d(c1, 3, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        last = cast(nn.Conv2d, self.out[-1])
+        assert last.bias is not None  # the Conv2d above keeps its default bias=True
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def noise_embedding(self, sigma: torch.Tensor) -> torch.Tensor:
         half = self.config.channels[0] // 2
@@ -215,5 +218,5 @@ def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """Exponential moving average of the weights: ``θ_ema ← β·θ_ema + (1 - β)·θ``."""
     for e, p in zip(ema.parameters(), model.parameters()):
         e.mul_(beta).add_(p.detach(), alpha=1 - beta)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+    for eb, b in zip(ema.buffers(), model.buffers()):
+        eb.copy_(b)

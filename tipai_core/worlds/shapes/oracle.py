@@ -45,7 +45,7 @@ def _box(mask: torch.Tensor, d: Detection, grow: int = 1) -> None:
     x1 = int(round((d.cx + d.w / 2) * w)) + grow
     y0 = int((d.cy - d.h / 2) * h) - grow
     y1 = int(round((d.cy + d.h / 2) * h)) + grow
-    mask[..., max(0, y0):min(h, y1), max(0, x0):min(w, x1)] = 1.0
+    mask[..., max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)] = 1.0
 
 
 def checker_saliency(checker: Checker | None = None):

@@ -7,12 +7,13 @@ renderer, and the run stays the recipe's.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Generator
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def prefetched(make: Callable[[int], T], first: int, last: int, workers: int) -> Iterator[T]:
+def prefetched(make: Callable[[int], T], first: int, last: int, workers: int) -> Generator[T, None, None]:
     """``make(step)`` for steps first..last-1, in order; with ``workers`` > 0 made ahead in that many
     processes (``make`` must pickle: a module-level function or a ``functools.partial`` of one)."""
     if workers <= 0:

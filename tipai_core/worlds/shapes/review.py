@@ -20,8 +20,9 @@ from .evaluate import calibration_set
 from .generate import generate
 
 
-def review_pages(model, n: int, out: str | Path, steps: int = 20, cfg: float = 3.0, scale: int = 6,
-                 per_page: int = 24, cols: int = 6) -> list[Path]:
+def review_pages(
+    model, n: int, out: str | Path, steps: int = 20, cfg: float = 3.0, scale: int = 6, per_page: int = 24, cols: int = 6
+) -> list[Path]:
     from PIL import Image, ImageDraw
 
     out = Path(out)
@@ -36,7 +37,7 @@ def review_pages(model, n: int, out: str | Path, steps: int = 20, cfg: float = 3
         verdicts = "; ".join(f"{c.type}:{'yes' if ok else 'NO'}" for c, ok in checker(img, prompt))
         lines.append(f"{i:3d} seed {seed}  prompt: {prompt}\n     detected: {det}\n     verdicts: {verdicts}")
     for p0 in range(0, n, per_page):
-        chunk = images[p0:p0 + per_page]
+        chunk = images[p0 : p0 + per_page]
         h, w = chunk[0].shape[1:]
         cell = h * scale
         rows = (len(chunk) + cols - 1) // cols

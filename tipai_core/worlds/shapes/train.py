@@ -33,7 +33,7 @@ from ...records.files import atomic_write
 from ...train.checkpoint import complete_checkpoints, load_checkpoint, save_checkpoint
 from .dataset import batch as render_batch
 from .grammar import tokenize
-from .model import ModelConfig, ShapesUNet, as_tokens, ema_update, to_model_space
+from .model import ModelConfig, ShapesUNet, ema_update, to_model_space
 from .prefetch import prefetched
 
 FORMAT = "tipai-shapes-base"
@@ -103,8 +103,16 @@ def loss_at(model: ShapesUNet, x0, tokens, sigma, eps) -> torch.Tensor:
     return ((model.eps(x, sigma, tokens) - eps) ** 2).mean()
 
 
-def train(cfg: TrainConfig, steps: int, root: Path | None = None, ckpt_every: int = 200,
-          log=print, time_limit: float | None = None, device: str = "cpu", workers: int = 0) -> Path:
+def train(
+    cfg: TrainConfig,
+    steps: int,
+    root: Path | None = None,
+    ckpt_every: int = 200,
+    log=print,
+    time_limit: float | None = None,
+    device: str = "cpu",
+    workers: int = 0,
+) -> Path:
     """Train (or continue) the recipe up to ``steps``; export the EMA weights; return the recipe folder.
 
     ``device`` moves the networks and batches (a GPU trains the same recipe in minutes; its float
@@ -147,11 +155,35 @@ def train(cfg: TrainConfig, steps: int, root: Path | None = None, ckpt_every: in
             log(f"step {step} loss {losses[-1][1]:.4f} ({(time.time() - t0):.0f}s)")
             window = []
         if step % ckpt_every == 0 or step == steps:
-            save_checkpoint(folder / "ckpt", step, step, pair, opt, sched, gen, fingerprint, keep=1,
-                            fmt=FORMAT, key="net", extra={"losses": losses})
+            save_checkpoint(
+                folder / "ckpt",
+                step,
+                step,
+                pair,
+                opt,
+                sched,
+                gen,
+                fingerprint,
+                keep=1,
+                fmt=FORMAT,
+                key="net",
+                extra={"losses": losses},
+            )
     if step % ckpt_every and step != steps:  # stopped by the time limit between checkpoints
-        save_checkpoint(folder / "ckpt", step, step, pair, opt, sched, gen, fingerprint, keep=1,
-                        fmt=FORMAT, key="net", extra={"losses": losses})
+        save_checkpoint(
+            folder / "ckpt",
+            step,
+            step,
+            pair,
+            opt,
+            sched,
+            gen,
+            fingerprint,
+            keep=1,
+            fmt=FORMAT,
+            key="net",
+            extra={"losses": losses},
+        )
     batches.close()
     export(pair.ema, cfg, step, folder, losses, device=str(device))
     return folder
@@ -163,8 +195,14 @@ def export(model: ShapesUNet, cfg: TrainConfig, step: int, folder: Path, losses,
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(folder / "model.safetensors", lambda t: save_file(tensors, str(t), metadata={"format": FORMAT}))
-    meta = {"format": FORMAT, "step": step, "recipe": cfg.recipe_hash(), "train": cfg.to_dict(), "losses": losses,
-            "device": device}
+    meta = {
+        "format": FORMAT,
+        "step": step,
+        "recipe": cfg.recipe_hash(),
+        "train": cfg.to_dict(),
+        "losses": losses,
+        "device": device,
+    }
     atomic_write(folder / "model.json", lambda t: t.write_text(json.dumps(meta, indent=1)))
 
 
