@@ -13,6 +13,7 @@ from . import model_files
 from .settings import AuditorHandle
 from .types import Auditor as AuditorType
 from .types import image_from_core, image_to_core, mask_from_core, mask_to_core
+from .validation import check_image, check_mask, check_widgets
 
 
 def _backbone_choices() -> list[str]:
@@ -68,19 +69,20 @@ class TiPAIAuditorLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, backbone: str, heads: str, lpips_backbone: str) -> bool | str:
-        # Our own check instead of ComfyUI's list check, so the message names the folder.
+    def validate_inputs(cls, backbone: str | None = None) -> bool | str:
+        # Our own check of the backbone, so the message names the folder; ComfyUI's list check
+        # keeps each of heads and lpips_backbone, so an error shows against the widget that has it.
+        if backbone is None:
+            return True
         try:
             model_files.resolve(backbone, "auditor backbone")
-            for name, what in ((heads, "auditor heads"), (lpips_backbone, "LPIPS backbone")):
-                if name != model_files.NONE:
-                    model_files.resolve(name, what)
         except FileNotFoundError as exc:
-            return str(exc)
+            return f"TiPAI Auditor Loader: backbone: {exc}"
         return True
 
     @classmethod
     def execute(cls, backbone: str, arch: str, heads: str, lpips_backbone: str, kappa: float) -> io.NodeOutput:
+        check_widgets(cls, dict(kappa=kappa))
         path = model_files.resolve(backbone, "auditor backbone")
         # ComfyUI runs nodes under inference_mode; weights made there could never enter autograd,
         # and the miner's Grad-CAM needs gradients through the image tower.
@@ -131,14 +133,11 @@ class TiPAIAuditorScore(io.ComfyNode):
         if not prompt or not prompt.strip():
             raise ValueError("TiPAI Auditor Score: the prompt is empty; give the text the image should show")
         images = image_to_core(image)
+        check_image("TiPAI Auditor Score", "image", images)
         m = None
         if mask is not None:
             m = mask_to_core(mask)
-            if m.shape[-2:] != images.shape[-2:]:
-                raise ValueError(
-                    f"TiPAI Auditor Score: the mask is {m.shape[-1]}x{m.shape[-2]} but the image is "
-                    f"{images.shape[-1]}x{images.shape[-2]}; resize the mask to the image"
-                )
+            check_mask("TiPAI Auditor Score", "mask", m, (images.shape[-2], images.shape[-1]))
         aud = auditor.ready()
         with torch.no_grad():
             res = aud.audit(

@@ -34,8 +34,12 @@ EDITOR_REFINE_ITERS = 0
 EDITOR_CROP_MARGIN = 2
 EDITOR_DECODER = "vae"
 
+# pixels per latent pixel of the VAEs TiPAI runs with (SD1.5, SDXL, SD3, Flux)
+VAE_FACTOR = 8
+
 # TiPAI Tournament Guard
 GUARD_DELTA = 0.02
+GUARD_DELTA_MAX = 1000.0  # S is on the auditor's logit scale (about ±100): this much means "never accept"
 GUARD_TAU_P = (0.0, 0.0)  # (start, end) of sampling
 GUARD_TAU_F = (0.0, 0.0)
 GUARD_ALPHA = 1.0

@@ -17,6 +17,9 @@ from . import defaults as D
 from .comfy_adapters import AUDIT_DECODERS, ComfyDenoiser, parametrisation
 from .settings import AuditorHandle, EditorSpec, GuardSpec, PolicySpec
 from .types import Auditor, Editor, Guard, Policy, image_from_core, image_to_core, mask_to_core
+from .validation import as_validation, check_image, check_mask, check_widgets
+
+NODE = "TiPAI Auditor Inpaint"
 
 
 def standalone_candidates(
@@ -35,13 +38,8 @@ def standalone_candidates(
     """(images [N+1, 3, H, W] with the unedited image first, pixel mask [1, 1, H, W])."""
     pixels = image_to_core(image)[:1]
     m = mask_to_core(mask)[:1]
-    if m.shape[-2:] != pixels.shape[-2:]:
-        raise ValueError(
-            f"TiPAI Auditor Inpaint: the mask is {m.shape[-1]}x{m.shape[-2]} but the image is "
-            f"{pixels.shape[-1]}x{pixels.shape[-2]}; resize the mask to the image"
-        )
-    if not (m > 0).any():
-        raise ValueError("TiPAI Auditor Inpaint: the mask is empty; paint the region to repair")
+    check_image(NODE, "image", pixels, multiple_of=D.VAE_FACTOR)
+    check_mask(NODE, "mask", m, (pixels.shape[-2], pixels.shape[-1]), nonempty=True)
     latent = vae.encode(image[:1, ..., :3])
     factor = pixels.shape[-1] // latent.shape[-1]
     lat_mask = pixel_to_latent(m, factor, "max")
@@ -177,6 +175,12 @@ class TiPAIAuditorInpaint(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, refine_iters=None, crop_margin=None, steps=None, cfg=None):
+        return as_validation(
+            lambda: check_widgets(cls, dict(refine_iters=refine_iters, crop_margin=crop_margin, steps=steps, cfg=cfg))
+        )
+
+    @classmethod
     def execute(
         cls,
         backend,
@@ -197,6 +201,7 @@ class TiPAIAuditorInpaint(io.ComfyNode):
         guard: GuardSpec | None = None,
         prompt: str = "",
     ) -> io.NodeOutput:
+        check_widgets(cls, dict(refine_iters=refine_iters, crop_margin=crop_margin, steps=steps, cfg=cfg))
         spec = EditorSpec(backend, refine_iters, crop_margin, audit_decoder)
         standalone = [model, positive, negative, vae, image, mask]
         if all(v is None for v in standalone):

@@ -6,10 +6,14 @@ from comfy_api.latest import io
 
 from ..tipai_core.guard.calibrated_guard import calibrated_guard
 from ..tipai_core.guard.calibration_file import Calibration
+from ..tipai_core.loop.audit_schedule import MAX_SCALE
 from . import defaults as D
 from . import model_files
 from .settings import GuardSpec, audit_schedule, fixed_guard
-from .types import Auditor, Guard, parse_list
+from .types import Auditor, Guard
+from .validation import as_validation, check_widgets, number_list
+
+NODE = "TiPAI Tournament Guard"
 
 
 class TiPAITournamentGuard(io.ComfyNode):
@@ -26,7 +30,7 @@ class TiPAITournamentGuard(io.ComfyNode):
                     "delta",
                     default=D.GUARD_DELTA,
                     min=0.0,
-                    max=10.0,
+                    max=D.GUARD_DELTA_MAX,
                     step=0.001,
                     tooltip="δ: how much a candidate must beat the unedited control by.",
                 ),
@@ -100,6 +104,77 @@ class TiPAITournamentGuard(io.ComfyNode):
         return model_files.fingerprint(calibration_file, "calibration")
 
     @classmethod
+    def check(
+        cls,
+        delta=None,
+        tau_P_start=None,
+        tau_P_end=None,
+        tau_F_start=None,
+        tau_F_end=None,
+        alpha=None,
+        audit_every=None,
+        audit_first=None,
+        skip_last=None,
+        audit_scales=None,
+    ) -> tuple | None:
+        """The numbers finite and in range, and the audit scales parsed: (0, 4], coarse to fine, each a
+        whole number of pixels per latent pixel at the VAE factor 8."""
+        check_widgets(
+            cls,
+            dict(
+                delta=delta,
+                tau_P_start=tau_P_start,
+                tau_P_end=tau_P_end,
+                tau_F_start=tau_F_start,
+                tau_F_end=tau_F_end,
+                alpha=alpha,
+                audit_every=audit_every,
+                audit_first=audit_first,
+                skip_last=skip_last,
+            ),
+        )
+        if audit_scales is None:
+            return None
+        scales = number_list(NODE, "audit_scales", audit_scales, float, 1.0 / D.VAE_FACTOR, MAX_SCALE)
+        if any(not float(s * D.VAE_FACTOR).is_integer() for s in scales):
+            raise ValueError(
+                f"{NODE}: audit_scales times the VAE factor {D.VAE_FACTOR} must be whole numbers "
+                f"(0.125, 0.25, 0.5, 1.0, 2.0, ...), got {audit_scales!r}"
+            )
+        if any(b < a for a, b in zip(scales, scales[1:])):
+            raise ValueError(f"{NODE}: audit_scales must not decrease (coarse early, fine late), got {audit_scales!r}")
+        return scales
+
+    @classmethod
+    def validate_inputs(
+        cls,
+        delta=None,
+        tau_P_start=None,
+        tau_P_end=None,
+        tau_F_start=None,
+        tau_F_end=None,
+        alpha=None,
+        audit_every=None,
+        audit_first=None,
+        skip_last=None,
+        audit_scales=None,
+    ):
+        return as_validation(
+            lambda: cls.check(
+                delta,
+                tau_P_start,
+                tau_P_end,
+                tau_F_start,
+                tau_F_end,
+                alpha,
+                audit_every,
+                audit_first,
+                skip_last,
+                audit_scales,
+            )
+        )
+
+    @classmethod
     def execute(
         cls,
         delta,
@@ -115,6 +190,18 @@ class TiPAITournamentGuard(io.ComfyNode):
         calibration_file=model_files.NONE,
         auditor=None,
     ) -> io.NodeOutput:
+        scales = cls.check(
+            delta,
+            tau_P_start,
+            tau_P_end,
+            tau_F_start,
+            tau_F_end,
+            alpha,
+            audit_every,
+            audit_first,
+            skip_last,
+            audit_scales,
+        )
         if calibration_file and calibration_file != model_files.NONE:
             try:
                 cal = Calibration.load(model_files.resolve(calibration_file, "calibration"))
@@ -125,6 +212,5 @@ class TiPAITournamentGuard(io.ComfyNode):
             guard = calibrated_guard(cal)
         else:
             guard = fixed_guard(delta, (tau_P_start, tau_P_end), (tau_F_start, tau_F_end))
-        scales = parse_list(audit_scales, float, "TiPAI Tournament Guard", "audit_scales")
         schedule = audit_schedule(audit_every, audit_first, skip_last, scales)
         return io.NodeOutput(GuardSpec(guard, schedule, alpha))

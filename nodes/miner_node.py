@@ -11,6 +11,7 @@ from ..tipai_core.records.overlay import mask_overlay
 from . import defaults as D
 from .settings import AuditorHandle, MinerSpec, miner_settings
 from .types import Auditor, Miner, image_from_core, image_to_core, mask_from_core, mask_to_core
+from .validation import as_validation, check_image, check_mask, check_widgets
 
 # the detector plugins each choice runs (tipai_core.mining.detectors); "none" keeps the auditor signals only
 DETECTOR_CHOICES = {
@@ -189,6 +190,66 @@ class TiPAIRegionMiner(io.ComfyNode):
             ],
         )
 
+    NUMBERS = (
+        "k",
+        "threshold",
+        "min_area",
+        "max_area",
+        "merge_margin",
+        "risk_weight",
+        "faithfulness_weight",
+        "drift_weight",
+        "mismatch_weight",
+        "change_weight",
+        "nsfw_weight",
+        "age_weight",
+        "text_weight",
+        "feather",
+    )
+
+    @classmethod
+    def check(cls, values: dict) -> None:
+        check_widgets(cls, values)
+        lo, hi = values.get("min_area"), values.get("max_area")
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"TiPAI Region Miner: min_area ({lo}) is larger than max_area ({hi})")
+
+    @classmethod
+    def validate_inputs(
+        cls,
+        k=None,
+        threshold=None,
+        min_area=None,
+        max_area=None,
+        merge_margin=None,
+        risk_weight=None,
+        faithfulness_weight=None,
+        drift_weight=None,
+        mismatch_weight=None,
+        change_weight=None,
+        nsfw_weight=None,
+        age_weight=None,
+        text_weight=None,
+        feather=None,
+    ):
+        values = dict(
+            k=k,
+            threshold=threshold,
+            min_area=min_area,
+            max_area=max_area,
+            merge_margin=merge_margin,
+            risk_weight=risk_weight,
+            faithfulness_weight=faithfulness_weight,
+            drift_weight=drift_weight,
+            mismatch_weight=mismatch_weight,
+            change_weight=change_weight,
+            nsfw_weight=nsfw_weight,
+            age_weight=age_weight,
+            text_weight=text_weight,
+            feather=feather,
+        )
+        return as_validation(lambda: cls.check(values))
+
     @classmethod
     def execute(
         cls,
@@ -214,8 +275,8 @@ class TiPAIRegionMiner(io.ComfyNode):
         feather: int = D.MINER_FEATHER,
         region_prompt: str = "",
     ) -> io.NodeOutput:
-        if min_area > max_area:
-            raise ValueError(f"TiPAI Region Miner: min_area ({min_area}) is larger than max_area ({max_area})")
+        given = locals()
+        cls.check({name: given[name] for name in cls.NUMBERS})
         if detectors not in DETECTOR_CHOICES:
             raise ValueError(
                 f"TiPAI Region Miner: detectors must be one of {list(DETECTOR_CHOICES)}, got {detectors!r}"
@@ -241,12 +302,10 @@ class TiPAIRegionMiner(io.ComfyNode):
         if not prompt or not prompt.strip():
             raise ValueError("TiPAI Region Miner: the prompt is empty; give the text the image should show")
         img = image_to_core(image)[:1]
+        check_image("TiPAI Region Miner", "image", img)
         um = spec.user_mask
-        if um is not None and um.shape[-2:] != img.shape[-2:]:
-            raise ValueError(
-                f"TiPAI Region Miner: the user mask is {um.shape[-1]}x{um.shape[-2]} but the image is "
-                f"{img.shape[-1]}x{img.shape[-2]}; resize the mask to the image"
-            )
+        if um is not None:
+            check_mask("TiPAI Region Miner", "user_mask", um, (img.shape[-2], img.shape[-1]))
         aud = auditor.ready()
         miner = spec.build(aud)
         regions = miner(img.to(aud.device, aud.dtype), prompt, None if um is None else um[:1].to(img))

@@ -59,6 +59,11 @@ def resolve(name: str, what: str) -> str:
                 if os.path.isfile(os.path.join(path, "config.json")):
                     return path
     else:
+        if os.path.splitext(name)[1].lower() not in EXTENSIONS:
+            raise FileNotFoundError(
+                f"TiPAI: the {what} file '{name}' is not one the pack loads; models/{FOLDER} files must be "
+                f"{', '.join(sorted(EXTENSIONS))} (or a transformers folder with config.json)"
+            )
         path = folder_paths.get_full_path(FOLDER, name)
         if path is not None:
             return path

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..tipai_core.policy.actions import KNOB_RANGES
 from ..tipai_core.policy.policy_net import PolicyNet
 from . import defaults as D
 from . import model_files
 from .settings import PolicySpec, fixed_policy
-from .types import Policy, parse_list
+from .types import Policy
+from .validation import as_validation, check_widgets, number_list
 
 NODE = "TiPAI TSPO Sampler"
 
@@ -73,23 +75,47 @@ class TiPAITSPOSampler(io.ComfyNode):
         # a policy file rewritten under the same name (on-policy training) must be read again
         return model_files.fingerprint(policy_file, "TSPO policy")
 
+    # each comma list -> (knob, value type): its range is the library's (``policy.actions.KNOB_RANGES``)
+    LISTS = {
+        "depths": ("depth", int),
+        "cfg_inside": ("cfg_inside", float),
+        "jitter": ("jitter", float),
+        "dilation": ("dilation", int),
+        "feather": ("feather", int),
+    }
+
+    @classmethod
+    def check(cls, n=None, seed=None, **lists) -> dict[str, tuple]:
+        check_widgets(cls, dict(n=n, seed=seed))
+        out = {}
+        for name, text in lists.items():
+            if text is not None:
+                knob, cast = cls.LISTS[name]
+                out[name] = number_list(NODE, name, text, cast, *KNOB_RANGES[knob])
+        return out
+
+    @classmethod
+    def validate_inputs(cls, n=None, seed=None, depths=None, cfg_inside=None, jitter=None, dilation=None, feather=None):
+        return as_validation(
+            lambda: cls.check(
+                n, seed, depths=depths, cfg_inside=cfg_inside, jitter=jitter, dilation=dilation, feather=feather
+            )
+        )
+
     @classmethod
     def execute(
         cls, n, seed, depths, cfg_inside, jitter, dilation, feather, editor, policy_file=model_files.NONE
     ) -> io.NodeOutput:
+        lists = cls.check(
+            n, seed, depths=depths, cfg_inside=cfg_inside, jitter=jitter, dilation=dilation, feather=feather
+        )
         if policy_file and policy_file != model_files.NONE:
             try:
                 policy = PolicyNet.load(model_files.resolve(policy_file, "TSPO policy"))
             except ValueError as exc:
                 raise ValueError(f"TiPAI TSPO Sampler: {exc}") from None
             return io.NodeOutput(PolicySpec(policy, n=n, seed=seed))
-
         policy = fixed_policy(
-            parse_list(depths, int, NODE, "depths"),
-            parse_list(cfg_inside, float, NODE, "cfg_inside"),
-            parse_list(jitter, float, NODE, "jitter"),
-            parse_list(dilation, int, NODE, "dilation"),
-            parse_list(feather, int, NODE, "feather"),
-            editor,
+            lists["depths"], lists["cfg_inside"], lists["jitter"], lists["dilation"], lists["feather"], editor
         )
         return io.NodeOutput(PolicySpec(policy, n=n, seed=seed))

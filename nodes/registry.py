@@ -3,6 +3,9 @@ an id that has shipped is never renamed or removed."""
 
 from __future__ import annotations
 
+import comfy.model_management
+
+from ..tipai_core import interrupt
 from . import model_files
 from .auditor_nodes import TiPAIAuditorLoader, TiPAIAuditorScore
 from .editor_node import TiPAIAuditorInpaint
@@ -12,6 +15,8 @@ from .policy_node import TiPAITSPOSampler
 from .sampler_nodes import TiPAIKSampler, TiPAIPatchModel, TiPAISaveTournamentLog
 
 model_files.register()
+# the library's long loops (miner signals, Grad-CAM, tournaments, candidate groups) honour Cancel
+interrupt.set_check(comfy.model_management.throw_exception_if_processing_interrupted)
 
 NODES: list = [
     TiPAIAuditorLoader,

@@ -9,11 +9,13 @@ import folder_paths
 import nodes as comfy_nodes  # ComfyUI's own nodes.py (this pack's glue lives in <pack>.nodes)
 from comfy_api.latest import io
 
+from ..tipai_core.mining.masks import check_user_mask
 from ..tipai_core.records.overlay import draw_overlay
 from ..tipai_core.records.report import build_report, write_log
 from .settings import EditorSpec, GuardSpec, MinerSpec, PolicySpec, TiPAISettings
 from .tipai_run import TiPAIRun, patch_model
 from .types import Auditor, Editor, Guard, Miner, Policy, Report, image_from_core, image_to_core
+from .validation import as_validation, check_widgets
 
 LOG_FOLDER = "tipai_logs"
 
@@ -43,6 +45,28 @@ def _settings(prompt, vae, auditor, miner, editor, guard, policy) -> TiPAISettin
         guard=guard or GuardSpec(),
         policy=policy or PolicySpec(),
     )
+
+
+def _check_prefix(filename_prefix: str) -> str:
+    prefix = filename_prefix.strip() if isinstance(filename_prefix, str) else ""
+    if not prefix or not all(c.isalnum() or c in "-_" for c in prefix):
+        raise ValueError(
+            f"TiPAI Save Tournament Log: filename_prefix {filename_prefix!r} may only hold letters, digits, '-' and '_'"
+        )
+    return prefix
+
+
+def _check_user_mask(settings: TiPAISettings, latent_image: dict, vae) -> None:
+    """The Miner's user mask fits the latent's image size: checked before sampling, not at the first audit."""
+    mask = settings.miner.user_mask
+    if mask is None:
+        return
+    samples = latent_image["samples"]
+    factor = int(getattr(vae, "downscale_ratio", 8)) if vae is not None else 8
+    try:
+        check_user_mask(mask, samples.shape[0], (factor * samples.shape[-2], factor * samples.shape[-1]))
+    except ValueError as exc:
+        raise ValueError(f"TiPAI KSampler: the Region Miner's {exc}") from None
 
 
 def run_report(run: TiPAIRun) -> dict:
@@ -122,6 +146,10 @@ class TiPAIKSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, seed=None, steps=None, cfg=None, denoise=None):
+        return as_validation(lambda: check_widgets(cls, dict(seed=seed, steps=steps, cfg=cfg, denoise=denoise)))
+
+    @classmethod
     def execute(
         cls,
         model,
@@ -142,11 +170,15 @@ class TiPAIKSampler(io.ComfyNode):
         guard=None,
         policy=None,
     ) -> io.NodeOutput:
-        patched, slot = patch_model(model, _settings(prompt, vae, auditor, miner, editor, guard, policy))
+        check_widgets(cls, dict(seed=seed, steps=steps, cfg=cfg, denoise=denoise))
+        settings = _settings(prompt, vae, auditor, miner, editor, guard, policy)
+        _check_user_mask(settings, latent_image, vae)
+        patched, slot = patch_model(model, settings)
         out = comfy_nodes.common_ksampler(
             patched, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=denoise
         )[0]
-        run = slot.last
+        # denoise 0 samples nothing (ComfyUI returns the input latent): an empty report, like a run without audits
+        run = slot.last if slot.last is not None else TiPAIRun(settings)
         report = run_report(run)
         image = image_to_core(vae.decode(out["samples"]))
         overlay = image_from_core(draw_overlay(image, run.records))
@@ -209,13 +241,12 @@ class TiPAISaveTournamentLog(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, filename_prefix=None):
+        return as_validation(lambda: filename_prefix is None or _check_prefix(filename_prefix))
+
+    @classmethod
     def execute(cls, report: dict, filename_prefix: str) -> io.NodeOutput:
-        prefix = filename_prefix.strip()
-        if not prefix or not all(c.isalnum() or c in "-_" for c in prefix):
-            raise ValueError(
-                f"TiPAI Save Tournament Log: filename_prefix {filename_prefix!r} may only hold "
-                "letters, digits, '-' and '_'"
-            )
+        prefix = _check_prefix(filename_prefix)
         folder = os.path.join(folder_paths.get_output_directory(), LOG_FOLDER)
         paths = write_log(report, folder, next_log_stem(folder, prefix))
         files = [{"filename": os.path.basename(p), "subfolder": LOG_FOLDER, "type": "output"} for p in paths]

@@ -139,6 +139,8 @@ class _RunSlot:
 
     def sampler_sample(self, executor, *args, **kwargs):
         run = TiPAIRun(self.settings)
+        sigmas = kwargs.get("sigmas", args[1] if len(args) > 1 else None)
+        run.n_steps = 0 if sigmas is None else len(sigmas) - 1  # a 1-step run audits nothing, still has 1 step
         self.run = run
         try:
             inner = make_sampler_wrapper(run.audit, run.is_audited, inputs=self.inputs)

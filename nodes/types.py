@@ -43,16 +43,3 @@ def mask_to_core(mask: torch.Tensor) -> torch.Tensor:
 
 def mask_from_core(mask: torch.Tensor) -> torch.Tensor:
     return mask[:, 0].float().cpu()
-
-
-def parse_list(text: str, cast, node: str, name: str) -> tuple:
-    """A comma-separated widget value ("0.5, 1.0") as a tuple; a clear error names the node and input."""
-    try:
-        values = tuple(cast(v.strip()) for v in text.replace(";", ",").split(",") if v.strip())
-    except ValueError:
-        raise ValueError(
-            f"{node}: {name} must be a comma-separated list of {cast.__name__} values, got {text!r}"
-        ) from None
-    if not values:
-        raise ValueError(f"{node}: {name} is empty; give at least one value")
-    return values

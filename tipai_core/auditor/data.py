@@ -7,7 +7,9 @@ A source is one of
 
 Column names match case-insensitively. ``Mask`` (optional) marks the offending region of the rejected
 image; it feeds L_sal. Rows are decoded lazily; a row that cannot be read raises DatasetRowError naming
-the row and the column, so a corrupt row in a large set is found without guessing. ``read_pairs`` is the
+the row and the column, so a corrupt row in a large set is found without guessing. An image path must
+resolve inside the dataset's folder (no absolute path, no ``..`` out of it, no symlink leading out):
+a row that names another file is corrupt, and that file is never opened. ``read_pairs`` is the
 tolerant reader a trainer uses: it skips such rows, counts them, and ``skipped_report`` names them.
 Images of any size and PIL mode (RGBA, greyscale, 16-bit, palette) decode to RGB in [0,1].
 """
@@ -15,6 +17,7 @@ Images of any size and PIL mode (RGBA, greyscale, 16-bit, palette) decode to RGB
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,18 +44,34 @@ class PreferencePair:
     index: int
 
 
+def _read_file(source: Path):
+    """One table file as a DataFrame; a file its format cannot read is a ValueError naming the file."""
+    import pandas as pd
+
+    readers: dict[str, Callable[[Path], Any]] = {
+        ".parquet": pd.read_parquet,
+        ".csv": lambda f: pd.read_csv(f, keep_default_na=False),
+        ".jsonl": lambda f: pd.read_json(f, lines=True),
+    }
+    read = readers.get(source.suffix)
+    if read is None:
+        raise ValueError(f"unsupported pairs file {source}: expected .parquet, pairs.csv or pairs.jsonl")
+    try:
+        df = read(source)
+    except Exception as exc:  # pyarrow, pandas and the json reader raise many types for a bad file
+        raise ValueError(
+            f"pairs file {source} could not be read as {source.suffix[1:]}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"pairs file {source} does not hold a table")
+    return df
+
+
 def _read_table(source: Path):
     import pandas as pd
 
     if source.is_file():
-        if source.suffix == ".parquet":
-            df = pd.read_parquet(source)
-        elif source.name.endswith(".csv"):
-            df = pd.read_csv(source, keep_default_na=False)
-        elif source.name.endswith(".jsonl"):
-            df = pd.read_json(source, lines=True)
-        else:
-            raise ValueError(f"unsupported pairs file {source}: expected .parquet, pairs.csv or pairs.jsonl")
+        df = _read_file(source)
         return df, [(source, i) for i in range(len(df))], source.parent
     if not source.is_dir():
         raise FileNotFoundError(
@@ -61,7 +80,7 @@ def _read_table(source: Path):
         )
     files = sorted(source.glob("*.parquet"))
     if files:
-        frames = [pd.read_parquet(f) for f in files]
+        frames = [_read_file(f) for f in files]
         where = [(f, i) for f, fr in zip(files, frames) for i in range(len(fr))]
         return pd.concat(frames, ignore_index=True), where, source
     for name in TABLE_NAMES:
@@ -110,6 +129,18 @@ def _bytes_to_tensor(img: Any, channels: int) -> torch.Tensor:
     return t.permute(2, 0, 1).float() / 255.0
 
 
+def inside(root: Path, name: str) -> Path:
+    """``root / name`` resolved, refused (ValueError) unless it lies inside ``root``: an absolute path, ``..``
+    out of the folder and a symlink leading out are refused before anything is opened."""
+    if "\x00" in name or Path(name).is_absolute() or Path(name).drive:
+        raise ValueError(f"image path {name!r} is not relative to the dataset folder {root}")
+    base = Path(root).resolve()
+    path = (base / name).resolve()
+    if path != base and base not in path.parents:
+        raise ValueError(f"image path {name!r} leads outside the dataset folder {base}")
+    return path
+
+
 def decode_image(value: Any, root: Path, mode: str = "RGB") -> torch.Tensor:
     """A PIL-readable image from a {bytes, path} struct, raw bytes or a path -> float [C,H,W] in [0,1].
 
@@ -122,7 +153,7 @@ def decode_image(value: Any, root: Path, mode: str = "RGB") -> torch.Tensor:
     if isinstance(value, (bytes, bytearray, memoryview)):
         img = Image.open(io.BytesIO(bytes(value)))
     elif isinstance(value, str) and value:
-        path = Path(value) if Path(value).is_absolute() else root / value
+        path = inside(root, value)
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {path}")
         img = Image.open(path)
@@ -291,6 +322,7 @@ __all__ = [
     "PreferencePairs",
     "SkippedRow",
     "decode_image",
+    "inside",
     "pil_to_tensor",
     "read_pairs",
     "skipped_report",

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .. import interrupt
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.ddim import check_latent, ddim_invert, ddim_segment
 from ..mining.masks import check_mask_matches, dilate, feather
@@ -83,6 +84,7 @@ class DiffusionEditor:
         for j, a in enumerate(actions):
             groups.setdefault((a.editor, a.depth), []).append(j)
         for (kind, d), idx in groups.items():
+            interrupt.check()  # between candidate groups
             sel = torch.tensor(idx)
             m = masks[sel]
             acts = [actions[j] for j in idx]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from ..diffusion.schedules import progress
 
+MAX_SCALE = 4.0  # an audit view at most 4x the decoder's resolution: memory grows with scale²
+
 
 @dataclass(frozen=True)
 class AuditSchedule:
@@ -25,8 +27,8 @@ class AuditSchedule:
             raise ValueError(f"every must be >= 1, got {self.every}")
         if self.first < 0 or self.skip_last < 0:
             raise ValueError(f"first and skip_last must be >= 0, got {self.first}, {self.skip_last}")
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise ValueError(f"scales must be positive, got {self.scales}")
+        if not self.scales or any(not 0 < s <= MAX_SCALE for s in self.scales):
+            raise ValueError(f"scales must lie in (0, {MAX_SCALE}], got {self.scales}")
         if any(b < a for a, b in zip(self.scales, self.scales[1:])):
             raise ValueError(f"scales must not decrease (coarse early, fine late), got {self.scales}")
 

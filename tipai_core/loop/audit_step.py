@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .. import interrupt
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.ddim import check_latent
 from ..diffusion.decode import view_factor
@@ -297,6 +298,7 @@ def audit_step(
         regions = suite.miner(view, prompt, _user_mask_view(user_mask, b, (sc.factor * h, sc.factor * w)))
         z = xb
         for r, region in enumerate(regions):
+            interrupt.check()  # between tournaments
             rc = Costs()
             lat_mask = pixel_to_latent(region.mask.to(x.dtype), sc.factor, "max")
             state = policy_state(suite, sc, view, region, lat_mask, prompt, rc)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import interrupt
 from ..diffusion.conditioning import Conditioning
 from ..diffusion.ddim import check_latent, ddim_step
 from ..diffusion.parametrisation import Parametrisation
@@ -154,7 +155,6 @@ def fk_steering(
     *,
     decoder: AuditDecoder | None = None,
     generator: torch.Generator | None = None,
-    check_interrupt: Callable[[], None] | None = None,
 ) -> FKResult:
     """FK steering from the start latents ``x [k, C, h, w]`` at ``sigmas[0]``; see the module docstring."""
     param = Parametrisation.parse(param)
@@ -183,8 +183,7 @@ def fk_steering(
 
     x0 = x
     for i in range(n_steps):
-        if check_interrupt is not None:
-            check_interrupt()
+        interrupt.check()
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, s, cond)
         costs.denoiser_calls += 1

@@ -32,28 +32,34 @@ def check_mask_matches(mask: torch.Tensor, latent: torch.Tensor, name: str = "ma
         )
 
 
-def _square(radius: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.ones(2 * radius + 1, 2 * radius + 1, dtype=like.dtype, device=like.device)
+MAX_RADIUS = 64  # morphology and feather radii, in pixels: beyond this a "region" is the whole image
+
+
+def _check_radius(radius: int) -> None:
+    if not 0 <= radius <= MAX_RADIUS:
+        raise ValueError(f"radius must be in [0, {MAX_RADIUS}], got {radius}")
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Grow a mask by ``radius`` pixels (square structuring element); radius 0 returns it unchanged."""
+    """Grow a mask by ``radius`` pixels (square structuring element); radius 0 returns it unchanged.
+
+    A flat square dilation is the max over the (2r+1)² window: one max-pool, whose padding never wins
+    the max, so pixels outside the image do not grow the mask (kornia's geodesic border).
+    """
     check_mask(mask)
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+    _check_radius(radius)
     if radius == 0:
         return mask
-    return kornia.morphology.dilation(mask, _square(radius, mask), border_type="geodesic")
+    return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
 
 
 def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Shrink a mask by ``radius`` pixels; pixels outside the image do not erode it."""
+    """Shrink a mask by ``radius`` pixels; pixels outside the image do not erode it (min over the window)."""
     check_mask(mask)
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+    _check_radius(radius)
     if radius == 0:
         return mask
-    return kornia.morphology.erosion(mask, _square(radius, mask), border_type="geodesic")
+    return -F.max_pool2d(-mask, 2 * radius + 1, stride=1, padding=radius)
 
 
 def feather(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -62,8 +68,7 @@ def feather(mask: torch.Tensor, radius: int) -> torch.Tensor:
     The support grows by at most r; values farther out stay exactly 0. Radius 0 returns the mask.
     """
     check_mask(mask)
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+    _check_radius(radius)
     if radius == 0:
         return mask
     k = 2 * radius + 1

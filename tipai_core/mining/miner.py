@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import interrupt
 from .masks import check_mask, feather, latent_to_pixel, pixel_to_latent
 from .regions import Region, SaliencyMiner
 from .saliency import (
@@ -286,6 +287,7 @@ class RegionMiner:
         feats = None
         want = {n for n in AUDITOR_SIGNALS if self.weights[n] > 0}
         if self.auditor is not None and want:
+            interrupt.check()
             feats = auditor_features(self.auditor, view.to(self.auditor.device, self.auditor.dtype), prompt)
             cam, z = feats.cam.cpu(), feats.tokens.cpu()
             grids = {}
@@ -308,6 +310,7 @@ class RegionMiner:
         for name, det in list(self.detectors.items()):
             if self.weights[name] <= 0:
                 continue
+            interrupt.check()  # each detector is one unit of work
             try:
                 maps[name], dets[name] = det.prior(view.cpu(), prompt)
             except Exception as e:  # noqa: BLE001 - a broken plugin must not stop the audit

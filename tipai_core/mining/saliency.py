@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import interrupt
+
 
 def _check_image(image: torch.Tensor) -> None:
     if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3 or image.shape[0] < 1:
@@ -148,6 +150,7 @@ def auditor_features(auditor, image: torch.Tensor, prompt: str, texts: Sequence[
             feats = auditor.text_features([prompt, *texts]).clone()
 
             def cam_of(e_t: torch.Tensor, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                interrupt.check()  # one backward per text: a Cancel takes effect between them
                 s = heads.global_score(e_img, e_t, z)
                 (g,) = torch.autograd.grad(s.sum(), a, retain_graph=not last, allow_unused=True)
                 g = torch.zeros_like(a) if g is None else g

@@ -15,8 +15,26 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..mining.masks import MAX_RADIUS
+
 EDITORS = ("invert", "renoise")
 SEED_RANGE = 2**31 - 1
+# the allowed range of every numeric knob: the one home of these rules (nodes and trainers read them)
+KNOB_RANGES: dict[str, tuple[float, float]] = {
+    "dilation": (0, MAX_RADIUS),
+    "feather": (0, MAX_RADIUS),
+    "cfg_inside": (0.0, 100.0),
+    "emphasis": (0.0, 10.0),
+    "jitter": (0.0, 1.0),
+    "depth": (1, 50),
+}
+
+
+def check_knob(name: str, value: float) -> None:
+    """A knob value inside ``KNOB_RANGES[name]``; NaN and inf are refused."""
+    lo, hi = KNOB_RANGES[name]
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
+        raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -31,12 +49,8 @@ class Action:
     editor: str = "invert"
 
     def __post_init__(self) -> None:
-        if self.dilation < 0 or self.feather < 0:
-            raise ValueError(f"dilation and feather must be >= 0, got {self.dilation}, {self.feather}")
-        if self.depth < 1:
-            raise ValueError(f"depth d must be >= 1, got {self.depth}")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ValueError(f"jitter must lie in [0, 1], got {self.jitter}")
+        for name in KNOB_RANGES:
+            check_knob(name, getattr(self, name))
         if self.editor not in EDITORS:
             raise ValueError(f"editor must be one of {EDITORS}, got {self.editor!r}")
 
@@ -116,8 +130,11 @@ class FixedKnobPolicy:
                 raise ValueError(f"unknown knob {name!r}; knobs are {sorted(KNOBS)}")
             if len(choices) == 0 or len(choices) != len(probs):
                 raise ValueError(f"knob {name!r} needs as many probs as choices, at least one")
-            if any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, rel_tol=1e-6):
+            if any(not p >= 0 for p in probs) or not math.isclose(sum(probs), 1.0, rel_tol=1e-6):
                 raise ValueError(f"probs of knob {name!r} must be >= 0 and sum to 1, got {probs}")
+            if name in KNOB_RANGES:
+                for c in choices:
+                    check_knob(name, c)  # a bad choice fails here, before any sampling
 
     def _probs(self, name: str, state: PolicyState) -> tuple[list, torch.Tensor]:
         choices, probs = self.knobs[name]

@@ -109,8 +109,8 @@ def build_report(
     Raises ValueError for a record whose utilities or scores do not have N+1 entries (naming its
     index), a record at a step that is not in ``audited_steps``, or an accepted step that was not audited.
     """
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if n_steps < 0:
+        raise ValueError(f"n_steps must be >= 0, got {n_steps}")  # 0: nothing was sampled (denoise 0)
     if base_model_calls < 0:
         raise ValueError(f"base_model_calls must be >= 0, got {base_model_calls}")
     audited = sorted({int(s) for s in audited_steps})

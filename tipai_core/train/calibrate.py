@@ -45,74 +45,134 @@ from ..guard.fitting import (
 from ..guard.maps import fit_map
 from ..guard.plots import reliability_diagram
 from ..records.tournament_log import LogStats, iter_records, require_records
-from .cli import run_command
+from .cli import StageParser, check_ranges, number, run_command, seed_option
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = StageParser(
         prog="python -m tipai_core.train calibrate",
         description="Stage C: fit δ, τ_P(t), τ_F(t) on held-out tournaments with true-win labels.",
+        tag="calibrate",
     )
     p.add_argument("--logs", nargs="+", required=True, help=".records.jsonl files or folders of them")
     p.add_argument("--out", required=True, help="calibration file to write (.json), e.g. models/tipai/calibration.json")
     p.add_argument("--png", help="reliability diagram (default: <out stem>.reliability.png)")
     p.add_argument("--method", choices=("isotonic", "platt"), default="isotonic")
-    p.add_argument("--target", type=float, default=0.9, help="Pr[true win | margin ≥ δ] to reach")
-    p.add_argument("--eval-fraction", type=float, default=0.5, help="share of tournaments held out for the report")
-    p.add_argument("--keep-early", type=float, default=0.95, help="share of true winners τ_P, τ_F keep early")
-    p.add_argument("--keep-late", type=float, default=0.9, help="share of true winners τ_P, τ_F keep late (stricter)")
+    number(p, "--target", float, 0, 1, lo_open=True, default=0.9, help="Pr[true win | margin ≥ δ] to reach")
+    number(
+        p,
+        "--eval-fraction",
+        float,
+        0,
+        1,
+        lo_open=True,
+        hi_open=True,
+        default=0.5,
+        help="share of tournaments held out for the report",
+    )
+    number(p, "--keep-early", float, 0, 1, lo_open=True, default=0.95, help="share of true winners τ_P, τ_F keep early")
+    number(p, "--keep-late", float, 0, 1, lo_open=True, default=0.9, help="share of true winners τ_P, τ_F keep late")
     p.add_argument("--auditor", default=None, help="name of the auditor the logs were scored with (its backbone file)")
-    p.add_argument("--bins", type=int, default=10)
+    number(p, "--bins", int, 1, 1000, default=10, help="bins of the ECE and the reliability diagram")
     p.add_argument(
         "--listwise",
         choices=("none", "listnet", "pl"),
         default="none",
         help="also refine the judge listwise on the true-win labels (reported, kept in the file)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    seed_option(p)
     return p
 
 
+SCORE_LIMIT = 1e6  # |S|, |F|, |B|, |P| above this are corrupt numbers (no auditor scores near them)
+
+
+def _real(v: Any) -> bool:
+    """A finite number (not a bool) with |v| <= SCORE_LIMIT; a huge JSON integer is not one."""
+    try:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= SCORE_LIMIT
+    except OverflowError:
+        return False
+
+
+def _unusable(s: dict, i: int, label: Any) -> str | None:
+    """Why labelled candidate ``i`` of a record cannot be used (None: it can)."""
+    for key in ("S", "F", "B"):
+        if not _real(s[key][i]):
+            return f"scores.{key}[{i}]={s[key][i]!r}"
+    if not _real(s["S"][0]):
+        return f"scores.S[0]={s['S'][0]!r} (the control)"
+    if not s["P"][i] or not all(_real(v) for v in s["P"][i]):
+        return f"scores.P[{i}]={s['P'][i]!r}"
+    if isinstance(label, float) and not math.isfinite(label):
+        return f"true_win[{i}]={label!r}"
+    return None
+
+
+def _check_auditor(rec: Any, seen: dict[str, Any], where: str) -> None:
+    """One auditor per calibration: the same policy classes (and P width) in every labelled record."""
+    cls = list(rec.scores.get("classes") or [])
+    width = len(rec.scores["P"][0])
+    if "classes" not in seen:
+        seen.update(classes=cls, width=width)
+    elif cls != seen["classes"] or width != seen["width"]:
+        raise ValueError(
+            f"the logs mix auditors with policy classes {seen['classes']} ({seen['width']} wide) and {cls} "
+            f"({width} wide) at {where}; calibrate each apart"
+        )
+
+
+def _take(rec: Any, k: int, rows: dict[str, list], stats: LogStats) -> None:
+    """Append the usable labelled candidates of record ``k`` to ``rows``; drop (count, name) the others."""
+    s, lost = rec.scores, []
+    for i in range(1, len(rec.actions) + 1):
+        if rec.true_win[i] is None:
+            continue
+        why = _unusable(s, i, rec.true_win[i]) if _real(rec.t) else f"t={rec.t!r}"
+        if why is not None:
+            lost.append(why)
+            continue
+        rows["m"].append(float(s["S"][i]) - float(s["S"][0]))
+        rows["y"].append(float(bool(rec.true_win[i])))
+        rows["P"].append([float(v) for v in s["P"][i]])
+        rows["F"].append(float(s["F"][i]))
+        rows["B"].append(float(s["B"][i]))
+        rows["t"].append(float(rec.t))
+        rows["tid"].append(k)
+    if lost:
+        stats.dropped_candidates += len(lost)
+        stats.drop(f"{len(lost)} labelled candidate(s) with non-finite or out-of-range numbers: {', '.join(lost)}")
+
+
 def collect(logs: Sequence[str | Path]) -> tuple[dict[str, torch.Tensor], list[str], LogStats]:
-    """Per labelled candidate: margin, label, P (classes), F, t, tournament id. Streams the logs."""
+    """Per labelled candidate: margin, label, P (classes), F, t, tournament id. Streams the logs.
+
+    A labelled candidate whose numbers are non-finite or beyond ±SCORE_LIMIT (NaN scores, a NaN label)
+    is dropped; each record that loses one is counted in ``stats.dropped`` and named in
+    ``stats.dropped_errors``, the candidates in ``stats.dropped_candidates``.
+    """
     stats = LogStats()
-    m, y, P, F, B, t, tid = [], [], [], [], [], [], []
-    classes: list[str] | None = None
+    rows: dict[str, list] = {k: [] for k in ("m", "y", "P", "F", "B", "t", "tid")}
+    seen: dict[str, Any] = {}
     for k, rec in enumerate(iter_records(logs, stats)):
         if rec.true_win is None:
             continue
-        cls = list(rec.scores.get("classes") or [])
-        if classes is None:
-            classes = cls
-        elif cls != classes:
-            raise ValueError(f"the logs mix auditors with policy classes {classes} and {cls}; calibrate each apart")
-        s = rec.scores
-        for i in range(1, len(rec.actions) + 1):
-            if rec.true_win[i] is None or not math.isfinite(s["S"][i]):
-                continue
-            m.append(s["S"][i] - s["S"][0])
-            y.append(float(bool(rec.true_win[i])))
-            P.append([float(v) for v in s["P"][i]])
-            F.append(float(s["F"][i]))
-            B.append(float(s["B"][i]))
-            t.append(float(rec.t))
-            tid.append(k)
+        _check_auditor(rec, seen, stats.where)
+        _take(rec, k, rows, stats)
     require_records(stats, "calibrate")
-    if not m:
+    if not rows["m"]:
+        if stats.dropped:
+            raise ValueError(
+                f"calibrate: every labelled candidate of {', '.join(stats.files)} was dropped for non-finite or "
+                f"out-of-range numbers, e.g. {stats.dropped_errors[0]}"
+            )
         raise ValueError(
             f"calibrate: none of the {stats.read} records has a true_win label; the log field "
             "'true_win' (N+1 entries, index 0 null) must be filled by a human or a stronger judge"
         )
-    data = {
-        "m": torch.tensor(m, dtype=torch.float64),
-        "y": torch.tensor(y, dtype=torch.float64),
-        "P": torch.tensor(P, dtype=torch.float64),
-        "F": torch.tensor(F, dtype=torch.float64),
-        "B": torch.tensor(B, dtype=torch.float64),
-        "t": torch.tensor(t, dtype=torch.float64),
-        "tid": torch.tensor(tid),
-    }
-    return data, classes or [], stats
+    data = {k: torch.tensor(v, dtype=torch.float64) for k, v in rows.items() if k != "tid"}
+    data["tid"] = torch.tensor(rows["tid"])
+    return data, seen.get("classes") or [], stats
 
 
 def split(data: dict[str, torch.Tensor], fraction: float, seed: int) -> tuple[dict, dict]:
@@ -246,12 +306,25 @@ def _report(
     )
     if "judge" in metrics:
         j = metrics["judge"]
+        top1 = {k: "n/a" if j[k] is None else f"{j[k]:.3f}" for k in ("top1_raw", "top1_refined")}
+        weights = [v if v is None else round(v, 3) for v in j["weights"]]
         say(
-            f"[calibrate] listwise judge ({j['loss']}): weights {[round(v, 3) for v in j['weights']]} over "
-            f"{j['components']}; held-out top-1 agreement with the true winners: raw S {j['top1_raw']:.3f} -> "
-            f"refined {j['top1_refined']:.3f} over {j['tournaments_eval']} tournaments"
+            f"[calibrate] listwise judge ({j['loss']}): weights {weights} over "
+            f"{j['components']}; held-out top-1 agreement with the true winners: raw S {top1['top1_raw']} -> "
+            f"refined {top1['top1_refined']} over {j['tournaments_eval']} tournaments"
         )
     say(f"[calibrate] wrote {out} and {png}")
+
+
+def _finite_or_none(x: Any) -> Any:
+    """``x`` with every NaN or infinite float replaced by None: the calibration file holds no NaN."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_none(v) for v in x]
+    return x
 
 
 def reliability_path(out: Path) -> Path:
@@ -281,10 +354,19 @@ def fit_calibration(
 
     Returns the file names and the metrics the file keeps. Raises ValueError on unusable logs.
     """
+    options = {"target": target, "eval_fraction": eval_fraction, "keep_early": keep_early, "keep_late": keep_late}
+    check_ranges(build_parser(), {**options, "bins": bins, "seed": seed})  # the command's bounds, before any work
     data, classes, stats = collect([logs] if isinstance(logs, (str, Path)) else list(logs))
     say(f"[calibrate] {stats.summary()}; {len(data['m'])} labelled candidates, classes {classes}")
     for e in stats.errors[:5]:
         say(f"[calibrate] skipped {e}")
+    if stats.dropped:
+        say(
+            f"[calibrate] dropped {stats.dropped_candidates} labelled candidate(s) of {stats.dropped} record(s): "
+            f"non-finite or out-of-range numbers (kept in the file under metrics.logs)"
+        )
+    for e in stats.dropped_errors[:5]:
+        say(f"[calibrate] dropped {e}")
     fit, held = split(data, eval_fraction, seed)
     g = fit_map(method, fit["m"], fit["y"])
     raw_p, cal_p = torch.sigmoid(held["m"]), g(held["m"])
@@ -294,6 +376,14 @@ def fit_calibration(
     tau_P, tau_F = thresholds(fit, keep_early, keep_late)
     if listwise != "none":
         metrics["judge"] = refine(fit, held, listwise)
+    metrics["logs"] = {
+        "records_read": stats.read,
+        "corrupt_lines_skipped": stats.skipped,
+        "records_dropped": stats.dropped,
+        "candidates_dropped": stats.dropped_candidates,
+        "dropped": stats.dropped_errors[:20],
+    }
+    metrics = _finite_or_none(metrics)
     cal = Calibration(
         delta=delta,
         tau_P=tau_P,

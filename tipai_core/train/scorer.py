@@ -53,10 +53,13 @@ from ..auditor.losses import PairBatch, StageALoss
 from ..auditor.metrics import expected_calibration_error, pair_auc, pair_ece, roc_auc
 from ..auditor.text_cache import TextFeatureCache
 from ..auditor.zero_shot import DEFAULT_POLICY_PROMPTS, PolicyClasses
+from ..records.files import atomic_write
 from . import checkpoint
 from .checkpoint import complete_checkpoints, remove_checkpoints
+from .cli import StageParser, check_ranges, number, run_command, seed_option
 
 log = logging.getLogger("tipai.train.scorer")
+MAX_EPOCHS = 10_000  # --epochs (and what counts epochs): 1 .. 10000
 
 CATEGORY_ALIASES = {
     "nsfw": "nsfw",
@@ -86,17 +89,28 @@ CATEGORY_ALIASES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = StageParser(
         prog="python -m tipai_core.train scorer",
         description="Stage A: train the auditor heads on DETONATE-format preference pairs "
         "(Prompt, Chosen, Rejected, Category[, Mask]).",
+        tag="scorer",
     )
     g = p.add_argument_group("data")
     g.add_argument(
         "--data", required=True, help="training pairs: .parquet file, folder of parquet, or folder with pairs.csv/jsonl"
     )
     g.add_argument("--val-data", help="held-out pairs (same formats); default: --val-fraction of --data")
-    g.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction when --val-data is not given")
+    number(
+        g,
+        "--val-fraction",
+        float,
+        0,
+        1,
+        lo_open=True,
+        hi_open=True,
+        default=0.2,
+        help="held-out fraction when --val-data is not given",
+    )
     g.add_argument(
         "--classes",
         default="default",
@@ -114,20 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("training")
     g.add_argument("--out", required=True, help="heads file to write (<stem>.safetensors + <stem>.json)")
     g.add_argument("--metrics-out", help="JSON file for the validation metrics (default: <stem>.metrics.json)")
-    g.add_argument("--epochs", type=int, default=40)
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--lr", type=float, default=3e-3)
-    g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--hidden", type=int, default=256, help="width of the residual MLPs of the heads")
-    g.add_argument("--patches-k", type=int, default=4, help="K, patches mined per pair for L_patch")
-    g.add_argument("--w-pair", type=float, default=1.0)
-    g.add_argument("--w-patch", type=float, default=0.5)
-    g.add_argument("--w-policy", type=float, default=0.5)
-    g.add_argument("--w-sal", type=float, default=0.5)
-    g.add_argument("--curriculum-start", type=float, default=0.5, help="fraction of highest-margin pairs in epoch 1")
-    g.add_argument("--curriculum-epochs", type=int, help="epochs to anneal to all pairs (default: half of --epochs)")
-    g.add_argument("--encode-batch", type=int, default=64, help="images per backbone forward while encoding")
-    g.add_argument("--seed", type=int, default=0)
+    number(g, "--epochs", int, 1, MAX_EPOCHS, default=40, help="passes over the training pairs")
+    number(g, "--batch-size", int, 1, 65536, default=64, help="pairs per optimizer step")
+    number(g, "--lr", float, 0, 1, lo_open=True, default=3e-3, help="AdamW learning rate")
+    number(g, "--weight-decay", float, 0, 1, default=1e-4, help="AdamW weight decay")
+    number(g, "--hidden", int, 1, 4096, default=256, help="width of the residual MLPs of the heads")
+    number(g, "--patches-k", int, 1, 1024, default=4, help="K, patches mined per pair for L_patch")
+    number(g, "--w-pair", float, 0, 1000, default=1.0, help="weight of L_pair")
+    number(g, "--w-patch", float, 0, 1000, default=0.5, help="weight of L_patch")
+    number(g, "--w-policy", float, 0, 1000, default=0.5, help="weight of L_policy")
+    number(g, "--w-sal", float, 0, 1000, default=0.5, help="weight of L_sal")
+    number(g, "--curriculum-start", float, 0, 1, default=0.5, help="fraction of highest-margin pairs in epoch 1")
+    number(
+        g,
+        "--curriculum-epochs",
+        int,
+        1,
+        MAX_EPOCHS,
+        help="epochs to anneal to all pairs (default: half of --epochs)",
+    )
+    number(g, "--encode-batch", int, 1, 65536, default=64, help="images per backbone forward while encoding")
+    seed_option(g)
     g.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument("--accelerate", action="store_true", help="use HF accelerate (DDP) if installed")
     g.add_argument(
@@ -140,12 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-dir",
         help="where checkpoints go (default: <out stem>.ckpt next to --out; emptied when the run completes)",
     )
-    g.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (0: none)")
-    g.add_argument("--keep-checkpoints", type=int, default=2, help="how many recent checkpoints to keep")
+    number(g, "--checkpoint-every", int, 0, MAX_EPOCHS, default=1, help="epochs between checkpoints (0: none)")
+    number(g, "--keep-checkpoints", int, 1, 1000, default=2, help="how many recent checkpoints to keep")
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
-    g.add_argument(
+    number(
+        g,
         "--stop-after-epoch",
-        type=int,
+        int,
+        1,
+        MAX_EPOCHS,
         help="checkpoint and stop after this epoch without writing heads (to split a run; resume later)",
     )
     return p
@@ -498,13 +522,10 @@ def split_pairs(
 
 
 def build_data(s: ScorerSettings, ctx: RunContext, gen: torch.Generator) -> StageAData:
-    """Load the backbone and the pairs, resolve the classes and reason codes, encode every readable pair."""
-    kwargs: dict[str, Any] = {"device": ctx.device}
-    if s.arch:
-        kwargs.update(config_dir=s.config_dir, tokenizer_dir=s.tokenizer_dir)
-    backbone = load_backbone(s.backbone, arch=s.arch, **kwargs)
-    train_set = PreferencePairs(s.data, image_size=backbone.image_size)
-    held = PreferencePairs(s.val_data, image_size=backbone.image_size) if s.val_data else None
+    """Read the pairs and resolve the classes and reason codes (a bad dataset fails here, before the backbone
+    is loaded), then load the backbone and encode every readable pair."""
+    train_set = PreferencePairs(s.data)
+    held = PreferencePairs(s.val_data) if s.val_data else None
     train_idx, val_idx = split_pairs(s, train_set, held, gen)
     val_set = held if held is not None else train_set
     if not train_idx:
@@ -512,6 +533,12 @@ def build_data(s: ScorerSettings, ctx: RunContext, gen: torch.Generator) -> Stag
     categories = sorted(set(train_set.categories()) | set(val_set.categories()))
     policy = resolve_policy(s.classes, categories)
     codes = reason_codes(categories, policy.names, s.category_map)
+    kwargs: dict[str, Any] = {"device": ctx.device}
+    if s.arch:
+        kwargs.update(config_dir=s.config_dir, tokenizer_dir=s.tokenizer_dir)
+    backbone = load_backbone(s.backbone, arch=s.arch, **kwargs)
+    for pairs in (train_set, val_set):
+        pairs.image_size = backbone.image_size
     unmapped = [c for c, i in codes.items() if i < 0]
     if unmapped:
         ctx.say(f"[scorer] categories without a policy class (no L_policy/L_sal for them): {unmapped}")
@@ -627,6 +654,7 @@ def train_heads(
         pool = curriculum_pool(s, order, epoch, gen)
         totals, steps = train_epoch(s, ctx, objective, opt, sched, data.train, pool)
         step += steps
+        _check_finite(plain(), epoch, totals)
         if epoch == 1 or epoch == s.epochs or epoch % max(1, s.epochs // 5) == 0:
             ctx.say(
                 f"[scorer] epoch {epoch}/{s.epochs}  pool={len(pool)}  "
@@ -643,6 +671,29 @@ def train_heads(
             )
             return heads, epoch
     return plain(), None
+
+
+def _check_finite(heads: torch.nn.Module, epoch: int, totals: dict[str, float]) -> None:
+    """A diverged run (non-finite weights or losses) stops before it writes a checkpoint or heads."""
+    bad = [n for n, p in heads.state_dict().items() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    bad += [f"L_{k}" for k, v in totals.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(
+            f"epoch {epoch}: training diverged (non-finite {', '.join(bad[:4])}); nothing was written. "
+            "Lower --lr or check the data"
+        )
+
+
+def finite_or_none(x: Any) -> Any:
+    """``x`` with every NaN or infinite float replaced by None (JSON null): the files hold no NaN (a class
+    without positives has no ROC-AUC)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_none(v) for v in x]
+    return x
 
 
 def calibrate_faithfulness(heads: AuditorHeads, train: dict[str, torch.Tensor]) -> None:
@@ -681,6 +732,7 @@ def save_run(
 ) -> ScorerResult:
     """The heads file (+ .json), the metrics JSON; the run's checkpoints go; the skipped-rows report is said last."""
     skipped = {"train": [vars(r) for r in data.skipped_train], "val": [vars(r) for r in data.skipped_val]}
+    zero_shot, trained = finite_or_none(zero_shot), finite_or_none(trained)
     metrics = {
         "zero_shot": zero_shot,
         "trained": trained,
@@ -694,7 +746,8 @@ def save_run(
         metadata={"metrics": {"zero_shot": zero_shot, "trained": trained}, "data": str(s.data), "epochs": s.epochs},
     )
     metrics_path = Path(s.metrics_out) if s.metrics_out else out.with_suffix(".metrics.json")
-    metrics_path.write_text(json.dumps(metrics, indent=2, default=str))
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(metrics_path, json.dumps(metrics, indent=2, default=str))
     ctx.say(f"[scorer] wrote {out} (+ {out.with_suffix('.json').name}) and {metrics_path}")
     remove_checkpoints(ctx.ckpt_dir)  # the run is done: its checkpoints have served
     # the report comes last, where it is seen: the run went on, but these rows taught it nothing
@@ -702,8 +755,24 @@ def save_run(
     return ScorerResult(out, metrics_path, metrics)
 
 
+def check_settings(s: ScorerSettings) -> None:
+    """What can be checked before any work starts: every number in the command's range (``cli.bounded``),
+    a device this machine has, an --out that is not a folder. Raises ValueError naming the setting."""
+    check_ranges(build_parser(), s.as_dict())
+    try:
+        device = _pick_device(s.device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--device {s.device!r} is not a device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {s.device!r}: this machine has no CUDA device")
+    for path in (s.out, s.metrics_out):
+        if path is not None and Path(path).is_dir():
+            raise ValueError(f"--out/--metrics-out {path} is a folder; name a file")
+
+
 def train_scorer(s: ScorerSettings) -> ScorerResult:
     """Stage A (the module docstring): encode the pairs once, train the heads, validate, write the files."""
+    check_settings(s)
     ctx = start_run(s)
     gen = torch.Generator().manual_seed(s.seed)
     data = build_data(s, ctx, gen)
@@ -723,6 +792,7 @@ def train_scorer(s: ScorerSettings) -> ScorerResult:
             ctx.say("[scorer] " + report)
         return ScorerResult(stopped_at=stopped)
     calibrate_faithfulness(heads, data.train)
+    _check_finite(heads, s.epochs, {})
     trained = evaluate(heads, data.val)
     ctx.say(format_metrics("trained", trained))
     if ctx.rank != 0:
@@ -730,8 +800,12 @@ def train_scorer(s: ScorerSettings) -> ScorerResult:
     return save_run(s, ctx, heads, data, zero_shot, trained, report)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> ScorerResult:
+    """The command's parsed arguments, handed to ``train_scorer``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    train_scorer(ScorerSettings.from_args(args))
-    return 0
+    return train_scorer(ScorerSettings.from_args(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tipai_core.train scorer``: a bad option or input is one ``[scorer] error: ...`` line, status 2."""
+    return run_command("scorer", build_parser(), run, argv)

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,14 @@ from typing import Any
 import torch
 
 from ..guard.plots import learning_curve
-from ..policy.policy_net import DEFAULT_CHOICES, PolicyNet
+from ..policy.actions import KNOBS, Action, PolicyState
+from ..policy.policy_net import DEFAULT_CHOICES, PolicyNet, state_features
 from ..policy.tspo import TournamentBatch, TSPOConfig, TSPOParts, records_to_batches, tspo_step
 from ..records.files import atomic_write
 from ..records.tournament_log import LogStats, iter_records, require_records
+from ..records.tournament_record import TournamentRecord
 from .checkpoint import complete_checkpoints, load_checkpoint, remove_checkpoints, save_checkpoint
-from .cli import run_command
+from .cli import StageParser, check_ranges, number, run_command, seed_option
 from .comfy_client import ComfyClient, online_round, prepare_template
 
 CHECKPOINT_FORMAT = "tipai-tspo-checkpoint"
@@ -69,11 +72,14 @@ FINGERPRINT = (
     "iterations",
 )
 Say = Callable[..., Any]
+MAX_ITERATIONS = 100_000  # --iterations (and what counts iterations): 1 .. 100000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m tipai_core.train tspo", description="Stage B3: train the candidate policy π_θ(a|s) with TSPO."
+    p = StageParser(
+        prog="python -m tipai_core.train tspo",
+        description="Stage B3: train the candidate policy π_θ(a|s) with TSPO.",
+        tag="tspo",
     )
     p.add_argument(
         "mode",
@@ -90,41 +96,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="online: the models/tipai folder of each server (one for all, or one per --server)",
     )
     g.add_argument("--workflow", help="online: API-format workflow template (TSPO Sampler + TiPAI KSampler + Save Log)")
-    g.add_argument("--jobs", type=int, default=2, help="online: runs queued per server per iteration")
-    g.add_argument("--job-timeout", type=float, default=300.0, help="online: seconds to wait for one run")
+    number(g, "--jobs", int, 1, 1024, default=2, help="online: runs queued per server per iteration")
+    number(g, "--job-timeout", float, 0, 86400, lo_open=True, default=300.0, help="online: seconds to wait for one run")
     g = p.add_argument_group("policy")
     g.add_argument("--out", required=True, help="policy file to write (<stem>.safetensors + <stem>.json)")
     g.add_argument("--init", help="start from this policy file (its knobs must match --knobs when given)")
     g.add_argument("--knobs", help="JSON {knob: [choices]} (default: the choices seen in the logs, or the defaults)")
-    g.add_argument("--hidden", type=int, default=32)
-    g.add_argument("--n-classes", type=int, default=5, help="risk-vector length the policy reads")
+    number(g, "--hidden", int, 1, 4096, default=32, help="width of the policy's hidden layer")
+    number(g, "--n-classes", int, 1, 256, default=5, help="risk-vector length the policy reads")
     g = p.add_argument_group("TSPO")
     g.add_argument("--credit", choices=("loo", "soft"), default="loo")
-    g.add_argument("--tau", type=float, default=0.1, help="soft-credit temperature τ")
-    g.add_argument("--beta", type=float, default=0.02, help="entropy β")
-    g.add_argument(
-        "--beta-final", type=float, help="anneal β linearly to this by the last iteration (default: constant β)"
+    number(g, "--tau", float, 0, 100, lo_open=True, default=0.1, help="soft-credit temperature τ")
+    number(g, "--beta", float, 0, 100, default=0.02, help="entropy β")
+    number(
+        g, "--beta-final", float, 0, 100, help="anneal β linearly to this by the last iteration (default: constant β)"
     )
-    g.add_argument("--lambda-c", type=float, default=0.05, help="compute cost λ_c per denoiser call of a candidate")
-    g.add_argument("--lambda-div", type=float, default=0.0, help="diversity λ_div")
-    g.add_argument("--clip", type=float, default=5.0, help="importance-weight clip ρ̄")
+    number(g, "--lambda-c", float, 0, 100, default=0.05, help="compute cost λ_c per denoiser call of a candidate")
+    number(g, "--lambda-div", float, 0, 100, default=0.0, help="diversity λ_div")
+    number(g, "--clip", float, 0, 1e6, lo_open=True, default=5.0, help="importance-weight clip ρ̄")
     g.add_argument(
         "--self-normalise",
         action="store_true",
         help="offline: divide the clipped weights by their batch mean (weighted importance sampling)",
     )
-    g.add_argument("--lr", type=float, default=0.01)
-    g.add_argument("--iterations", type=int, default=200, help="offline: epochs; online/bandit: draw-and-update rounds")
-    g.add_argument("--steps", type=int, default=1, help="gradient steps per online iteration")
-    g.add_argument("--batch", type=int, default=256, help="offline: tournaments per gradient step")
-    g.add_argument("--tournaments", type=int, default=32, help="bandit: tournaments per iteration")
-    g.add_argument("--n", type=int, default=4, help="bandit: N candidates per tournament")
-    g.add_argument("--seed", type=int, default=0)
+    number(g, "--lr", float, 0, 1, lo_open=True, default=0.01, help="Adam learning rate")
+    number(
+        g,
+        "--iterations",
+        int,
+        1,
+        MAX_ITERATIONS,
+        default=200,
+        help="offline: epochs; online/bandit: draw-and-update rounds",
+    )
+    number(g, "--steps", int, 1, 10000, default=1, help="gradient steps per online iteration")
+    number(g, "--batch", int, 1, 65536, default=256, help="offline: tournaments per gradient step")
+    number(g, "--tournaments", int, 1, 65536, default=32, help="bandit: tournaments per iteration")
+    number(g, "--n", int, 1, 64, default=4, help="bandit: N candidates per tournament")
+    seed_option(g)
     g = p.add_argument_group("checkpoints")
     g.add_argument("--checkpoint-dir", help="default: <out stem>.ckpt next to --out (emptied when the run completes)")
-    g.add_argument("--checkpoint-every", type=int, default=10)
+    number(g, "--checkpoint-every", int, 0, MAX_ITERATIONS, default=10, help="iterations between checkpoints (0: none)")
     g.add_argument("--resume", action="store_true")
-    g.add_argument("--stop-after-iteration", type=int)
+    number(g, "--stop-after-iteration", int, 1, MAX_ITERATIONS, help="checkpoint and stop after this iteration")
     return p
 
 
@@ -188,6 +202,12 @@ class TSPOSettings:
         return {k: mode if k == "mode" else getattr(self, k) for k in FINGERPRINT}
 
 
+def check_settings(s: TSPOSettings, **mode_options: Any) -> None:
+    """Every number of ``s`` and of a mode's options (``batch=``, ``n=``...) in the command's range
+    (``cli.bounded``), checked before any work starts; raises ValueError naming the option."""
+    check_ranges(build_parser(), {**{f.name: getattr(s, f.name) for f in fields(s)}, **mode_options})
+
+
 def make_policy(s: TSPOSettings, seen: dict[str, set] | None = None) -> PolicyNet:
     """The policy to train: ``s.init`` when given, else a fresh one over ``s.knobs``, the choices seen in the
     logs (``seen``) or the default ones."""
@@ -248,6 +268,17 @@ def _resume(
     return done + 1, list(extra.get("curve", []))
 
 
+def _check_finite(policy: PolicyNet, it: int, point: dict) -> None:
+    """A diverged run (non-finite weights or progress numbers) stops before it writes a checkpoint or a policy."""
+    bad = [n for n, p in policy.state_dict().items() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    bad += [k for k, v in point.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise ValueError(
+            f"iteration {it}: training diverged (non-finite {', '.join(bad[:4])}); nothing was written. "
+            "Lower --lr or check the logs' numbers"
+        )
+
+
 def _iterate_all(
     mode: str, s: TSPOSettings, policy: PolicyNet, iterate: Iterate, say: Say
 ) -> tuple[list[dict], TSPOConfig, int | None]:
@@ -263,6 +294,7 @@ def _iterate_all(
         cfg = s.config(it)
         point = iterate(it, cfg, t)
         policy.eval()
+        _check_finite(policy, it, point)
         curve.append(point)
         if it == first or it == s.iterations or it % max(1, s.iterations // 10) == 0 or mode == "online":
             say(_progress(mode, it, s.iterations, point))
@@ -334,22 +366,104 @@ def _wrote(result: dict[str, Any], say: Say) -> None:
 # ----------------------------------------------------------------------------- the modes
 
 
+FEATURE_LIMIT = 1e6  # |φ(s)| and |u| above this are corrupt numbers (no real state or utility comes near)
+
+
+def _real(v: Any, limit: float = FEATURE_LIMIT) -> bool:
+    """A finite number (not a bool) with |v| <= limit; a huge JSON integer is not one."""
+    try:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= limit
+    except OverflowError:
+        return False
+
+
+def _knobs_typed(actions: list[dict]) -> bool:
+    """Integer knobs hold integers (2 or 2.0, not 1.5 or true), the editor a name: what a policy can draw."""
+    for a in actions:
+        for k, kind in KNOBS.items():
+            v = a.get(k)
+            if v is None:
+                continue
+            if kind is str and not isinstance(v, str):
+                return False
+            if kind is int and not (_real(v, math.inf) and float(v).is_integer()):
+                return False
+    return True
+
+
+def unusable(rec: TournamentRecord, n_classes: int, policy: PolicyNet | None = None) -> str | None:
+    """Why TSPO cannot learn from a readable record (None: it can): its state, actions, behaviour log-probs
+    or utilities hold numbers that would turn the loss into NaN, or (given the policy) no depth it can draw."""
+    try:
+        state = PolicyState.from_dict(rec.state)
+        feats = state_features(state, n_classes)
+        actions = [Action.from_dict(a) for a in rec.actions]
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        return f"state or actions unreadable ({type(exc).__name__}: {exc})"
+    if not _real(state.max_depth) or not bool(torch.isfinite(feats).all()) or float(feats.abs().max()) > FEATURE_LIMIT:
+        return f"state numbers non-finite or beyond ±{FEATURE_LIMIT:g}"
+    if not _knobs_typed(rec.actions):
+        return "an action's knob has the wrong type (integer knobs take integers, the editor a name)"
+    if any(a.depth > state.max_depth for a in actions):
+        return f"an action's depth exceeds the state's max_depth {state.max_depth}"
+    if not all(_real(v, math.inf) for v in rec.log_probs):
+        return "log_probs must be finite"
+    if not all(_real(u) or (isinstance(u, float) and not math.isfinite(u)) for u in rec.utilities):
+        return f"utilities beyond ±{FEATURE_LIMIT:g}"
+    depths = policy.choices.get("depth") if policy is not None else None
+    if depths and state.max_depth < min(depths):
+        return f"max_depth {state.max_depth} is below every depth the policy can draw {list(depths)}"
+    return None
+
+
+def usable_records(
+    logs: Sequence[str | Path], stats: LogStats, n_classes: int, policy: PolicyNet | None = None
+) -> Iterator[TournamentRecord]:
+    """The records of ``logs`` TSPO can learn from, streamed; the others are dropped, counted and named in ``stats``."""
+    for rec in iter_records(logs, stats):
+        why = unusable(rec, n_classes, policy)
+        if why is None:
+            yield rec
+        else:
+            stats.drop(why)
+
+
+def _require_usable(stats: LogStats, what: str) -> None:
+    require_records(stats, what)
+    if stats.used <= 0:
+        raise ValueError(
+            f"{what}: every record of {', '.join(stats.files)} was dropped ({stats.dropped}), "
+            f"e.g. {stats.dropped_errors[0]}"
+        )
+
+
+def _say_stats(stats: LogStats, say: Say) -> None:
+    say(f"[tspo] {stats.summary()}")
+    for e in stats.errors[:5]:
+        say(f"[tspo] skipped {e}")
+    for e in stats.dropped_errors[:5]:
+        say(f"[tspo] dropped {e}")
+
+
 def _offline_data(logs: Sequence[str | Path], s: TSPOSettings, say: Say) -> tuple[PolicyNet, list]:
     """The policy and its batches (one per N) from two streaming passes over the logs: the knob values the
-    logs use (the policy's choices), then the rows."""
+    logs use (the policy's choices), then the rows. Unusable records are dropped and named in both."""
     stats = LogStats()
     seen: dict[str, set] = {}
-    for rec in iter_records(logs, stats):
+    for rec in usable_records(logs, stats, s.n_classes):
         for a in rec.actions:
             for k in DEFAULT_CHOICES:
                 if k in a:
                     seen.setdefault(k, set()).add(a[k])
-    require_records(stats, "tspo offline")
-    say(f"[tspo] {stats.summary()}")
-    for e in stats.errors[:5]:
-        say(f"[tspo] skipped {e}")
+    _require_usable(stats, "tspo offline")
     policy = make_policy(s, seen)
-    data = list(records_to_batches(policy, iter_records(logs)).values())
+    final = LogStats()  # the second pass also knows the policy's depths
+    try:
+        data = list(records_to_batches(policy, usable_records(logs, final, policy.n_classes, policy)).values())
+    except ValueError:
+        _require_usable(final, "tspo offline")
+        raise
+    _say_stats(final, say)
     for b in data:
         _check_covered(policy, b)
     return policy, data
@@ -363,6 +477,7 @@ def train_offline(logs: Sequence[str | Path], s: TSPOSettings, *, batch: int = 2
     if not logs:
         raise ValueError("offline mode needs --logs")
     logs = [logs] if isinstance(logs, (str, Path)) else list(logs)
+    check_settings(s, batch=batch)
     torch.manual_seed(s.seed)
     policy, data = _offline_data(logs, s, say)
     if not s.init and not s.resume:
@@ -396,6 +511,7 @@ def train_bandit(s: TSPOSettings, *, tournaments: int = 32, n: int = 4, say: Say
     per iteration; the result adds the final, oracle and uniform win rates and the preferred knobs."""
     from ..testing.bandit import CONTEXTS, KnobBandit
 
+    check_settings(s, tournaments=tournaments, n=n)
     torch.manual_seed(s.seed)
     bandit = KnobBandit(seed=s.seed)
     policy = make_policy(s)
@@ -431,6 +547,13 @@ def train_bandit(s: TSPOSettings, *, tournaments: int = 32, n: int = 4, say: Say
     return result
 
 
+def _keep(rec: TournamentRecord, policy: PolicyNet, stats: LogStats) -> bool:
+    why = unusable(rec, policy.n_classes, policy)
+    if why is not None:
+        stats.drop(why, "online round")
+    return why is None
+
+
 def _server_dirs(policy_dirs: Sequence[str | Path], n_servers: int) -> list[Path]:
     """Each server's models/tipai folder: one --policy-dir for all servers, or one per server."""
     if len(policy_dirs) not in (1, n_servers):
@@ -457,8 +580,7 @@ def train_online(
     """
     if not servers or not workflow:
         raise ValueError("online mode needs --server (one or more) and --workflow")
-    if steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {steps}")
+    check_settings(s, jobs=jobs, job_timeout=job_timeout, steps=steps)
     torch.manual_seed(s.seed)
     clients = [ComfyClient(u) for u in servers]
     dirs = _server_dirs(policy_dirs, len(clients))
@@ -472,6 +594,7 @@ def train_online(
         for d in dirs:
             policy.save(d / name, metadata={"iteration": it - 1})
         recs = online_round(clients, template, ids, name, jobs, t.rng, job_timeout, stats)
+        recs = [r for r in recs if _keep(r, policy, stats)]
         if not recs:
             raise RuntimeError(
                 f"iteration {it}: the servers returned no tournament records "
@@ -513,7 +636,14 @@ def train_online(
 def settings_from_args(args: argparse.Namespace) -> TSPOSettings:
     """The ``TSPOSettings`` of parsed command-line arguments (--knobs is JSON there)."""
     values = {f.name: getattr(args, f.name) for f in fields(TSPOSettings)}
-    values["knobs"] = json.loads(args.knobs) if args.knobs else None
+    values["knobs"] = None
+    if args.knobs:
+        try:
+            values["knobs"] = json.loads(args.knobs)
+        except ValueError as exc:
+            raise ValueError(f"--knobs is not valid JSON ({exc}): {args.knobs!r}") from None
+        if not isinstance(values["knobs"], dict) or not all(isinstance(v, list) for v in values["knobs"].values()):
+            raise ValueError(f'--knobs must be a JSON object {{"knob": [choices]}}, got {args.knobs!r}')
     return TSPOSettings(**values)
 
 

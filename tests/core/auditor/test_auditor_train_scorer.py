@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -175,7 +176,8 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, tiny_clip_file, cap
         "--stop-after-epoch",
         "1",
     )
-    with pytest.raises(ValueError, match="another run.*'lr'"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         run_scorer(
             train,
             val,
@@ -188,6 +190,8 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, tiny_clip_file, cap
             "--lr",
             "0.1",
         )
+    assert exit_info.value.code == 2
+    assert re.search(r"\[scorer\] error: checkpoint .* another run.*'lr'", capsys.readouterr().out)
 
 
 def test_checkpoints_hold_no_pickle(tmp_path, tiny_clip_file, one_thread):
@@ -232,10 +236,14 @@ def test_corrupt_rows_are_skipped_counted_and_named(tmp_path, tiny_clip_file, ca
     metrics = json.loads(heads.with_suffix(".metrics.json").read_text())
     assert [r["index"] for r in metrics["skipped_rows"]["train"]] == [5, 17, 20]
     assert metrics["trained"]["pairs"] == 8
-    from tipai_core.auditor.data import DatasetRowError
-
-    with pytest.raises(DatasetRowError, match="row 5 "):
-        run_scorer(path, val, tiny_clip_file, heads, "--epochs", "2", "--strict")
+    # --strict: the first unreadable row is the command's one error line (status 2), and nothing is written
+    strict = tmp_path / "strict.safetensors"
+    with pytest.raises(SystemExit) as exit_info:
+        run_scorer(path, val, tiny_clip_file, strict, "--epochs", "2", "--strict")
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("[scorer] error: row 5 ") and "'Rejected'" in lines[-1]
+    assert not list(tmp_path.glob("strict*"))
 
 
 def test_scorer_settings_are_the_commands_options():
@@ -256,7 +264,7 @@ def test_scorer_help_and_missing_backbone(tmp_path, capsys):
     assert "--curriculum-start" in capsys.readouterr().out
     train = write_pairs_parquet(tmp_path / "train.parquet", make_pairs(4, seed=1, size=32))
     missing = tmp_path / "models" / "clip.safetensors"
-    with pytest.raises(FileNotFoundError, match=str(missing)):
+    with pytest.raises(SystemExit) as exit_info:
         train_main(
             [
                 "scorer",
@@ -270,3 +278,6 @@ def test_scorer_help_and_missing_backbone(tmp_path, capsys):
                 str(tmp_path / "h.safetensors"),
             ]
         )
+    assert exit_info.value.code == 2
+    out = capsys.readouterr().out
+    assert out.startswith("[scorer] error: ") and str(missing) in out and "Traceback" not in out

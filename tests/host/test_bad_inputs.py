@@ -1,0 +1,237 @@
+"""Bad input fails at once, before anything samples, naming the node, the input and the allowed range
+(each case is one a fuzz campaign against a real server found); the edges of the KSampler (steps 1,
+denoise 0 and near 0) behave like ComfyUI's own KSampler, bit for bit, with an empty report."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "tipai_txt2img.json"
+GUARD, POLICY, MINER, LOADER, SAMPLER, LOG = "9", "10", "7", "6", "11", "15"
+
+
+def workflow(**changes) -> dict:
+    """The shipped txt2img graph with ``node_input=value`` changes, e.g. ``workflow(**{"10.n": 0})``."""
+    g = json.loads(WORKFLOW.read_text())
+    for key, value in changes.items():
+        node, name = key.split(".")
+        g[node]["inputs"][name] = value
+    return g
+
+
+def refused(comfy_inproc, graph) -> tuple[str, float]:
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError) as info:
+        comfy_inproc.run(graph)
+    return str(info.value), time.perf_counter() - t0
+
+
+CASES = [
+    # (node.input, value, what the message must say)
+    ("10.dilation", "1000", "TiPAI TSPO Sampler: dilation must be a whole number in [0, 64], got 1000.0"),
+    ("10.feather", "-1", "TiPAI TSPO Sampler: feather must be a whole number in [0, 64]"),
+    ("10.depths", "0", "TiPAI TSPO Sampler: depths must be a whole number in [1, 50]"),
+    ("10.depths", "100", "TiPAI TSPO Sampler: depths must be a whole number in [1, 50]"),
+    ("10.depths", "-1", "TiPAI TSPO Sampler: depths must be a whole number in [1, 50]"),
+    ("10.jitter", "2", "TiPAI TSPO Sampler: jitter must be a finite number in [0.0, 1.0]"),
+    ("10.jitter", "nan", "TiPAI TSPO Sampler: jitter must be a finite number"),
+    ("10.cfg_inside", "inf", "TiPAI TSPO Sampler: cfg_inside must be a finite number in [0.0, 100.0]"),
+    ("10.cfg_inside", "1e9", "TiPAI TSPO Sampler: cfg_inside must be a finite number in [0.0, 100.0]"),
+    ("10.cfg_inside", "1,,2", "TiPAI TSPO Sampler: cfg_inside has an empty entry"),
+    ("9.audit_scales", "nan", "TiPAI Tournament Guard: audit_scales must be a finite number"),
+    ("9.audit_scales", "1e9", "TiPAI Tournament Guard: audit_scales must be a finite number in [0.125, 4.0]"),
+    ("9.audit_scales", "0.3", "TiPAI Tournament Guard: audit_scales times the VAE factor 8 must be whole numbers"),
+    ("9.tau_P_start", math.nan, "TiPAI Tournament Guard: tau_P_start must be a finite number in [0.0, 1.0]"),
+    ("9.tau_F_end", math.nan, "TiPAI Tournament Guard: tau_F_end must be a finite number in [0.0, 1.0]"),
+    ("9.alpha", math.nan, "TiPAI Tournament Guard: alpha must be a finite number in [0.0, 1.0]"),
+    ("7.threshold", math.nan, "TiPAI Region Miner: threshold must be a finite number in [0.0, 1.0]"),
+    ("11.cfg", math.nan, "TiPAI KSampler: cfg must be a finite number in [0.0, 100.0]"),
+    ("11.denoise", math.nan, "TiPAI KSampler: denoise must be a finite number in [0.0, 1.0]"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), CASES, ids=[f"{k}={v}" for k, v, _ in CASES])
+def test_bad_input_is_refused_before_anything_runs(comfy_inproc, tiny_checkpoint, tiny_auditor, key, value, message):
+    msg, seconds = refused(comfy_inproc, workflow(**{key: value}))
+    assert message in msg
+    assert msg.startswith("invalid prompt")  # graph validation: no node executed, nothing sampled
+    assert seconds < 5.0
+
+
+def test_a_bad_log_prefix_is_refused_at_validation(comfy_inproc, tiny_checkpoint, tiny_auditor):
+    import asyncio
+
+    graph = workflow(**{f"{LOG}.filename_prefix": "../../etc/x"})
+    valid = asyncio.run(comfy_inproc.execution.validate_prompt("bad-prefix", graph, None))
+    # ComfyUI still runs the outputs that validate (the images); the log node is refused before any run
+    errors = valid[3]
+    assert LOG in errors and "may only hold letters, digits" in json.dumps(errors[LOG])
+    assert LOG not in valid[2]
+
+
+def test_kappa_nan_names_the_loader(comfy_inproc):
+    loader = comfy_inproc.node_class("TiPAIAuditorLoader")
+    with pytest.raises(ValueError, match="TiPAI Auditor Loader: kappa must be a finite number"):
+        loader.execute("tipai_tiny_auditor.safetensors", "tipai-tiny-vit", "none", "none", math.nan)
+
+
+def test_the_loader_takes_only_its_listed_extensions(comfy_inproc, comfy_dir):
+    folder = Path(comfy_dir) / "models" / "tipai"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "weights.bin").write_bytes(b"not a safetensors file")
+    loader = comfy_inproc.node_class("TiPAIAuditorLoader")
+    msg = loader.validate_inputs(backbone="weights.bin")
+    assert isinstance(msg, str) and "not one the pack loads" in msg and ".safetensors" in msg
+    with pytest.raises(FileNotFoundError, match="not one the pack loads"):
+        loader.execute("weights.bin", "tipai-tiny-vit", "none", "none", 1.0)
+
+
+@pytest.fixture(scope="module")
+def sd(comfy_inproc, tiny_checkpoint):
+    n = comfy_inproc.nodes
+    model, clip, vae = n.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoint)[:3]
+    pos = n.CLIPTextEncode().encode(clip, "a red circle")[0]
+    neg = n.CLIPTextEncode().encode(clip, "blurry")[0]
+    latent = n.EmptyLatentImage().generate(64, 64, 1)[0]
+    return {"model": model, "vae": vae, "pos": pos, "neg": neg, "latent": latent}
+
+
+@pytest.fixture(scope="module")
+def auditor(comfy_inproc, tiny_auditor):
+    return (
+        comfy_inproc.node_class("TiPAIAuditorLoader")
+        .execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0)
+        .args[0]
+    )
+
+
+@pytest.mark.parametrize(("steps", "denoise"), [(1, 1.0), (4, 0.0), (4, 0.01), (1, 0.5)])
+def test_ksampler_edges_match_comfyuis_ksampler(comfy_inproc, sd, auditor, steps, denoise):
+    node = comfy_inproc.node_class
+    # every step audited, δ at its maximum: nothing is ever accepted, so the latent must be plain's
+    guard = node("TiPAITournamentGuard").execute(1000.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1, 1, 0, "1.0").args[0]
+    out = node("TiPAIKSampler").execute(
+        sd["model"],
+        3,
+        steps,
+        5.0,
+        "euler",
+        "normal",
+        sd["pos"],
+        sd["neg"],
+        sd["latent"],
+        denoise,
+        "a red circle",
+        sd["vae"],
+        auditor,
+        None,
+        None,
+        guard,
+        None,
+    )
+    latent, report = out.args[0]["samples"], out.args[1]
+    plain = comfy_inproc.nodes.common_ksampler(
+        sd["model"], 3, steps, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"], denoise=denoise
+    )[0]["samples"]
+    assert torch.equal(latent, plain)
+    assert report["summary"]["accepted"] == 0
+    if steps == 1 or denoise == 0.0:  # nothing to audit: the report is empty
+        assert report["summary"]["audited_steps"] == 0 and report["records"] == []
+    if denoise == 0.0:
+        assert torch.equal(latent, sd["latent"]["samples"])  # ComfyUI returns its input
+
+
+def test_patch_model_with_a_log_survives_one_step(comfy_inproc, sd, auditor):
+    node = comfy_inproc.node_class
+    patched = (
+        node("TiPAIPatchModel")
+        .execute(sd["model"], "a red circle", sd["vae"], auditor, None, None, None, None, True)
+        .args[0]
+    )
+    out = comfy_inproc.nodes.common_ksampler(patched, 3, 1, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"])[
+        0
+    ]["samples"]
+    plain = comfy_inproc.nodes.common_ksampler(
+        sd["model"], 3, 1, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"]
+    )[0]["samples"]
+    assert torch.equal(out, plain)
+
+
+def _inpaint(comfy_inproc, sd, image, mask):
+    node = comfy_inproc.node_class("TiPAIAuditorInpaint")
+    return node.execute("diffusion", 0, 2, "vae", sd["model"], sd["pos"], sd["neg"], sd["vae"], image, mask)
+
+
+@pytest.mark.parametrize(
+    ("image", "mask", "message"),
+    [
+        (
+            torch.rand(1, 65, 63, 3),
+            torch.ones(1, 65, 63),
+            "image is 63x65 pixels (width x height); both must be multiples of the VAE factor 8",
+        ),
+        (torch.rand(1, 1, 1, 3), torch.ones(1, 1, 1), "image is 1x1 pixels"),
+        (torch.rand(1, 64, 64, 3), torch.full((1, 64, 64), math.nan), "mask contains NaN or inf values"),
+        (torch.rand(1, 64, 64, 3), torch.zeros(1, 64, 64), "mask is empty"),
+        (torch.rand(1, 64, 64, 3), torch.ones(1, 32, 64), "mask is 64x32 (width x height) but the image is 64x64"),
+    ],
+    ids=["63x65", "1x1", "nan-mask", "empty-mask", "mask-size"],
+)
+def test_auditor_inpaint_says_what_is_wrong(comfy_inproc, sd, image, mask, message):
+    with pytest.raises(ValueError) as info:
+        _inpaint(comfy_inproc, sd, image, mask)
+    assert str(info.value).startswith("TiPAI Auditor Inpaint: ") and message in str(info.value)
+
+
+def test_cancel_mid_audit_stops_within_two_seconds(comfy_inproc, sd, auditor):
+    """The interrupt flag is raised inside the first tournament (at its first auditor call); the run must
+    stop with ComfyUI's InterruptProcessingException, and soon: the remaining audit work is many times that."""
+    import comfy.model_management as mm
+
+    node = comfy_inproc.node_class
+    guard = node("TiPAITournamentGuard").execute(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1, 1, 0, "1.0").args[0]
+    policy = node("TiPAITSPOSampler").execute(8, 0, "1, 2, 3", "3.0, 6.0", "0.0, 0.3", "0, 1", "1", "both").args[0]
+    miner = node("TiPAIRegionMiner").execute(4, 0.0, 0.0, 1.0, 0, 1.0, 1.0).args[0]
+    inner = auditor.auditor.score
+    marks: dict[str, float] = {}
+
+    def score(*args, **kwargs):
+        if "set" not in marks:
+            marks["set"] = time.perf_counter()
+            mm.interrupt_current_processing(True)
+        return inner(*args, **kwargs)
+
+    auditor.auditor.score = score
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            node("TiPAIKSampler").execute(
+                sd["model"],
+                3,
+                8,
+                5.0,
+                "euler",
+                "normal",
+                sd["pos"],
+                sd["neg"],
+                sd["latent"],
+                1.0,
+                "a red circle",
+                sd["vae"],
+                auditor,
+                miner,
+                None,
+                guard,
+                policy,
+            )
+        latency = time.perf_counter() - marks["set"]
+    finally:
+        auditor.auditor.score = inner
+        mm.interrupt_current_processing(False)
+    print(f"\ninterrupt latency: {latency * 1000:.0f} ms")
+    assert latency < 2.0
