@@ -47,10 +47,12 @@ one value: the inversion depth). Columns:
     audits/regions/cands/acc   from the report summary: audited steps, mined regions, candidates, accepted
     identical           the TiPAI latent equals the plain latent bit for bit (torch.equal)
 
-Two rows are there to check the promises: "nothing mined" (a Region Miner with threshold 1.01, so no
-region passes: the audits still decode and compute saliency, but run no tournament; its ratio should be
-near 1 and its latent identical) and "accept none" (a guard with δ = 1e6: full tournaments, nothing
-accepted, the latent must be identical to plain). On a machine shared with other work the timings are
+Two rows are there to check the promises: "nothing mined" (a Region Miner with threshold 1.0 and
+min_area = max_area = 0.5, the node's limits: a region would need half the view saturated, so none
+passes: the audits still decode and compute saliency, but run no tournament; its ratio should be near 1
+and its latent identical) and "accept none" (a guard with δ at the node's maximum, GUARD_DELTA_MAX in
+nodes/defaults.py, "never accept": full tournaments, nothing accepted, the latent must be identical to
+plain). On a machine shared with other work the timings are
 noisy; pass --threads 1 there: with more intra-op threads than free cores, every call stalls on the
 neighbours (one run of the defaults took 12 minutes at a load average of 5 on 2 cores).
 
@@ -332,6 +334,8 @@ class Workload:
         self.neg = nodes.CLIPTextEncode().encode(clip, "blurry")[0]
         self.latent = nodes.EmptyLatentImage().generate(args.size, args.size, args.batch)[0]
         self.auditor = pack["TiPAIAuditorLoader"].execute(args.auditor, args.arch, "none", "none", 1.0).args[0]
+        # the Tournament Guard's largest δ, "never accept" (the node refuses more)
+        self.never_delta = importlib.import_module(f"{PACK_NAME}.nodes.defaults").GUARD_DELTA_MAX
 
     def sync(self) -> None:
         if self.cuda:
@@ -356,12 +360,10 @@ class Workload:
     def settings(self, r: Row):
         """(miner, guard, policy) of a row, made by the pack's own nodes."""
         pack = self.pack
-        miner = (
-            pack["TiPAIRegionMiner"]
-            .execute(r.k, 1.01 if r.special == "nothing_mined" else 0.6, 0.02, 0.5, 2, 1.0, 1.0, None)
-            .args[0]
-        )
-        delta = 1e6 if r.special == "accept_none" else self.args.delta
+        # nothing mined: the widgets' limits (threshold 1, min_area = max_area = 1/2) leave no region
+        threshold, min_area = (1.0, 0.5) if r.special == "nothing_mined" else (0.6, 0.02)
+        miner = pack["TiPAIRegionMiner"].execute(r.k, threshold, min_area, 0.5, 2, 1.0, 1.0, None).args[0]
+        delta = self.never_delta if r.special == "accept_none" else self.args.delta
         guard = (
             pack["TiPAITournamentGuard"]
             .execute(delta, 0.0, 0.0, 0.0, 0.0, 1.0, r.every, 2, 1, self.args.audit_scales)

@@ -198,3 +198,72 @@ def test_listwise_judge_refinement_in_the_calibrate_stage(tmp_path):
         assert j["weights"][0] > 0 and j["weights"][1] > 0 and j["weights"][2] > 0 and j["weights"][3] == 0.0
         assert j["top1_refined"] > j["top1_raw"] and j["tournaments_eval"] > 300
         assert json.loads((tmp_path / f"{loss}.json").read_text())["metrics"]["judge"]["loss"] == loss
+
+
+def _run_cli(*args: str) -> tuple[int, str]:
+    """``python -m tipai_core.train <args>`` in a subprocess: (exit status, stdout + stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "tipai_core.train", *args]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_nan_scores_are_dropped_counted_and_reported(tmp_path):
+    # records whose scores are NaN used to be left out without a word: now they are counted and named,
+    # printed and kept in the calibration file's metadata
+    import math
+
+    recs = calibration_records(200, 4, torch.Generator().manual_seed(4))
+    for r in recs[:5]:
+        r.scores["S"][2] = math.nan  # one candidate of each of five records
+    for r in recs[5:7]:
+        r.scores["S"][0] = math.nan  # the control: every candidate of two records
+    lost = sum(r.true_win[2] is not None for r in recs[:5]) + sum(
+        v is not None for r in recs[5:7] for v in r.true_win[1:]
+    )
+    append_records(tmp_path / "n.records.jsonl", recs)
+    out = tmp_path / "c.json"
+    code, text = _run_cli("calibrate", "--logs", str(tmp_path / "n.records.jsonl"), "--out", str(out))
+    assert code == 0, text
+    assert "200 records read from 1 file(s), 0 corrupt line(s) skipped, 7 record(s) dropped" in text
+    assert f"dropped {lost} labelled candidate(s) of 7 record(s)" in text
+    first = "dropped n.records.jsonl:1: 1 labelled candidate(s) with non-finite or out-of-range numbers: "
+    assert first + "scores.S[2]=nan" in text  # the first few are printed, the first 20 kept in the file
+    no_nan = {"parse_constant": lambda c: pytest.fail(f"{c} in the calibration file")}
+    logs = json.loads(out.read_text(), **no_nan)["metrics"]["logs"]
+    assert logs["records_read"] == 200 and logs["records_dropped"] == 7 and logs["candidates_dropped"] == lost
+    assert (
+        logs["dropped"][5].startswith("n.records.jsonl:6: ") and "scores.S[0]=nan (the control)" in logs["dropped"][5]
+    )
+    assert logs["dropped"][0].startswith("n.records.jsonl:1: ")
+
+
+@pytest.mark.parametrize(
+    "flag, value, allowed",
+    [
+        ("--target", "nan", "(0, 1]"),
+        ("--eval-fraction", "1", "(0, 1)"),
+        ("--eval-fraction", "-inf", "(0, 1)"),
+        ("--keep-early", "0", "(0, 1]"),
+        ("--keep-late", "1.5", "(0, 1]"),
+        ("--bins", "0", "[1, 1000]"),
+        ("--seed", "-1", "[0, 9223372036854775807]"),
+    ],
+)
+def test_every_numeric_calibrate_option_is_bounded(flag, value, allowed, tmp_path, capsys):
+    (tmp_path / "e.records.jsonl").write_text("\n")
+    with pytest.raises(SystemExit) as exit_info:
+        stage.main(["--logs", str(tmp_path / "e.records.jsonl"), "--out", str(tmp_path / "c.json"), f"{flag}={value}"])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"[calibrate] error: argument {flag}: ") and allowed in line and repr(value) in line, line
+    assert not (tmp_path / "c.json").exists()
+    assert f"range {allowed}" in " ".join(stage.build_parser().format_help().split())  # documented in --help
+    kind = next(a.type.kind for a in stage.build_parser()._actions if flag in a.option_strings)
+    with pytest.raises(ValueError, match=f"argument {flag}: must be"):  # the library call gets the same bounds
+        stage.fit_calibration([tmp_path], tmp_path / "c.json", **{flag[2:].replace("-", "_"): kind(float(value))})

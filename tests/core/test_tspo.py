@@ -251,3 +251,95 @@ def test_vectorised_bandit_play_draws_from_the_policy():
         assert torch.allclose(freq, bandit.knob_tables(policy, t)["cfg_inside"], atol=0.03), (t, freq)
     win = batch.u > 0
     assert ((batch.u[win] >= 0.5) & (batch.u[win] <= 1)).all() and 0.1 < float(win.double().mean()) < 0.9
+
+
+# ----------------------------------------------------------------------------- the command's bounds and bad logs
+
+
+def _run_cli(*args: str) -> tuple[int, str]:
+    """``python -m tipai_core.train <args>`` in a subprocess: (exit status, stdout + stderr)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "tipai_core.train", *args]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("iterations", ["-5", "1000000"])
+def test_tspo_command_refuses_iterations_out_of_range(iterations, tmp_path):
+    # -5 used to exit 0 with an untrained policy; 10^6 used to run without bound
+    out = tmp_path / "out"
+    code, text = _run_cli("tspo", "bandit", "--out", str(out / "p"), "--iterations", iterations)
+    assert code == 2 and "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if "error:" in line]
+    assert errors == [
+        f"[tspo] error: argument --iterations: must be an integer in [1, 100000], got '{iterations}' (see --help)"
+    ]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, allowed",
+    [
+        ("--lr", "nan", "(0, 1]"),
+        ("--lr", "0", "(0, 1]"),
+        ("--tau", "0", "[0.001, 100]"),
+        ("--beta", "inf", "[0, 100]"),
+        ("--beta-final", "-1", "[0, 100]"),
+        ("--clip", "-inf", "(0, 1e+06]"),
+        ("--seed", "-1", "[0, 9223372036854775807]"),
+        ("--batch", "0", "[1, 65536]"),
+        ("--tournaments", "1e9", "[1, 65536]"),
+        ("--n", "65", "[1, 64]"),
+        ("--hidden", "abc", "[1, 4096]"),
+        ("--checkpoint-every", "-1", "[0, 100000]"),
+        ("--job-timeout", "0", "(0, 86400]"),
+    ],
+)
+def test_every_numeric_tspo_option_is_bounded(flag, value, allowed, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tspo_stage.main(["bandit", "--out", str(tmp_path / "p"), f"{flag}={value}"])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"[tspo] error: argument {flag}: ") and allowed in line and repr(value) in line, line
+    assert not list(tmp_path.iterdir())
+    assert f"range {allowed}" in " ".join(tspo_stage.build_parser().format_help().split())  # documented in --help
+
+
+def test_library_calls_get_the_commands_bounds(tmp_path):
+    with pytest.raises(ValueError, match=r"argument --iterations: must be an integer in \[1, 100000\], got '-5'"):
+        tspo_stage.train_bandit(tspo_stage.TSPOSettings(out=tmp_path / "p", iterations=-5))
+    with pytest.raises(ValueError, match="argument --n: must be"):
+        tspo_stage.train_bandit(tspo_stage.TSPOSettings(out=tmp_path / "p", iterations=1), n=0)
+    assert not list(tmp_path.iterdir())
+
+
+def test_offline_drops_unusable_records_and_names_them(tmp_path, capsys):
+    import json
+    import math
+
+    torch.set_num_threads(1)
+    bandit = KnobBandit()
+    log = tmp_path / "l.records.jsonl"
+    append_records(log, bandit.play(bandit.uniform(), 40, 3, torch.Generator().manual_seed(2)))
+    lines = log.read_text().splitlines()
+    bad = [json.loads(line) for line in lines[:3]]
+    bad[0]["log_probs"][1] = math.nan  # NaN behaviour log-prob: would make the loss NaN
+    bad[1]["state"]["region_area"] = 1e300  # a huge state number
+    bad[2]["log_probs"] = ["x", 0.0, 0.0]  # a wrong type: a corrupt line
+    log.write_text("\n".join([json.dumps(d) for d in bad] + lines[3:]) + "\n")
+    out = tmp_path / "p"
+    tspo_stage.main(["offline", "--logs", str(log), "--out", str(out), "--iterations", "2", "--n-classes", "1"])
+    text = capsys.readouterr().out
+    assert "37 records read" not in text and "39 records read from 1 file(s), 1 corrupt line(s) skipped" in text
+    assert "2 record(s) dropped" in text
+    assert "dropped l.records.jsonl:1: log_probs must be finite" in text
+    assert "dropped l.records.jsonl:2: state numbers non-finite or beyond" in text
+    assert "skipped l.records.jsonl:3: ValueError: log_probs must be a list of numbers" in text
+    policy = PolicyNet.load(out.with_suffix(".safetensors"))
+    assert all(bool(torch.isfinite(v).all()) for v in policy.state_dict().values())

@@ -172,38 +172,42 @@ def valid_values(w: Widget) -> st.SearchStrategy:
 # ---------------------------------------------------------------- edge values
 
 
+def _number_edges(w: Widget) -> list:
+    if w.kind == INT:
+        out: list = [0, -1, 1, 10**9, -(10**9), 2**64, 2.5, "3", "abc", None]
+        out += [] if w.min is None else [w.min, w.min - 1]
+        out += [] if w.max is None else [w.max, w.max + 1]
+        return out
+    out = [math.nan, math.inf, -math.inf, 1e9, -1e9, 0.0, -0.0, -1.0, 1e-300, 1e308, "nan", "inf", "abc", None]
+    out += [] if w.min is None else [w.min, w.min - 0.01, math.nextafter(w.min, -math.inf)]
+    out += [] if w.max is None else [w.max, w.max + 0.01, math.nextafter(w.max, math.inf)]
+    return out
+
+
+def _string_edges(w: Widget) -> list:
+    if is_list_string(w):
+        return list(LIST_EDGES)
+    if is_prefix_string(w):
+        return list(PREFIX_EDGES)
+    if is_prompt_string(w):
+        return list(PROMPT_EDGES)
+    return list(TEXT_EDGES)
+
+
 def edge_values(w: Widget) -> list:
     """The edge values for one widget. Some are rejected by ComfyUI's validation, some are not
     (NaN passes its min/max check, "nan" converts to NaN, 2.5 converts to 2): the classifier runs
     ComfyUI's own per-node validation to tell which."""
-    out: list = []
-    if w.kind == INT:
-        out = [0, -1, 1, 10**9, -(10**9), 2**64, 2.5, "3", "abc", None]
-        if w.min is not None:
-            out += [w.min, w.min - 1]
-        if w.max is not None:
-            out += [w.max, w.max + 1]
-    elif w.kind == FLOAT:
-        out = [math.nan, math.inf, -math.inf, 1e9, -1e9, 0.0, -0.0, -1.0, 1e-300, 1e308, "nan", "inf", "abc", None]
-        if w.min is not None:
-            out += [w.min, w.min - 0.01, math.nextafter(w.min, -math.inf)]
-        if w.max is not None:
-            out += [w.max, w.max + 0.01, math.nextafter(w.max, math.inf)]
+    if w.kind in (INT, FLOAT):
+        out = _number_edges(w)
     elif w.kind == BOOLEAN:
         out = ["false", 0, 1, None]
     elif w.kind == COMBO:
-        out = list(COMBO_EDGES)
-        if w.options:
-            out.append(str(w.options[0]).upper() + "_")
+        out = list(COMBO_EDGES) + ([str(w.options[0]).upper() + "_"] if w.options else [])
     elif w.kind == STRING:
-        if is_list_string(w):
-            out = list(LIST_EDGES)
-        elif is_prefix_string(w):
-            out = list(PREFIX_EDGES)
-        elif is_prompt_string(w):
-            out = list(PROMPT_EDGES)
-        else:
-            out = list(TEXT_EDGES)
+        out = _string_edges(w)
+    else:
+        out = []
     seen, uniq = set(), []
     for v in out:
         key = (type(v).__name__, repr(v))
@@ -222,123 +226,70 @@ def _blob(h: int, w: int) -> torch.Tensor:
     return m
 
 
+def _half_nan(h: int, w: int) -> torch.Tensor:
+    m = _blob(h, w)
+    m[:, : h // 2] = math.nan
+    return m
+
+
+_MASK_MAKERS = {
+    "blob": _blob,
+    "soft": lambda h, w: torch.rand(1, h, w, generator=torch.Generator().manual_seed(h * 31 + w)),
+    "zeros": lambda h, w: torch.zeros(1, h, w),
+    "ones": lambda h, w: torch.ones(1, h, w),
+    "nan": lambda h, w: torch.full((1, h, w), math.nan),
+    "half_nan": _half_nan,
+    "inf": lambda h, w: torch.full((1, h, w), math.inf),
+    "negative": lambda h, w: -_blob(h, w),
+    "huge": lambda h, w: _blob(h, w) * 1e9,
+    "bool": lambda h, w: _blob(h, w) > 0.5,
+    "2d": lambda h, w: _blob(h, w)[0],
+    "4d": lambda h, w: _blob(h, w)[:, None],
+    "batch2": lambda h, w: torch.cat([_blob(h, w), _blob(h, w)]),
+    "32x32": lambda h, w: _blob(32, 32),
+    "1x1": lambda h, w: torch.ones(1, 1, 1),
+    "63x65": lambda h, w: _blob(63, 65),
+    "empty": lambda h, w: torch.zeros(1, 0, 0),
+    "5d": lambda h, w: _blob(h, w)[:, None, None],
+}
+
+
 def make_mask(label: str, h: int = 64, w: int = 64) -> torch.Tensor | None:
-    """A MASK [B, H, W] (or a wrong shape) at the image size h x w, by label."""
-    g = torch.Generator().manual_seed(len(label) * 7919 + h * 31 + w)
-    if label == "none":
-        return None
-    if label == "blob":
-        return _blob(h, w)
-    if label == "soft":
-        return torch.rand(1, h, w, generator=g)
-    if label == "zeros":
-        return torch.zeros(1, h, w)
-    if label == "ones":
-        return torch.ones(1, h, w)
-    if label == "nan":
-        return torch.full((1, h, w), math.nan)
-    if label == "half_nan":
-        m = _blob(h, w)
-        m[:, : h // 2] = math.nan
-        return m
-    if label == "inf":
-        return torch.full((1, h, w), math.inf)
-    if label == "negative":
-        return -_blob(h, w)
-    if label == "huge":
-        return _blob(h, w) * 1e9
-    if label == "bool":
-        return _blob(h, w) > 0.5
-    if label == "2d":
-        return _blob(h, w)[0]
-    if label == "4d":
-        return _blob(h, w)[:, None]
-    if label == "batch2":
-        return torch.cat([_blob(h, w), _blob(h, w)])
-    if label == "32x32":
-        return _blob(32, 32)
-    if label == "1x1":
-        return torch.ones(1, 1, 1)
-    if label == "63x65":
-        return _blob(63, 65)
-    if label == "empty":
-        return torch.zeros(1, 0, 0)
-    if label == "5d":
-        return _blob(h, w)[:, None, None]
-    raise KeyError(label)
+    """A MASK [B, H, W] (or a wrong shape) for an image of h x w pixels, by label ("none": None)."""
+    return None if label == "none" else _MASK_MAKERS[label](h, w)
 
 
-MASKS = (
-    "none",
-    "blob",
-    "soft",
-    "zeros",
-    "ones",
-    "nan",
-    "half_nan",
-    "inf",
-    "negative",
-    "huge",
-    "bool",
-    "2d",
-    "4d",
-    "batch2",
-    "32x32",
-    "1x1",
-    "63x65",
-    "empty",
-    "5d",
-)
+MASKS = ("none", *_MASK_MAKERS)
 VALID_MASKS = ("blob", "soft", "ones")
+
+
+def _rand(*shape: int) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(sum(shape) * 104729))
+
+
+_IMAGE_MAKERS = {
+    "rand64": lambda: _rand(1, 64, 64, 3),
+    "rand128": lambda: _rand(1, 128, 128, 3),
+    "zeros64": lambda: torch.zeros(1, 64, 64, 3),
+    "rgba64": lambda: _rand(1, 64, 64, 4),
+    "gray64": lambda: _rand(1, 64, 64, 1),
+    "1x1": lambda: _rand(1, 1, 1, 3),
+    "63x65": lambda: _rand(1, 63, 65, 3),
+    "nan64": lambda: torch.full((1, 64, 64, 3), math.nan),
+    "inf64": lambda: torch.full((1, 64, 64, 3), math.inf),
+    "huge64": lambda: _rand(1, 64, 64, 3) * 1e9 - 5e8,
+    "batch2": lambda: _rand(2, 64, 64, 3),
+    "3d64": lambda: _rand(64, 64, 3),
+    "chw64": lambda: _rand(1, 3, 64, 64),
+}
 
 
 def make_image(label: str) -> torch.Tensor:
     """An IMAGE [B, H, W, C] (or a wrong shape), by label; values in [0, 1] unless the label says not."""
-    g = torch.Generator().manual_seed(len(label) * 104729)
-    if label == "rand64":
-        return torch.rand(1, 64, 64, 3, generator=g)
-    if label == "rand128":
-        return torch.rand(1, 128, 128, 3, generator=g)
-    if label == "zeros64":
-        return torch.zeros(1, 64, 64, 3)
-    if label == "rgba64":
-        return torch.rand(1, 64, 64, 4, generator=g)
-    if label == "gray64":
-        return torch.rand(1, 64, 64, 1, generator=g)
-    if label == "1x1":
-        return torch.rand(1, 1, 1, 3, generator=g)
-    if label == "63x65":
-        return torch.rand(1, 63, 65, 3, generator=g)
-    if label == "nan64":
-        return torch.full((1, 64, 64, 3), math.nan)
-    if label == "inf64":
-        return torch.full((1, 64, 64, 3), math.inf)
-    if label == "huge64":
-        return torch.rand(1, 64, 64, 3, generator=g) * 1e9 - 5e8
-    if label == "batch2":
-        return torch.rand(2, 64, 64, 3, generator=g)
-    if label == "3d64":
-        return torch.rand(64, 64, 3, generator=g)
-    if label == "chw64":
-        return torch.rand(1, 3, 64, 64, generator=g)
-    raise KeyError(label)
+    return _IMAGE_MAKERS[label]()
 
 
-IMAGES = (
-    "rand64",
-    "rand128",
-    "zeros64",
-    "rgba64",
-    "gray64",
-    "1x1",
-    "63x65",
-    "nan64",
-    "inf64",
-    "huge64",
-    "batch2",
-    "3d64",
-    "chw64",
-)
+IMAGES = tuple(_IMAGE_MAKERS)
 VALID_IMAGES = ("rand64", "rand128", "zeros64", "batch2")
 
 
@@ -380,18 +331,23 @@ def _short(v: Any) -> str:
 
 @st.composite
 def widget_case(
-    draw, ws: list[Widget], overrides: dict | None = None, edge_overrides: dict | None = None, keep: tuple = ()
+    draw,
+    ws: list[Widget],
+    overrides: dict | None = None,
+    edge_overrides: dict | None = None,
+    keep: tuple = (),
+    edge_share: int = 7,
 ):
-    """(values, targets): widget values, mostly valid; in "edge" mode one or two inputs take an edge
-    value. Optional widgets are sometimes left out (the node's Python default then applies, as when
-    a saved workflow predates the input), except those in ``keep``."""
+    """(values, targets): widget values, each valid; in ``edge_share`` cases of 10 one input (in one
+    of those, two) takes an edge value instead. Optional widgets are sometimes left out (the node's
+    Python default then applies, as when a saved workflow predates the input), except those in ``keep``."""
     overrides = overrides or {}
     edge_overrides = edge_overrides or {}
     fuzzable = [w for w in ws if w.is_widget]
-    mode = draw(st.integers(0, 9))  # 0-2 all valid, 3-8 one edge, 9 two edges
+    mode = draw(st.integers(0, 9))  # below 10 - edge_share: all valid; 9: two edges; else one
     targets: list[str] = []
-    if mode >= 3 and fuzzable:
-        n = 2 if mode == 9 and len(fuzzable) > 1 else 1
+    if mode >= 10 - edge_share and fuzzable:
+        n = 2 if mode == 9 and edge_share > 1 and len(fuzzable) > 1 else 1
         targets = draw(st.lists(st.sampled_from([w.id for w in fuzzable]), min_size=n, max_size=n, unique=True))
     values: dict[str, Any] = {}
     for w in fuzzable:
@@ -403,3 +359,34 @@ def widget_case(
             continue  # left out
         values[w.id] = draw(overrides.get(w.id, valid_values(w)))
     return values, tuple(targets)
+
+
+# ---------------------------------------------------------------- the systematic sweep
+
+
+def base_value(w: Widget, base: dict | None = None) -> Any:
+    """A valid value to hold an input at while another one is swept: ``base``, else the schema's default."""
+    if base and w.id in base:
+        return base[w.id]
+    if w.kind == COMBO:
+        return w.default if w.default in w.options else (w.options[0] if w.options else w.default)
+    if w.kind == STRING and is_prompt_string(w) and not w.default:
+        return VALID_PROMPTS[0]
+    if w.default is not None:
+        return w.default
+    if w.kind in (INT, FLOAT):
+        return w.min if w.min is not None else 0
+    return False if w.kind == BOOLEAN else ""
+
+
+def sweep(ws: list[Widget], base: dict | None = None, edge_overrides: dict | None = None) -> list[tuple[dict, tuple]]:
+    """Every edge value of every widget once, the other widgets at their base value (plus the base
+    itself): the explicit examples each stage runs before hypothesis generates its own, so a given
+    edge is tried whatever the random draws are."""
+    widgets_ = [w for w in ws if w.is_widget]
+    start = {w.id: base_value(w, base) for w in widgets_}
+    out: list[tuple[dict, tuple]] = [(dict(start), ())]
+    for w in widgets_:
+        for e in (edge_overrides or {}).get(w.id, edge_values(w)):
+            out.append(({**start, w.id: e}, (w.id,)))
+    return out

@@ -235,3 +235,20 @@ def test_cancel_mid_audit_stops_within_two_seconds(comfy_inproc, sd, auditor):
         mm.interrupt_current_processing(False)
     print(f"\ninterrupt latency: {latency * 1000:.0f} ms")
     assert latency < 2.0
+
+
+def test_a_rewritten_calibration_file_is_read_again(comfy_inproc, comfy_dir):
+    """ComfyUI reruns a node only when its fingerprint changes: a calibration file rewritten under the same
+    name (a new Stage C fit) must change the Tournament Guard's fingerprint."""
+    import os
+
+    folder = Path(comfy_dir) / "models" / "tipai"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "refit.json"
+    path.write_text('{"v": 1}')
+    guard = comfy_inproc.node_class("TiPAITournamentGuard")
+    first = guard.fingerprint_inputs(calibration_file="refit.json")
+    path.write_text('{"v": 2, "refit": true}')
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert guard.fingerprint_inputs(calibration_file="refit.json") != first
+    assert guard.fingerprint_inputs(calibration_file="none") == ""

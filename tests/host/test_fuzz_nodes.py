@@ -59,7 +59,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 
 from tests.host import fuzz_strategies as fs
@@ -81,13 +81,13 @@ EXAMPLES = {
     "TiPAIAuditorLoader": 30,
     "TiPAIAuditorScore": 60,
     "TiPAIRegionMiner/standalone": 50,
-    "TiPAIAuditorInpaint/standalone": 40,
+    "TiPAIAuditorInpaint/standalone": 30,
     "TiPAIKSampler": 120,
-    "TiPAIPatchModel": 30,
+    "TiPAIPatchModel": 25,
     "TiPAISaveTournamentLog": 60,
 }
 # tiny runs: the most steps / candidates / regions a sampling case may use, whatever the schema allows
-MAX_STEPS, MAX_N, MAX_K, MAX_REFINE = 4, 2, 2, 2
+MAX_STEPS, MAX_N, MAX_K, MAX_REFINE = 4, 2, 1, 2
 # valid values that keep cases meaningful: min_area <= max_area (two independent uniform draws would
 # break it half the time), no ONNX detectors (their files are not in the host), few steps
 MINER_VALID = {
@@ -144,49 +144,55 @@ def _is_pack_object(obj) -> bool:
     return "tipai" in (type(obj).__module__ or "").lower()
 
 
+def _json_nonfinite(text: str) -> str | None:
+    if text[:1] not in ("[", "{"):
+        return None
+    bad: list[str] = []
+    try:
+        json.loads(text, parse_constant=bad.append)
+    except ValueError:
+        return None
+    return bad[0] if bad else None
+
+
+def _children(obj) -> list[tuple[Any, Any]] | None:
+    """The parts of a container or of one of the pack's own objects; None for anything else
+    (ComfyUI's and torch's objects, ModelPatcher, VAE, ... are not walked)."""
+    if isinstance(obj, dict):
+        return list(obj.items())
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(enumerate(obj))
+    if not _is_pack_object(obj):
+        return None
+    if isinstance(obj, torch.nn.Module):
+        d = {k: v for k, v in vars(obj).items() if k not in ("_parameters", "_buffers", "_modules")}
+        d.update({k: m for k, m in obj._modules.items() if m is not None and _is_pack_object(m)})
+    elif dataclasses.is_dataclass(obj):
+        d = {f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}
+    else:
+        d = dict(getattr(obj, "__dict__", {}))
+        d.update({name: getattr(obj, name, None) for name in getattr(type(obj), "__slots__", ())})
+    return list(d.items())
+
+
 def nonfinite(obj, path: str = "out", seen: set | None = None, depth: int = 0) -> str | None:
     """The path of the first non-finite number in an output (tensors, floats, JSON text, the pack's
-    own settings objects), or None."""
+    own settings objects, walked), or None."""
     seen = set() if seen is None else seen
-    if depth > 12 or id(obj) in seen:
+    if depth > 12 or id(obj) in seen or obj is None or isinstance(obj, (bool, int)):
         return None
     if isinstance(obj, torch.Tensor):
-        if (obj.is_floating_point() or obj.is_complex()) and obj.numel() and not bool(torch.isfinite(obj).all()):
-            return f"{path} (tensor {tuple(obj.shape)})"
-        return None
-    if isinstance(obj, bool) or obj is None or isinstance(obj, int):
-        return None
+        floating = obj.is_floating_point() or obj.is_complex()
+        bad = floating and obj.numel() > 0 and not bool(torch.isfinite(obj).all())
+        return f"{path} (tensor {tuple(obj.shape)})" if bad else None
     if isinstance(obj, float):
         return None if math.isfinite(obj) else f"{path} = {obj}"
     if isinstance(obj, str):
-        if obj[:1] in "[{":
-            bad: list[str] = []
-            try:
-                json.loads(obj, parse_constant=bad.append)
-            except ValueError:
-                return None
-            return f"{path} (JSON holds {bad[0]})" if bad else None
-        return None
+        token = _json_nonfinite(obj)
+        return f"{path} (JSON holds {token})" if token else None
     seen.add(id(obj))
-    if isinstance(obj, dict):
-        items = obj.items()
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        items = enumerate(obj)
-    elif _is_pack_object(obj):
-        if isinstance(obj, torch.nn.Module):
-            d = {k: v for k, v in vars(obj).items() if k not in ("_parameters", "_buffers", "_modules")}
-            d.update({k: m for k, m in obj._modules.items() if m is not None and _is_pack_object(m)})
-        elif dataclasses.is_dataclass(obj):
-            d = {f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}
-        else:
-            d = dict(getattr(obj, "__dict__", {}))
-            for name in getattr(type(obj), "__slots__", ()):
-                d[name] = getattr(obj, name, None)
-        items = d.items()
-    else:
-        return None  # ComfyUI's and torch's own objects (ModelPatcher, VAE, ...) are not walked
-    for k, v in items:
-        found = nonfinite(v, f"{path}.{k}" if not isinstance(k, int) else f"{path}[{k}]", seen, depth + 1)
+    for k, v in _children(obj) or ():
+        found = nonfinite(v, f"{path}[{k}]" if isinstance(k, int) else f"{path}.{k}", seen, depth + 1)
         if found:
             return found
     return None
@@ -199,9 +205,11 @@ def _word(msg: str, word: str) -> bool:
 
 
 def _normalise(text: str) -> str:
+    """A message with its values blanked, so one bug seen with many values is one group."""
+    text = re.sub(r"(/[\w.@+-]+){2,}/?", "<path>", text)
+    text = re.sub(r"'[^']*'", "'…'", text)
     text = re.sub(r"0x[0-9a-f]+", "#", text)
-    text = re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "#", text)
-    text = re.sub(r"'[^']{30,}'", "'...'", text)
+    text = re.sub(r"[-+]?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?|\b(nan|inf)\b", "#", text)
     return text[:170]
 
 
@@ -288,20 +296,49 @@ class Fuzz:
             v = converted[w.id]
             if w.kind == fs.COMBO and w.options and v not in w.options:
                 return "ran with a combo value outside its options", f"{w.id}={v!r}"
-            if w.kind in (fs.INT, fs.FLOAT) and isinstance(v, (int, float)) and math.isfinite(v):
-                if (w.min is not None and v < w.min) or (w.max is not None and v > w.max):
-                    return "ran with a value outside min/max", f"{w.id}={v!r} not in [{w.min}, {w.max}]"
+            number = w.kind in (fs.INT, fs.FLOAT) and isinstance(v, (int, float)) and math.isfinite(v)
+            if number and ((w.min is not None and v < w.min) or (w.max is not None and v > w.max)):
+                return "ran with a value outside min/max", f"{w.id}={v!r} not in [{w.min}, {w.max}]"
         return None
 
-    def run_case(
-        self,
-        stage: str,
-        case: fs.Case,
-        call,
-        involved: list[str] | None = None,
-        post=None,
-        on_error=None,
-    ):
+    def _validation_outcome(self, node_id: str, errors: list[dict]) -> tuple[str, str, str]:
+        e = errors[0]
+        if e["type"] == "exception_during_validation":
+            exc = e["exception"]
+            msg = f"{type(exc).__name__}: {exc}"
+            if self.names_input(str(exc), [node_id]):
+                return "b", "validate_inputs raised a named error", msg[:200]
+            return "c", "validate_inputs raised, naming neither node nor input", msg[:300]
+        return "b", "rejected by ComfyUI", f"{e['type']}: {e.get('details', '')}"[:200]
+
+    def _error_outcome(self, exc: BaseException, involved: list[str], converted: dict, on_error):
+        msg = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, NAMED_TYPES):
+            return "c", f"exception type {type(exc).__name__}", msg[:300]
+        if not self.names_input(str(exc), involved):
+            return "c", "error names neither node nor input", msg[:300]
+        extra = on_error(converted, exc) if on_error else None
+        if extra:
+            return "c", extra[0], f"{extra[1]}; TiPAI said {msg[:200]}"
+        return "b", "named error", msg[:200]
+
+    def _result_outcome(self, node_id: str, converted: dict, case: fs.Case, result, post):
+        bad = nonfinite((result.args, result.ui) if hasattr(result, "args") else result)
+        if bad:
+            return "c", "non-finite output", bad
+        nan_in = [k for k, v in converted.items() if isinstance(v, float) and not math.isfinite(v)]
+        nan_in += [k for k, v in case.labels.items() if v in NONFINITE_LABELS]
+        if nan_in:
+            return "c", "non-finite input accepted", f"no error for non-finite {', '.join(nan_in)}"
+        outside = self.outside_schema(node_id, converted)
+        if outside:
+            return "c", *outside
+        problem = post(converted, result) if post else None
+        if problem:
+            return "c", *problem
+        return "a", "ok", ""
+
+    def run_case(self, stage: str, case: fs.Case, call, involved: list[str] | None = None, post=None, on_error=None):
         """Validate like ComfyUI, call, classify; return the result when it is (a), else None."""
         node_id = case.node_id
         key = (stage, case.describe(limit=10**9))
@@ -312,25 +349,14 @@ class Fuzz:
         involved = involved or [node_id]
         for other in involved:
             self.node(other)
-        errors, converted = self.comfy_validate(node_id, case.widgets)
 
         def record(cat, kind, detail="", seconds=0.0):
             self.outcomes.append(Outcome(node_id, stage, cat, kind, case.describe(), case.targets, detail, seconds))
 
+        errors, converted = self.comfy_validate(node_id, case.widgets)
         if errors:
-            e = errors[0]
-            if e["type"] == "exception_during_validation":
-                exc = e["exception"]
-                msg = f"{type(exc).__name__}: {exc}"
-                if self.names_input(str(exc), [node_id]):
-                    record("b", "validate_inputs raised a named error", msg[:200])
-                else:
-                    record("c", "validate_inputs raised, naming neither node nor input", msg[:300])
-                return None
-            record("b", "rejected by ComfyUI", f"{e['type']}: {e.get('details', '')}"[:200])
+            record(*self._validation_outcome(node_id, errors))
             return None
-        nan_in = [k for k, v in converted.items() if isinstance(v, float) and not math.isfinite(v)]
-        nan_in += [k for k, v in case.labels.items() if v in NONFINITE_LABELS]
         t0 = time.monotonic()
         result, exc = None, None
         try:
@@ -338,7 +364,7 @@ class Fuzz:
                 result = call(converted, case.sockets)
         except CaseTimeout as e:
             exc = e
-        except Exception as e:  # noqa: BLE001 - every exception is classified below
+        except Exception as e:  # noqa: BLE001 - every exception is classified
             exc = e
         finally:
             import comfy.model_management
@@ -347,47 +373,26 @@ class Fuzz:
         seconds = time.monotonic() - t0
         if isinstance(exc, CaseTimeout) or seconds > CASE_LIMIT_S:
             record("c", "over the time limit", f"{seconds:.1f} s", seconds)
-            return None
-        if exc is not None:
-            msg = f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, NAMED_TYPES):
-                record("c", f"exception type {type(exc).__name__}", msg[:300], seconds)
-            elif not self.names_input(str(exc), involved):
-                record("c", "error names neither node nor input", msg[:300], seconds)
-            else:
-                extra = on_error(converted, exc) if on_error else None
-                if extra:
-                    record("c", extra[0], f"{extra[1]}; TiPAI said {msg[:200]}", seconds)
-                else:
-                    record("b", "named error", msg[:200], seconds)
-            return None
-        bad = nonfinite((result.args, result.ui) if hasattr(result, "args") else result)
-        if bad:
-            record("c", "non-finite output", bad, seconds)
-            return None
-        if nan_in:
-            record("c", "non-finite input accepted", f"no error for non-finite {', '.join(nan_in)}", seconds)
-            return None
-        outside = self.outside_schema(node_id, converted)
-        if outside:
-            record("c", outside[0], outside[1], seconds)
-            return None
-        problem = post(converted, result) if post else None
-        if problem:
-            record("c", problem[0], problem[1], seconds)
-            return None
-        record("a", "ok", "", seconds)
-        return result
+        elif exc is not None:
+            record(*self._error_outcome(exc, involved, converted, on_error), seconds)
+        else:
+            cat, kind, detail = self._result_outcome(node_id, converted, case, result, post)
+            record(cat, kind, detail, seconds)
+            return result if cat == "a" else None
+        return None
 
-    def stage(self, name: str, strategy, handler) -> None:
+    def stage(self, name: str, strategy, handler, explicit: list[fs.Case] = ()) -> None:
+        """The explicit cases (the sweep) first, then ``EXAMPLES[name]`` generated ones."""
         t0 = time.monotonic()
 
-        @seed(zlib.crc32(name.encode()))
-        @settings(max_examples=max(1, round(EXAMPLES[name] * SCALE)), **HYPOTHESIS)
-        @given(strategy)
         def run(case):
             handler(case)
 
+        run = given(strategy)(run)
+        for case in reversed(list(explicit) if SCALE >= 1 else []):
+            run = example(case)(run)
+        run = settings(max_examples=max(1, round(EXAMPLES[name] * SCALE)), **HYPOTHESIS)(run)
+        run = seed(zlib.crc32(name.encode()))(run)
         run()
         self.stage_seconds[name] = time.monotonic() - t0
 
@@ -443,9 +448,12 @@ def memory_cap():
 # ================================================================== stages
 
 
-def settings_stage(fz: Fuzz, node_id: str, kind: str, overrides: dict, sockets) -> None:
+def settings_stage(fz: Fuzz, node_id: str, kind: str, overrides: dict, sockets, base=None, sweep_sockets=()) -> None:
     """A settings node called as a settings node (no image, no model): cheap, many examples."""
     ws = fz.widgets_of(node_id)
+    explicit = [fs.Case(node_id, v, targets=t) for v, t in fs.sweep(ws, base)]
+    start = explicit[0].widgets
+    explicit += [fs.Case(node_id, start, s_, l_, t_) for s_, l_, t_ in sweep_sockets]
 
     @st.composite
     def cases(draw):
@@ -460,7 +468,31 @@ def settings_stage(fz: Fuzz, node_id: str, kind: str, overrides: dict, sockets) 
         if out is not None:
             fz.pool_add(kind, case, out.args[0])
 
-    fz.stage(node_id, cases(), handle)
+    fz.stage(node_id, cases(), handle, explicit)
+
+
+def mask_sweep(sock_id: str, hw=(64, 64), image: str | None = None, extra=None) -> list[tuple[dict, dict, tuple]]:
+    """(sockets, labels, targets) for every mask variant at an image's size (plus ``extra`` sockets)."""
+    out = []
+    for label in fs.MASKS[1:]:
+        socks, labels = dict(extra or {}), {}
+        if image:
+            socks["image"], labels["image"] = fs.make_image(image), image
+        socks[sock_id], labels[sock_id] = fs.make_mask(label, *hw), label
+        out.append((socks, labels, () if label in fs.VALID_MASKS else (sock_id,)))
+    return out
+
+
+def image_sweep(mask_id: str | None, extra=None) -> list[tuple[dict, dict, tuple]]:
+    """(sockets, labels, targets) for every image variant, with a valid mask at its size if ``mask_id``."""
+    out = []
+    for label in fs.IMAGES:
+        socks, labels = dict(extra or {}), {"image": label}
+        socks["image"] = fs.make_image(label)
+        if mask_id:
+            socks[mask_id], labels[mask_id] = fs.make_mask("blob", *fs.image_hw(label)), "blob"
+        out.append((socks, labels, () if label in fs.VALID_IMAGES else ("image",)))
+    return out
 
 
 def no_sockets(draw):
@@ -506,7 +538,8 @@ def stage_auditor_loader(fz: Fuzz) -> None:
         if out is not None:
             fz.pool_add("auditor", case, out.args[0])
 
-    fz.stage(node_id, cases(), handle)
+    explicit = [fs.Case(node_id, v, targets=t) for v, t in fs.sweep(ws, {"arch": "tipai-tiny-vit"}, edges)]
+    fz.stage(node_id, cases(), handle, explicit)
 
 
 def image_and_mask(draw, mask_id: str, mask_optional: bool):
@@ -544,34 +577,57 @@ def stage_auditor_score(fz: Fuzz) -> None:
 
     @st.composite
     def cases(draw):
-        values, targets = draw(fs.widget_case(ws))
+        values, targets = draw(fs.widget_case(ws, edge_share=3))
         socks, labels, t2 = image_and_mask(draw, "mask", mask_optional=True)
         label, aud, edge = auditor_pick(fz, draw)
         socks["auditor"], labels["auditor"] = aud, label
         return fs.Case(node_id, values, socks, labels, targets + t2 + (("auditor",) if edge else ()))
 
-    fz.stage(node_id, cases(), lambda case: fz.run_case(node_id, case, lambda v, s: cls.execute(**v, **s)))
+    start = fs.sweep(ws)[0][0]
+    aud = {"auditor": fz.auditor}
+    explicit = [
+        fs.Case(node_id, v, {**aud, "image": fs.make_image("rand64")}, {"image": "rand64"}, t) for v, t in fs.sweep(ws)
+    ]
+    explicit += [
+        fs.Case(node_id, start, s_, l_, t_) for s_, l_, t_ in image_sweep("mask", aud) + image_sweep(None, aud)
+    ]
+    explicit += [fs.Case(node_id, start, s_, l_, t_) for s_, l_, t_ in mask_sweep("mask", image="rand64", extra=aud)]
+    fz.stage(node_id, cases(), lambda case: fz.run_case(node_id, case, lambda v, s: cls.execute(**v, **s)), explicit)
 
 
 def stage_miner_standalone(fz: Fuzz) -> None:
     node_id = "TiPAIRegionMiner"
     ws = fz.widgets_of(node_id)
     cls = fz.node(node_id)
-    overrides = {**MINER_VALID, "detectors": st.sampled_from(["none", "none", "all"]), "prompt": st.sampled_from(fs.VALID_PROMPTS)}
+    overrides = {
+        **MINER_VALID,
+        "detectors": st.sampled_from(["none", "none", "all"]),
+        "prompt": st.sampled_from(fs.VALID_PROMPTS),
+    }
     edges = {"k": fz.capped_edges(node_id, "k", MAX_K)}
 
     @st.composite
     def cases(draw):
-        values, targets = draw(fs.widget_case(ws, overrides, edges, keep=("prompt",)))
+        values, targets = draw(fs.widget_case(ws, overrides, edges, keep=("prompt",), edge_share=3))
         socks, labels, t2 = image_and_mask(draw, "user_mask", mask_optional=True)
         label, aud, edge = auditor_pick(fz, draw)
         socks["auditor"], labels["auditor"] = aud, label
         return fs.Case(node_id, values, socks, labels, targets + t2 + (("auditor",) if edge else ()))
 
+    base = {"k": 1, "prompt": fs.VALID_PROMPTS[0]}
+    aud = {"auditor": fz.auditor}
+    img = {**aud, "image": fs.make_image("rand64")}
+    sw = fs.sweep(ws, base, edges)
+    explicit = [fs.Case(node_id, v, img, {"image": "rand64"}, t) for v, t in sw]
+    explicit += [fs.Case(node_id, sw[0][0], s_, l_, t_) for s_, l_, t_ in image_sweep("user_mask", aud)]
+    explicit += [
+        fs.Case(node_id, sw[0][0], s_, l_, t_) for s_, l_, t_ in mask_sweep("user_mask", image="rand64", extra=aud)
+    ]
     fz.stage(
         node_id + "/standalone",
         cases(),
         lambda case: fz.run_case(node_id + "/standalone", case, lambda v, s: cls.execute(**v, **s)),
+        explicit,
     )
 
 
@@ -594,7 +650,7 @@ def stage_inpaint_standalone(fz: Fuzz) -> None:
 
     @st.composite
     def cases(draw):
-        values, targets = draw(fs.widget_case(ws, overrides, edges, keep=("prompt", "steps")))
+        values, targets = draw(fs.widget_case(ws, overrides, edges, keep=("prompt", "steps"), edge_share=3))
         socks, labels, t2 = image_and_mask(draw, "mask", mask_optional=False)
         socks.update(model=fz.sd["model"], positive=fz.sd["pos"], negative=fz.sd["neg"], vae=fz.sd["vae"])
         if draw(st.integers(0, 19)) == 0:  # one standalone socket left unconnected
@@ -613,10 +669,20 @@ def stage_inpaint_standalone(fz: Fuzz) -> None:
         return fs.Case(node_id, values, socks, labels, targets + t2)
 
     involved = [node_id, "TiPAITSPOSampler", "TiPAITournamentGuard"]
+    small = next(obj for _, obj, edge in policies if obj is not None and not edge)
+    sockets = dict(model=fz.sd["model"], positive=fz.sd["pos"], negative=fz.sd["neg"], vae=fz.sd["vae"], policy=small)
+    sw = fs.sweep(ws, {"steps": 3, "refine_iters": 0, "prompt": fs.VALID_PROMPTS[0]}, edges)
+    full = {**sockets, "image": fs.make_image("rand64"), "mask": fs.make_mask("blob")}
+    explicit = [fs.Case(node_id, v, full, {"image": "rand64", "mask": "blob"}, t) for v, t in sw]
+    explicit += [fs.Case(node_id, sw[0][0], s_, l_, t_) for s_, l_, t_ in image_sweep("mask", sockets)]
+    explicit += [
+        fs.Case(node_id, sw[0][0], s_, l_, t_) for s_, l_, t_ in mask_sweep("mask", image="rand64", extra=sockets)
+    ]
     fz.stage(
         node_id + "/standalone",
         cases(),
         lambda case: fz.run_case(node_id + "/standalone", case, lambda v, s: cls.execute(**v, **s), involved),
+        explicit,
     )
 
 
@@ -661,10 +727,11 @@ def stage_ksampler(fz: Fuzz) -> None:
     node_id = "TiPAIKSampler"
     ws = fz.widgets_of(node_id)
     cls = fz.node(node_id)
+    # steps=1 and denoise=0 are valid values the lead asked about: they come up among the valid ones too
     overrides = {
-        "steps": st.integers(2, MAX_STEPS),
+        "steps": st.sampled_from([4, 3, 4, 2, 1]),
         "cfg": st.sampled_from([5.0, 7.0, 1.0, 0.0, 12.5]),
-        "denoise": st.sampled_from([1.0, 0.75, 0.5]),
+        "denoise": st.sampled_from([1.0, 0.75, 0.5, 1.0, 0.0]),
     }
     edges = {"steps": fz.capped_edges(node_id, "steps", MAX_STEPS)}
     picks = settings_picks(fz)
@@ -673,7 +740,9 @@ def stage_ksampler(fz: Fuzz) -> None:
     @st.composite
     def cases(draw):
         values, targets = draw(fs.widget_case(ws, overrides, edges))
-        socks = dict(model=sd["model"], positive=sd["pos"], negative=sd["neg"], latent_image=sd["latent"], vae=sd["vae"])
+        socks = dict(
+            model=sd["model"], positive=sd["pos"], negative=sd["neg"], latent_image=sd["latent"], vae=sd["vae"]
+        )
         labels: dict[str, str] = {}
         targets += draw_settings(fz, draw, picks, socks, labels)
         return fs.Case(node_id, values, socks, labels, targets)
@@ -704,11 +773,15 @@ def stage_ksampler(fz: Fuzz) -> None:
         return None
 
     def handle(case):
-        only_shared = case.targets and all(t in KSAMPLER_SHARED for t in case.targets)
+        # every edge value (if any) is a KSampler widget, the settings are valid ones
+        only_shared = all(t in KSAMPLER_SHARED for t in case.targets)
 
         def on_error(v, exc):
+            """A refusal that blames a KSampler input (steps, denoise, ...) for values ComfyUI's own
+            KSampler samples to a finite latent is a failure: TiPAI should behave like KSampler there."""
             finite = all(not isinstance(x, float) or math.isfinite(x) for x in v.values())
-            if not (only_shared and finite):
+            blames = any(_word(str(exc), w) for w in (*KSAMPLER_SHARED, "sampler"))
+            if not (only_shared and finite and blames):
                 return None
             try:
                 with torch.inference_mode():
@@ -722,7 +795,11 @@ def stage_ksampler(fz: Fuzz) -> None:
         involved = [node_id] + [SETTINGS_NODE_OF[s] for s in ("miner", "editor", "guard", "policy", "auditor")]
         fz.run_case(node_id, case, lambda v, s: cls.execute(**v, **s), involved, post=post, on_error=on_error)
 
-    fz.stage(node_id, cases(), handle)
+    socks = dict(model=sd["model"], positive=sd["pos"], negative=sd["neg"], latent_image=sd["latent"], vae=sd["vae"])
+    socks["auditor"] = fz.auditor
+    base = {"steps": 3, "sampler_name": "euler", "scheduler": "normal", "cfg": 5.0, "seed": 5}
+    explicit = [fs.Case(node_id, v, socks, {"auditor": "tiny"}, t) for v, t in fs.sweep(ws, base, edges)]
+    fz.stage(node_id, cases(), handle, explicit)
 
 
 def stage_patch_model(fz: Fuzz) -> None:
@@ -755,10 +832,14 @@ def stage_patch_model(fz: Fuzz) -> None:
         return {"latent": out}
 
     involved = [node_id] + [SETTINGS_NODE_OF[s] for s in ("miner", "editor", "guard", "policy", "auditor")]
+    labels = {"auditor": "tiny", "then": "KSampler(euler, 3 steps)"}
+    socks = dict(model=sd["model"], vae=sd["vae"], auditor=fz.auditor)
+    explicit = [fs.Case(node_id, v, socks, labels, t) for v, t in fs.sweep(ws)]
     fz.stage(
         node_id,
         cases(),
         lambda case: fz.run_case(node_id, case, lambda v, s: call(v, s, case.labels["then"]), involved),
+        explicit,
     )
 
 
@@ -800,7 +881,9 @@ def stage_save_log(fz: Fuzz) -> None:
 
         fz.run_case(node_id, case, lambda v, s: cls.execute(**v, **s), post=post)
 
-    fz.stage(node_id, cases(), handle)
+    label, report = reports[0]
+    explicit = [fs.Case(node_id, v, {"report": report}, {"report": label}, t) for v, t in fs.sweep(ws)]
+    fz.stage(node_id, cases(), handle, explicit)
 
 
 # ================================================================== report
@@ -823,21 +906,30 @@ def summary(fz: Fuzz, seconds: float) -> tuple[str, list[str]]:
             f"{fz.stage_seconds.get(stage, 0):6.1f}"
         )
     runs = [r["summary"] for _, r in fz.reports]
+    audited = sum(1 for r in runs if r.get("audited_steps"))
+    accepted = sum(1 for r in runs if r.get("accepted"))
     lines.append(
-        f"TiPAI KSampler runs that came out (a): {len(runs)}, with audits {sum(1 for r in runs if r.get('audited_steps'))}"
-        f", with an accepted edit {sum(1 for r in runs if r.get('accepted'))}"
+        f"TiPAI KSampler runs that came out (a): {len(runs)}, with audits {audited}, with an edit accepted {accepted}"
     )
     kinds = Counter((o.cat, o.kind) for o in fz.outcomes)
     lines += ["", "outcomes by kind:"] + [f"  ({c}) {k}: {n}" for (c, k), n in sorted(kinds.items())]
     groups: dict[tuple, list[Outcome]] = defaultdict(list)
     for o in fz.outcomes:
-        if o.cat == "c":
-            key = (o.stage, o.kind, ",".join(o.targets) or "(all valid)", _normalise(o.detail))
-            groups[key].append(o)
+        if o.cat != "c":
+            continue
+        if o.kind.startswith("ran with"):  # one group per input: "scheduler='x'" -> scheduler
+            key = (o.stage, o.kind, o.detail.split("=", 1)[0])
+        else:
+            key = (o.stage, o.kind, _normalise(o.detail))
+        groups[key].append(o)
     listed = []
-    for (stage, kind, targets, _), os_ in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]))):
-        ex = os_[0]
-        listed.append(f"[{stage}] {kind} | edge inputs: {targets} | x{len(os_)}\n    {ex.detail}\n    inputs: {ex.case}")
+    for key, members in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]))):
+        ex = members[0]
+        seen = Counter(",".join(m.targets) or "(all valid)" for m in members).most_common(3)
+        listed.append(
+            f"[{key[0]}] {key[1]} x{len(members)}\n    {ex.detail[:300]}\n"
+            f"    edge inputs seen: {'; '.join(f'{t} (x{n})' for t, n in seen)}\n    e.g. {ex.case}"
+        )
     return "\n".join(lines), listed
 
 
@@ -860,7 +952,9 @@ def test_fuzz_every_tipai_node(comfy_inproc, sd, tiny_auditor, memory_cap, quiet
     fz = Fuzz(comfy_inproc, sd, auditor.args[0])
 
     # 1. settings nodes: cheap, many examples; what comes out fine feeds the sampling stages
-    settings_stage(fz, "TiPAIRegionMiner", "miner", MINER_VALID, mask_socket("user_mask"))
+    settings_stage(
+        fz, "TiPAIRegionMiner", "miner", MINER_VALID, mask_socket("user_mask"), {"k": 1}, mask_sweep("user_mask")
+    )
     settings_stage(fz, "TiPAIAuditorInpaint", "editor", {"refine_iters": st.integers(0, MAX_REFINE)}, no_sockets)
     settings_stage(
         fz,
@@ -874,7 +968,7 @@ def test_fuzz_every_tipai_node(comfy_inproc, sd, tiny_auditor, memory_cap, quiet
         },
         guard_sockets(fz),
     )
-    settings_stage(fz, "TiPAITSPOSampler", "policy", {"n": st.integers(1, MAX_N)}, no_sockets)
+    settings_stage(fz, "TiPAITSPOSampler", "policy", {"n": st.integers(1, MAX_N)}, no_sockets, {"n": MAX_N})
     # 2. the auditor nodes and the standalone uses
     stage_auditor_loader(fz)
     stage_auditor_score(fz)

@@ -14,7 +14,9 @@ evaluation half, and:
 * chooses τ_P(t) per class and τ_F(t) as ROC operating points over the true winners: the strictest
   threshold that keeps --keep-early (early audits, t < 0.5) or --keep-late (late) of the true winners; the
   late threshold is never laxer than the early one;
-* writes the calibration file (JSON) and a reliability diagram PNG next to it (matplotlib);
+* drops labelled candidates whose numbers are non-finite or out of range (NaN scores, a NaN label), and
+  says so: the count and the first records are printed and kept in the file under metrics.logs;
+* writes the calibration file (JSON, no NaN) and a reliability diagram PNG next to it (matplotlib);
 * with --listwise listnet|pl, refines the judge listwise (tspo.refine_judge): a linear judge
   s_i = w · x_i over the components x_i = (S_i - S_0, F_i, min_c P_i, B_i) is fit to the true-win labels of
   each tournament's candidates (ListNet: -Σ softmax(y/τ)·log softmax(s); Plackett–Luce: -log PL(winners
@@ -367,7 +369,10 @@ def fit_calibration(
         )
     for e in stats.dropped_errors[:5]:
         say(f"[calibrate] dropped {e}")
-    fit, held = split(data, eval_fraction, seed)
+    try:
+        fit, held = split(data, eval_fraction, seed)
+    except ValueError as exc:
+        raise ValueError(f"{exc} ({stats.summary()}: {', '.join(stats.files)})") from None
     g = fit_map(method, fit["m"], fit["y"])
     raw_p, cal_p = torch.sigmoid(held["m"]), g(held["m"])
     metrics = _map_metrics(fit, held, raw_p, cal_p, bins)
@@ -375,7 +380,10 @@ def fit_calibration(
     metrics.update(delta_metrics)
     tau_P, tau_F = thresholds(fit, keep_early, keep_late)
     if listwise != "none":
-        metrics["judge"] = refine(fit, held, listwise)
+        try:
+            metrics["judge"] = refine(fit, held, listwise)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (logs: {', '.join(stats.files)})") from None
     metrics["logs"] = {
         "records_read": stats.read,
         "corrupt_lines_skipped": stats.skipped,

@@ -76,7 +76,9 @@ def bounded(
         return value
 
     parse.__name__ = kind.__name__
-    parse.range = where  # type: ignore[attr-defined]
+    # what the help, check_ranges and the tests read: the range as text and as numbers
+    for name, value in dict(range=where, kind=kind, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open).items():
+        setattr(parse, name, value)
     return parse
 
 
@@ -116,7 +118,7 @@ def check_ranges(parser: argparse.ArgumentParser, values: Mapping[str, Any]) -> 
         try:
             parse(repr(value) if isinstance(value, float) else str(value))  # type: ignore[misc, operator]
         except argparse.ArgumentTypeError as exc:
-            raise ValueError(f"{action.option_strings[0]} {exc}") from None
+            raise ValueError(f"argument {action.option_strings[0]}: {exc}") from None
 
 
 def run_command(

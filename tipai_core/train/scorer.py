@@ -19,8 +19,12 @@ decoder, policy logits; heads.py) are trained on the cached features with
   probabilities) and ECE of the calibrated F. F = σ(a·S + b) is fit (Platt) on the training pairs.
 * HF accelerate (DDP, one GPU to many machines) is used when installed and --accelerate is given;
   without it the trainer runs on one device.
-* Unreadable rows (an undecodable image, an empty prompt) are skipped, counted and named in a report at
-  the end (and in the metrics JSON); --strict makes the first one an error instead.
+* Unreadable rows (an undecodable image, an empty prompt, an image path outside the dataset's folder) are
+  skipped, counted and named in a report at the end (and in the metrics JSON); --strict makes the first
+  one an error instead. NaN metrics (a class without positives has no ROC-AUC) are written as null.
+* Bad input fails before any work where it can (every number inside its --help range, the dataset's
+  columns, the device: checked before the backbone loads) with one ``[scorer] error: ...`` line and exit
+  status 2, and leaves no file behind; a run whose weights turn non-finite stops before it writes any.
 * Checkpoints: every --checkpoint-every epochs the heads, the AdamW moments and the scheduler state are
   written to --checkpoint-dir as ``epoch-NNNN.safetensors`` (tensors, including the generator's RNG
   state) plus ``epoch-NNNN.json`` (epoch, step, scheduler, optimizer hyperparameters, run fingerprint).

@@ -24,6 +24,11 @@ oracle and the uniform policy. Every mode writes progress lines, a learning-curv
 --out and checkpoints (--checkpoint-every iterations, atomic safetensors + JSON, as Stage A); --resume continues from
 the newest one, --stop-after-iteration splits a run.
 
+Every numeric option has a range (shown by --help; --iterations 1..100000) checked before any work, by
+the command and by the library functions alike. Corrupt log lines are skipped and named; readable records
+TSPO cannot learn from (NaN log-probs, huge state numbers, a depth above max_depth) are dropped, counted
+and named; a run whose weights turn non-finite stops with an error before it writes a policy.
+
 Library use: ``train_offline``, ``train_online`` and ``train_bandit`` (one per mode) take a ``TSPOSettings``;
 the command is a thin argparse wrapper around them (``run``). The ComfyUI HTTP client is comfy_client.py.
 """
@@ -106,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     number(g, "--n-classes", int, 1, 256, default=5, help="risk-vector length the policy reads")
     g = p.add_argument_group("TSPO")
     g.add_argument("--credit", choices=("loo", "soft"), default="loo")
-    number(g, "--tau", float, 0, 100, lo_open=True, default=0.1, help="soft-credit temperature τ")
+    number(g, "--tau", float, 1e-3, 100, default=0.1, help="soft-credit temperature τ (u/τ must not overflow)")
     number(g, "--beta", float, 0, 100, default=0.02, help="entropy β")
     number(
         g, "--beta-final", float, 0, 100, help="anneal β linearly to this by the last iteration (default: constant β)"

@@ -102,3 +102,53 @@ def test_images_of_any_size_and_mode_decode_to_rgb(tmp_path):
     assert torch.allclose(pal[:, 5, 5], torch.tensor([0.0, 0.0, 1.0]), atol=1e-3)
     assert ds[0].rejected.shape == (3, 24, 24)
     assert PreferencePairs(tmp_path / "modes.parquet")[2].chosen.shape == (3, 31, 17)  # native size kept
+
+
+def test_image_paths_must_stay_inside_the_dataset_folder(tmp_path, monkeypatch):
+    # an absolute path, ".." out of the folder or a symlink leading out makes the row corrupt; the file
+    # it names is never opened (it is a valid image: read, it would have been used)
+    from PIL import Image
+
+    from tipai_core.auditor.data import inside, read_pairs
+
+    data = tmp_path / "set"
+    (data / "img").mkdir(parents=True)
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(outside)
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(data / "img" / "ok.png")
+    (data / "img" / "link.png").symlink_to(outside)
+    names = ["img/ok.png", "img/../img/ok.png", "../secret.png", str(outside), "img/link.png", "img/../../secret.png"]
+    pd.DataFrame(
+        {
+            "Prompt": ["x"] * len(names),
+            "Chosen": names,
+            "Rejected": ["img/ok.png"] * len(names),
+            "Category": ["nsfw"] * len(names),
+        }
+    ).to_csv(data / "pairs.csv", index=False)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k))
+    ds = PreferencePairs(data)
+    skipped = []
+    items = read_pairs(ds, list(range(len(ds))), skipped=skipped)
+    assert [it.index for it in items] == [0, 1] and [s.index for s in skipped] == [2, 3, 4, 5]
+    assert "'../secret.png' leads outside the dataset folder" in skipped[0].reason
+    assert "is not relative to the dataset folder" in skipped[1].reason
+    assert "'img/link.png' leads outside" in skipped[2].reason
+    assert all("secret" not in p for p in opened), opened
+    with pytest.raises(DatasetRowError, match=r"row 2 .*'Chosen'.*outside the dataset folder"):
+        read_pairs(ds, [2], strict=True)
+    assert inside(data, "img/ok.png") == (data / "img" / "ok.png").resolve()
+    for bad in ("/etc/passwd", "..", "../set2/x.png", "img/\x00.png"):
+        with pytest.raises(ValueError, match="dataset folder"):
+            inside(data, bad)
+
+
+def test_unreadable_table_files_name_the_file(tmp_path):
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(ValueError, match=r"bad.parquet could not be read as parquet"):
+        PreferencePairs(tmp_path / "bad.parquet")
+    (tmp_path / "pairs.txt").write_text("x")
+    with pytest.raises(ValueError, match="unsupported pairs file"):
+        PreferencePairs(tmp_path / "pairs.txt")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -218,9 +222,15 @@ def test_checkpoints_hold_no_pickle(tmp_path, tiny_clip_file, one_thread):
 
 
 def test_corrupt_rows_are_skipped_counted_and_named(tmp_path, tiny_clip_file, capsys, one_thread):
-    path = write_pairs_parquet(tmp_path / "train.parquet", make_pairs(24, seed=6))
+    from PIL import Image
+
+    path = write_pairs_parquet(tmp_path / "data" / "train.parquet", make_pairs(24, seed=6))
+    outside = tmp_path / "outside.png"  # a valid image, but outside the dataset's folder: never read
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(outside)
     df = pd.read_parquet(path)
     df.at[5, "Rejected"] = {"bytes": b"\x89PNG this is not an image", "path": None}
+    df.at[9, "Chosen"] = {"bytes": None, "path": "../outside.png"}
+    df.at[11, "Rejected"] = {"bytes": None, "path": str(outside)}
     df.at[17, "Chosen"] = {"bytes": b"", "path": "nowhere/missing.png"}
     df.at[20, "Prompt"] = "   "
     df.to_parquet(path)
@@ -228,13 +238,15 @@ def test_corrupt_rows_are_skipped_counted_and_named(tmp_path, tiny_clip_file, ca
     heads = tmp_path / "h.safetensors"
     assert run_scorer(path, val, tiny_clip_file, heads, "--epochs", "2") == 0
     out = capsys.readouterr().out
-    report = out[out.index("skipped 3 unreadable row(s)") :]  # the report is at the end of the run
+    report = out[out.index("skipped 5 unreadable row(s)") :]  # the report is at the end of the run
     assert "wrote" not in report
     assert "row 5 " in report and "'Rejected'" in report
+    assert "row 9 " in report and "'../outside.png' leads outside the dataset folder" in report
+    assert "row 11 " in report and "is not relative to the dataset folder" in report
     assert "row 17 " in report and "missing.png" in report
     assert "row 20 " in report and "Prompt" in report
     metrics = json.loads(heads.with_suffix(".metrics.json").read_text())
-    assert [r["index"] for r in metrics["skipped_rows"]["train"]] == [5, 17, 20]
+    assert [r["index"] for r in metrics["skipped_rows"]["train"]] == [5, 9, 11, 17, 20]
     assert metrics["trained"]["pairs"] == 8
     # --strict: the first unreadable row is the command's one error line (status 2), and nothing is written
     strict = tmp_path / "strict.safetensors"
@@ -281,3 +293,89 @@ def test_scorer_help_and_missing_backbone(tmp_path, capsys):
     assert exit_info.value.code == 2
     out = capsys.readouterr().out
     assert out.startswith("[scorer] error: ") and str(missing) in out and "Traceback" not in out
+
+
+# ----------------------------------------------------------------------------- the command's bad inputs
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    """``python -m tipai_core.train <args>`` in a subprocess: (exit status, stdout + stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "tipai_core.train", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def assert_one_error(code: int, out: str, tag: str, needles: list[str], out_dir: Path) -> None:
+    """Status 2, one ``[tag] error: ...`` line holding every needle, no traceback, nothing written."""
+    assert code == 2, out
+    assert "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"[{tag}] error: "), out
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    assert not out_dir.exists() or not any(out_dir.rglob("*")), list(out_dir.rglob("*"))
+
+
+def _bad_scorer_input(case: str, tmp: Path) -> tuple[list[str], list[str]]:
+    """(the --data/--lr/--strict arguments, what the error line must name) of one bad input."""
+    good = write_pairs_parquet(tmp / "good.parquet", make_pairs(6, seed=1, size=32))
+    if case == "missing column":
+        pd.DataFrame({"Prompt": ["x"], "Chosen": [b""]}).to_parquet(tmp / "bad.parquet")
+        return ["--data", str(tmp / "bad.parquet")], ["bad.parquet", "['Rejected', 'Category']"]
+    if case == "not parquet":
+        (tmp / "garbage.parquet").write_text("this is not parquet")
+        return ["--data", str(tmp / "garbage.parquet")], ["garbage.parquet", "could not be read as parquet"]
+    if case == "not a table file":
+        (tmp / "pairs.txt").write_text("Prompt,Chosen")
+        return ["--data", str(tmp / "pairs.txt")], ["pairs.txt", "unsupported pairs file"]
+    if case == "missing data file":
+        return ["--data", str(tmp / "nowhere.parquet")], ["nowhere.parquet", "not found"]
+    if case == "no --data":
+        return [], ["required: --data"]
+    if case == "lr nan":
+        return ["--data", str(good), "--lr", "nan"], ["argument --lr:", "(0, 1]", "'nan'"]
+    df = pd.read_parquet(good)
+    if case == "strict corrupt row":
+        df.at[2, "Rejected"] = {"bytes": b"\x89PNG this is not an image", "path": None}
+        needles = ["row 2 ", "'Rejected'"]
+    else:  # "strict path outside the folder"
+        (tmp / "data").mkdir()
+        good = tmp / "data" / "pairs.parquet"
+        df.at[1, "Chosen"] = {"bytes": None, "path": "../outside.png"}
+        needles = ["row 1 ", "'../outside.png' leads outside the dataset folder"]
+    df.to_parquet(good)
+    return ["--data", str(good), "--strict"], needles
+
+
+SCORER_CASES = [
+    "missing column",
+    "not parquet",
+    "not a table file",
+    "missing data file",
+    "no --data",
+    "lr nan",
+    "strict corrupt row",
+    "strict path outside the folder",
+]
+
+
+@pytest.mark.parametrize("case", SCORER_CASES)
+def test_scorer_command_refuses_bad_inputs_in_one_line(case, tmp_path, tiny_clip_file):
+    """Each bad input is one ``[scorer] error: ...`` line, status 2, no traceback, no file written."""
+    args, needles = _bad_scorer_input(case, tmp_path)
+    out_dir = tmp_path / "out"
+    backbone = ["--backbone", str(tiny_clip_file), "--arch", TINY_ARCH, "--epochs", "1"]
+    code, out = run_cli("scorer", *args, *backbone, "--out", str(out_dir / "h.safetensors"))
+    assert_one_error(code, out, "scorer", needles, out_dir)
+
+
+def test_scorer_library_call_gets_the_commands_bounds(tmp_path):
+    from tipai_core.train.scorer import ScorerSettings, train_scorer
+
+    for field, value, option in (("epochs", 0, "--epochs"), ("lr", float("nan"), "--lr"), ("seed", -1, "--seed")):
+        s = ScorerSettings(data="d", backbone="b", out=str(tmp_path / "h"), **{field: value})
+        with pytest.raises(ValueError, match=f"argument {option}: must be"):
+            train_scorer(s)
