@@ -82,12 +82,16 @@ class TiPAIAuditorLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, backbone: str, arch: str, heads: str, lpips_backbone: str, kappa: float) -> io.NodeOutput:
-        check_widgets(cls, dict(kappa=kappa))
+        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
         path = model_files.resolve(backbone, "auditor backbone")
         # ComfyUI runs nodes under inference_mode; weights made there could never enter autograd,
         # and the miner's Grad-CAM needs gradients through the image tower.
         with torch.inference_mode(False):
-            auditor = _load(path, backbone, arch, heads, lpips_backbone, kappa)
+            try:
+                auditor = _load(path, backbone, arch, heads, lpips_backbone, kappa)
+            except (ValueError, FileNotFoundError) as exc:
+                # the library's message says what is wrong with which file; this says where
+                raise type(exc)(f"TiPAI Auditor Loader: {exc}") from None
         auditor.eval()
         return io.NodeOutput(AuditorHandle.wrap(auditor, backbone))
 
@@ -130,6 +134,7 @@ class TiPAIAuditorScore(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, prompt: str, auditor: AuditorHandle, mask=None) -> io.NodeOutput:
+        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
         if not prompt or not prompt.strip():
             raise ValueError("TiPAI Auditor Score: the prompt is empty; give the text the image should show")
         images = image_to_core(image)

@@ -275,6 +275,7 @@ class TiPAIRegionMiner(io.ComfyNode):
         feather: int = D.MINER_FEATHER,
         region_prompt: str = "",
     ) -> io.NodeOutput:
+        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
         given = locals()
         cls.check({name: given[name] for name in cls.NUMBERS})
         if detectors not in DETECTOR_CHOICES:

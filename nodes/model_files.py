@@ -52,6 +52,8 @@ def list_hf_folders() -> list[str]:
 def resolve(name: str, what: str) -> str:
     """Full path of ``name`` in models/tipai, or a FileNotFoundError that says where to put it."""
     register()
+    if not isinstance(name, str) or not name.strip():
+        raise FileNotFoundError(f"TiPAI: no {what} file chosen; put one in the models/{FOLDER} folder and pick it")
     if name.endswith("/"):
         for root in folders():
             if name[:-1] in os.listdir(root) if os.path.isdir(root) else []:

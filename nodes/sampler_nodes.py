@@ -170,7 +170,7 @@ class TiPAIKSampler(io.ComfyNode):
         guard=None,
         policy=None,
     ) -> io.NodeOutput:
-        check_widgets(cls, dict(seed=seed, steps=steps, cfg=cfg, denoise=denoise))
+        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
         settings = _settings(prompt, vae, auditor, miner, editor, guard, policy)
         _check_user_mask(settings, latent_image, vae)
         patched, slot = patch_model(model, settings)
@@ -211,6 +211,7 @@ class TiPAIPatchModel(io.ComfyNode):
     def execute(
         cls, model, prompt, vae, auditor, miner=None, editor=None, guard=None, policy=None, save_log=False
     ) -> io.NodeOutput:
+        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
         patched, slot = patch_model(model, _settings(prompt, vae, auditor, miner, editor, guard, policy))
         if save_log:
             slot.on_finished = lambda run: write_log(
@@ -246,6 +247,7 @@ class TiPAISaveTournamentLog(io.ComfyNode):
 
     @classmethod
     def execute(cls, report: dict, filename_prefix: str) -> io.NodeOutput:
+        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
         prefix = _check_prefix(filename_prefix)
         folder = os.path.join(folder_paths.get_output_directory(), LOG_FOLDER)
         paths = write_log(report, folder, next_log_stem(folder, prefix))

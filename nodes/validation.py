@@ -41,17 +41,24 @@ def check_number(
 
 
 def check_widgets(cls, values: Mapping[str, Any]) -> None:
-    """Each given INT/FLOAT widget value is finite and within the schema's min/max (None: linked, skipped)."""
+    """Each given widget value is valid for the schema: INT/FLOAT finite and within min/max, a combo one of
+    its options, a boolean a bool (None: linked or left out, skipped)."""
     node = _node_name(cls)
     inputs = _schema_inputs(cls)
     for name, value in values.items():
         inp = inputs.get(name)
-        if value is None or inp is None or not hasattr(inp, "min"):
+        if value is None or inp is None:
             continue
         kind = inp.get_io_type()
-        if kind not in ("INT", "FLOAT"):
-            continue
-        check_number(node, name, value, getattr(inp, "min", None), getattr(inp, "max", None), integer=kind == "INT")
+        if kind in ("INT", "FLOAT"):
+            check_number(node, name, value, getattr(inp, "min", None), getattr(inp, "max", None), integer=kind == "INT")
+        elif kind == "COMBO":
+            options = list(getattr(inp, "options", None) or [])
+            if options and value not in options:
+                shown = options if len(options) <= 12 else [*options[:12], "..."]
+                raise ValueError(f"{node}: {name} must be one of {shown}, got {value!r}")
+        elif kind == "BOOLEAN" and not isinstance(value, bool):
+            raise ValueError(f"{node}: {name} must be true or false, got {value!r}")
 
 
 def number_list(node: str, name: str, text: Any, cast: type, lo: float, hi: float) -> tuple:

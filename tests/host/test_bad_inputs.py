@@ -88,7 +88,7 @@ def test_the_loader_takes_only_its_listed_extensions(comfy_inproc, comfy_dir):
     loader = comfy_inproc.node_class("TiPAIAuditorLoader")
     msg = loader.validate_inputs(backbone="weights.bin")
     assert isinstance(msg, str) and "not one the pack loads" in msg and ".safetensors" in msg
-    with pytest.raises(FileNotFoundError, match="not one the pack loads"):
+    with pytest.raises(ValueError, match="TiPAI Auditor Loader: backbone must be one of"):
         loader.execute("weights.bin", "tipai-tiny-vit", "none", "none", 1.0)
 
 

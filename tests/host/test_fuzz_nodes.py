@@ -1,40 +1,47 @@
 """Property-based fuzzing of every TiPAI node inside the real ComfyUI (in process, tiny sizes).
 
 The strategies come from each node's own schema (``tests/host/fuzz_strategies.py``): ids, types,
-min/max, combo options and defaults, so a new input is fuzzed without editing this file. Values are
-mostly valid; in most cases one or two inputs take an edge value instead (NaN, ±inf, 1e9, just
-outside min/max, "1,,2", "../../etc/x", NaN / all-zero / wrong-size masks, 1x1 and 63x65 images).
+min/max, combo options and defaults, so a new input is fuzzed without editing this file. Each stage
+first runs a sweep (every edge value of every widget once, the others at their defaults; every
+mask and image variant once), then hypothesis-generated cases: values mostly valid, in most cases
+one or two inputs at an edge value (NaN, ±inf, 1e9, just outside min/max, "1,,2", "../../etc/x",
+NaN / all-zero / wrong-size masks, 1x1 and 63x65 images).
 
 How a value reaches the node. Every case first goes through ComfyUI's own per-node validation,
-``execution.validate_inputs`` (the function ``validate_prompt`` calls for each node), on a one-node
-prompt holding the widget values: it converts the values as ComfyUI does (``int("3")``, ``int(2.5)``,
-``float("nan")``), applies min/max and the combo lists, and runs the node's own ``validate_inputs``.
-Socket inputs are not part of that prompt, so its "required input missing" errors for sockets are
-dropped. A value it rejects is outcome (b), "rejected by ComfyUI" (the error names the input), and
-the node is not called: the graph path would never call it either. A value it passes (NaN passes a
-min/max check: ``nan < min`` is False) is handed, converted, to ``cls.execute`` under
-``torch.inference_mode()``, as ComfyUI's executor does.
+``execution.validate_inputs`` (what ``validate_prompt`` calls for each node of a graph), on a
+one-node prompt holding the widget values: it converts them as ComfyUI does (``int("3")``,
+``int(2.5)``, ``float("nan")``), applies min/max and runs the node's own ``validate_inputs``.
+Socket inputs are not in that prompt, so its "required input missing" errors for sockets are
+dropped. A value it rejects is outcome (b), "rejected by ComfyUI", and the node is not called (the
+graph path would not call it either). A value it passes (NaN passes a min/max check: ``nan < min``
+is False) is handed, converted, to ``cls.execute`` under ``torch.inference_mode()``, as ComfyUI's
+executor does. Note: ComfyUI 0.3.75 never checks a V3 combo against its options (its list check
+wants a list type, V3 sends "COMBO"), and skips min/max for the inputs a node's validate_inputs
+takes; the node owns those checks, so the classifier holds it to its schema.
 
 Every outcome is classified:
 
-(a) normal return, and every tensor, float and JSON number in the outputs is finite (settings
+(a) normal return, every tensor, float and JSON number in the outputs finite (the pack's settings
     objects are walked too: a Guard holding δ = NaN is a NaN output);
 (b) a ValueError / TypeError / RuntimeError / OSError whose message names the node (display name or
     id) or one of the inputs involved (its id, or the id with spaces for underscores), or a
     rejection by ComfyUI's validation;
 (c) anything else, a failure: an unnamed error, another exception type, a non-finite output, a
-    non-finite input (NaN that passed ComfyUI's min/max, a NaN/inf mask or image) accepted without
-    an error (AGENTS.md: NaN or Inf is bad input), a case over ``CASE_LIMIT_S`` (SIGALRM stops it,
-    time.monotonic measures it), and for the samplers: a TiPAI KSampler result with nothing accepted
-    that is not bit-identical to ComfyUI's KSampler, a KSampler-only value (steps, denoise, cfg,
-    seed, sampler, scheduler) that ComfyUI's KSampler samples but the TiPAI KSampler refuses, and a
-    tournament log written outside output/tipai_logs.
+    non-finite input (NaN that passed min/max, a NaN/inf mask or image) accepted without an error
+    (AGENTS.md: NaN or Inf is bad input), a run with a combo value outside its options or a number
+    outside min/max, a case over ``CASE_LIMIT_S`` (SIGALRM stops it, time.monotonic measures it),
+    and for the samplers: a TiPAI KSampler result with nothing accepted that is not bit-identical
+    to ComfyUI's KSampler, a refusal blaming a KSampler input (steps, denoise, cfg, seed, sampler,
+    scheduler) for in-schema values that ComfyUI's KSampler samples, and a tournament log written
+    outside output/tipai_logs.
 
 Stages: the settings nodes (Miner, Inpaint without a model, Guard, TSPO) are cheap and get many
-examples; the settings objects that came out (a) then feed a smaller number of TiPAI KSampler,
-Patch Model, standalone Miner/Inpaint and Auditor runs at 64x64, 1-4 steps, N <= 2, K <= 2.
-Hypothesis runs with a fixed seed per stage, no database, no shrinking (outcomes are collected, not
-raised), so every run generates the same cases. Run with ``-s`` for the tables.
+cases; the settings objects that came out (a) then feed fewer TiPAI KSampler, Patch Model,
+standalone Miner/Inpaint and Auditor runs at 64x64, 1-4 steps, N <= 2, K = 1. Hypothesis runs with
+a fixed seed per stage, no database, no shrinking (outcomes are collected, not raised), so a run
+generates the same cases as long as the schemas do not change. ``-s`` prints the tables;
+``TIPAI_FUZZ_DUMP=file`` writes every outcome as JSON lines; ``TIPAI_FUZZ_SCALE=0.2`` is a quick
+look (fewer generated cases, no sweep).
 """
 
 from __future__ import annotations
@@ -81,9 +88,9 @@ EXAMPLES = {
     "TiPAIAuditorLoader": 30,
     "TiPAIAuditorScore": 60,
     "TiPAIRegionMiner/standalone": 50,
-    "TiPAIAuditorInpaint/standalone": 30,
-    "TiPAIKSampler": 120,
-    "TiPAIPatchModel": 25,
+    "TiPAIAuditorInpaint/standalone": 12,
+    "TiPAIKSampler": 70,
+    "TiPAIPatchModel": 20,
     "TiPAISaveTournamentLog": 60,
 }
 # tiny runs: the most steps / candidates / regions a sampling case may use, whatever the schema allows
@@ -669,9 +676,13 @@ def stage_inpaint_standalone(fz: Fuzz) -> None:
         return fs.Case(node_id, values, socks, labels, targets + t2)
 
     involved = [node_id, "TiPAITSPOSampler", "TiPAITournamentGuard"]
-    small = next(obj for _, obj, edge in policies if obj is not None and not edge)
+    small = next(obj for _, obj, edge in policies if obj is not None and not edge and obj.n == 1)
     sockets = dict(model=fz.sd["model"], positive=fz.sd["pos"], negative=fz.sd["neg"], vae=fz.sd["vae"], policy=small)
-    sw = fs.sweep(ws, {"steps": 3, "refine_iters": 0, "prompt": fs.VALID_PROMPTS[0]}, edges)
+    # the editor widgets (backend, refine_iters, ...) are swept by the settings stage; here the standalone ones
+    own = [w for w in ws if w.id in ("steps", "scheduler", "cfg", "prompt")]
+    sw = fs.sweep(own, {"steps": 3, "prompt": fs.VALID_PROMPTS[0]}, edges)
+    held = {w.id: fs.base_value(w, {"refine_iters": 0}) for w in ws if w not in own}
+    sw = [({**held, **v}, t) for v, t in sw]
     full = {**sockets, "image": fs.make_image("rand64"), "mask": fs.make_mask("blob")}
     explicit = [fs.Case(node_id, v, full, {"image": "rand64", "mask": "blob"}, t) for v, t in sw]
     explicit += [fs.Case(node_id, sw[0][0], s_, l_, t_) for s_, l_, t_ in image_sweep("mask", sockets)]
@@ -781,7 +792,10 @@ def stage_ksampler(fz: Fuzz) -> None:
             KSampler samples to a finite latent is a failure: TiPAI should behave like KSampler there."""
             finite = all(not isinstance(x, float) or math.isfinite(x) for x in v.values())
             blames = any(_word(str(exc), w) for w in (*KSAMPLER_SHARED, "sampler"))
-            if not (only_shared and finite and blames):
+            # a combo value outside its options: ComfyUI's KSampler node (V1) refuses it at validation;
+            # only its common_ksampler function, called here, swaps in the first option silently
+            in_schema = fz.outside_schema(node_id, v) is None
+            if not (only_shared and finite and blames and in_schema):
                 return None
             try:
                 with torch.inference_mode():
