@@ -82,7 +82,9 @@ class TiPAIAuditorLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, backbone: str, arch: str, heads: str, lpips_backbone: str, kappa: float) -> io.NodeOutput:
-        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
+        check_widgets(
+            cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
+        )  # every widget, before any work
         path = model_files.resolve(backbone, "auditor backbone")
         # ComfyUI runs nodes under inference_mode; weights made there could never enter autograd,
         # and the miner's Grad-CAM needs gradients through the image tower.
@@ -134,7 +136,9 @@ class TiPAIAuditorScore(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, prompt: str, auditor: AuditorHandle, mask=None) -> io.NodeOutput:
-        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
+        check_widgets(
+            cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
+        )  # every widget, before any work
         if not prompt or not prompt.strip():
             raise ValueError("TiPAI Auditor Score: the prompt is empty; give the text the image should show")
         images = image_to_core(image)

@@ -201,7 +201,9 @@ class TiPAIAuditorInpaint(io.ComfyNode):
         guard: GuardSpec | None = None,
         prompt: str = "",
     ) -> io.NodeOutput:
-        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
+        check_widgets(
+            cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
+        )  # every widget, before any work
         spec = EditorSpec(backend, refine_iters, crop_margin, audit_decoder)
         standalone = [model, positive, negative, vae, image, mask]
         if all(v is None for v in standalone):

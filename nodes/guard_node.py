@@ -190,7 +190,9 @@ class TiPAITournamentGuard(io.ComfyNode):
         calibration_file=model_files.NONE,
         auditor=None,
     ) -> io.NodeOutput:
-        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
+        check_widgets(
+            cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
+        )  # every widget, before any work
         scales = cls.check(
             delta,
             tau_P_start,

@@ -275,7 +275,9 @@ class TiPAIRegionMiner(io.ComfyNode):
         feather: int = D.MINER_FEATHER,
         region_prompt: str = "",
     ) -> io.NodeOutput:
-        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
+        check_widgets(
+            cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
+        )  # every widget, before any work
         given = locals()
         cls.check({name: given[name] for name in cls.NUMBERS})
         if detectors not in DETECTOR_CHOICES:
@@ -295,7 +297,15 @@ class TiPAIRegionMiner(io.ComfyNode):
         settings = miner_settings(
             k, threshold, min_area, max_area, merge_margin, weights, latent_align, feather, region_prompt or ""
         )
-        spec = MinerSpec(settings, None if user_mask is None else mask_to_core(user_mask), DETECTOR_CHOICES[detectors])
+        um = None
+        if user_mask is not None:
+            try:
+                um = mask_to_core(user_mask)
+            except ValueError as exc:
+                raise ValueError(f"TiPAI Region Miner: user_mask: {exc}") from None
+            if not bool(um.isfinite().all()):
+                raise ValueError("TiPAI Region Miner: user_mask contains NaN or inf values")
+        spec = MinerSpec(settings, um, DETECTOR_CHOICES[detectors])
         if image is None:
             return io.NodeOutput(spec, torch.zeros(1, 64, 64), torch.zeros(1, 64, 64, 3))
         if auditor is None:

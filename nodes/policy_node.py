@@ -106,7 +106,9 @@ class TiPAITSPOSampler(io.ComfyNode):
     def execute(
         cls, n, seed, depths, cfg_inside, jitter, dilation, feather, editor, policy_file=model_files.NONE
     ) -> io.NodeOutput:
-        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
+        check_widgets(
+            cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
+        )  # every widget, before any work
         lists = cls.check(
             n, seed, depths=depths, cfg_inside=cfg_inside, jitter=jitter, dilation=dilation, feather=feather
         )

@@ -49,9 +49,10 @@ def _settings(prompt, vae, auditor, miner, editor, guard, policy) -> TiPAISettin
 
 def _check_prefix(filename_prefix: str) -> str:
     prefix = filename_prefix.strip() if isinstance(filename_prefix, str) else ""
-    if not prefix or not all(c.isalnum() or c in "-_" for c in prefix):
+    if not prefix or len(prefix) > 100 or not all(c.isalnum() or c in "-_" for c in prefix):
         raise ValueError(
-            f"TiPAI Save Tournament Log: filename_prefix {filename_prefix!r} may only hold letters, digits, '-' and '_'"
+            f"TiPAI Save Tournament Log: filename_prefix {filename_prefix!r} may only hold letters, digits, "
+            "'-' and '_' (1 to 100 of them)"
         )
     return prefix
 
@@ -170,7 +171,9 @@ class TiPAIKSampler(io.ComfyNode):
         guard=None,
         policy=None,
     ) -> io.NodeOutput:
-        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
+        check_widgets(
+            cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
+        )  # every widget, before any work
         settings = _settings(prompt, vae, auditor, miner, editor, guard, policy)
         _check_user_mask(settings, latent_image, vae)
         patched, slot = patch_model(model, settings)
@@ -211,7 +214,9 @@ class TiPAIPatchModel(io.ComfyNode):
     def execute(
         cls, model, prompt, vae, auditor, miner=None, editor=None, guard=None, policy=None, save_log=False
     ) -> io.NodeOutput:
-        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
+        check_widgets(
+            cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
+        )  # every widget, before any work
         patched, slot = patch_model(model, _settings(prompt, vae, auditor, miner, editor, guard, policy))
         if save_log:
             slot.on_finished = lambda run: write_log(
@@ -247,7 +252,9 @@ class TiPAISaveTournamentLog(io.ComfyNode):
 
     @classmethod
     def execute(cls, report: dict, filename_prefix: str) -> io.NodeOutput:
-        check_widgets(cls, {k: v for k, v in locals().items() if k != "cls"})  # every widget, before any work
+        check_widgets(
+            cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
+        )  # every widget, before any work
         prefix = _check_prefix(filename_prefix)
         folder = os.path.join(folder_paths.get_output_directory(), LOG_FOLDER)
         paths = write_log(report, folder, next_log_stem(folder, prefix))

@@ -40,16 +40,21 @@ def check_number(
         raise ValueError(f"{node}: {name} must be {kind}{span}, got {value!r}")
 
 
-def check_widgets(cls, values: Mapping[str, Any]) -> None:
+def check_widgets(cls, values: Mapping[str, Any], required: bool = False) -> None:
     """Each given widget value is valid for the schema: INT/FLOAT finite and within min/max, a combo one of
     its options, a boolean a bool (None: linked or left out, skipped)."""
     node = _node_name(cls)
     inputs = _schema_inputs(cls)
     for name, value in values.items():
         inp = inputs.get(name)
-        if value is None or inp is None:
+        if inp is None:
             continue
         kind = inp.get_io_type()
+        if value is None:
+            # at execute a required widget always has a value; in validate_inputs None means "linked"
+            if required and not inp.optional and kind in ("INT", "FLOAT", "COMBO", "BOOLEAN", "STRING"):
+                raise ValueError(f"{node}: {name} is missing")
+            continue
         if kind in ("INT", "FLOAT"):
             check_number(node, name, value, getattr(inp, "min", None), getattr(inp, "max", None), integer=kind == "INT")
         elif kind == "COMBO":
