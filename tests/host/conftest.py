@@ -67,6 +67,22 @@ def tiny_checkpoint(_default_models) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_sd(comfy_inproc, tiny_checkpoint):
+    """``tiny_sd(prompt, negative="blurry", batch=1)``: the tiny checkpoint's model and VAE, the two prompts
+    encoded with its CLIP and an empty 64x64 latent, as a dict (model, vae, pos, neg, latent)."""
+    n = comfy_inproc.nodes
+    model, clip, vae = n.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoint)[:3]
+
+    def make(prompt: str, negative: str = "blurry", batch: int = 1) -> dict:
+        pos = n.CLIPTextEncode().encode(clip, prompt)[0]
+        neg = n.CLIPTextEncode().encode(clip, negative)[0]
+        latent = n.EmptyLatentImage().generate(64, 64, batch)[0]
+        return {"model": model, "vae": vae, "pos": pos, "neg": neg, "latent": latent}
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_auditor(_default_models) -> str:
     """The built-in default auditor (random tiny open_clip weights) in the instance's models/tipai."""
     return _default_models[1]

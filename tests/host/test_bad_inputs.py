@@ -93,13 +93,8 @@ def test_the_loader_takes_only_its_listed_extensions(comfy_inproc, comfy_dir):
 
 
 @pytest.fixture(scope="module")
-def sd(comfy_inproc, tiny_checkpoint):
-    n = comfy_inproc.nodes
-    model, clip, vae = n.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoint)[:3]
-    pos = n.CLIPTextEncode().encode(clip, "a red circle")[0]
-    neg = n.CLIPTextEncode().encode(clip, "blurry")[0]
-    latent = n.EmptyLatentImage().generate(64, 64, 1)[0]
-    return {"model": model, "vae": vae, "pos": pos, "neg": neg, "latent": latent}
+def sd(tiny_sd):
+    return tiny_sd("a red circle")
 
 
 @pytest.fixture(scope="module")

@@ -38,13 +38,9 @@ def hook(pack):
 
 
 @pytest.fixture(scope="module")
-def sd(comfy_inproc, tiny_checkpoint):
-    n = comfy_inproc.nodes
-    model, clip, vae = n.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoint)[:3]
-    pos = n.CLIPTextEncode().encode(clip, "a red circle")[0]
-    neg = n.CLIPTextEncode().encode(clip, "")[0]
-    latent = n.EmptyLatentImage().generate(64, 64, 1)[0]
-    return model, pos, neg, latent, vae
+def sd(tiny_sd):
+    d = tiny_sd("a red circle", negative="")
+    return d["model"], d["pos"], d["neg"], d["latent"], d["vae"]
 
 
 def _sample(comfy_inproc, model, sd, sampler, seed=3):

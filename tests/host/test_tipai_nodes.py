@@ -15,13 +15,8 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def sd(comfy_inproc, tiny_checkpoint):
-    n = comfy_inproc.nodes
-    model, clip, vae = n.CheckpointLoaderSimple().load_checkpoint(tiny_checkpoint)[:3]
-    pos = n.CLIPTextEncode().encode(clip, "a red circle left of a blue square")[0]
-    neg = n.CLIPTextEncode().encode(clip, "blurry")[0]
-    latent = n.EmptyLatentImage().generate(64, 64, 2)[0]
-    return {"model": model, "vae": vae, "pos": pos, "neg": neg, "latent": latent}
+def sd(tiny_sd):
+    return tiny_sd("a red circle left of a blue square", batch=2)
 
 
 @pytest.fixture(scope="module")

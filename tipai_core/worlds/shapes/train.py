@@ -134,6 +134,23 @@ def train(
         _, step, extra = load_checkpoint(ckpts[-1], pair, opt, sched, gen, fingerprint, fmt=FORMAT, key="net")
         losses = extra.get("losses", [])
         log(f"resumed {folder.name} at step {step}")
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(
+            folder / "ckpt",
+            step,
+            step,
+            pair,
+            opt,
+            sched,
+            gen,
+            fingerprint,
+            keep=1,
+            fmt=FORMAT,
+            key="net",
+            extra={"losses": losses},
+        )
+
     t0, window = time.time(), []
     batches = prefetched(functools.partial(training_batch, cfg), step, steps, workers)
     while step < steps:
@@ -155,35 +172,9 @@ def train(
             log(f"step {step} loss {losses[-1][1]:.4f} ({(time.time() - t0):.0f}s)")
             window = []
         if step % ckpt_every == 0 or step == steps:
-            save_checkpoint(
-                folder / "ckpt",
-                step,
-                step,
-                pair,
-                opt,
-                sched,
-                gen,
-                fingerprint,
-                keep=1,
-                fmt=FORMAT,
-                key="net",
-                extra={"losses": losses},
-            )
+            checkpoint(step)
     if step % ckpt_every and step != steps:  # stopped by the time limit between checkpoints
-        save_checkpoint(
-            folder / "ckpt",
-            step,
-            step,
-            pair,
-            opt,
-            sched,
-            gen,
-            fingerprint,
-            keep=1,
-            fmt=FORMAT,
-            key="net",
-            extra={"losses": losses},
-        )
+        checkpoint(step)
     batches.close()
     export(pair.ema, cfg, step, folder, losses, device=str(device))
     return folder
