@@ -141,7 +141,7 @@ class TiPAIAuditorScore(io.ComfyNode):
         )  # every widget, before any work
         if not prompt or not prompt.strip():
             raise ValueError("TiPAI Auditor Score: the prompt is empty; give the text the image should show")
-        images = image_to_core(image)
+        images = image_to_core(image, "TiPAI Auditor Score: image")
         check_image("TiPAI Auditor Score", "image", images)
         m = None
         if mask is not None:

@@ -36,6 +36,9 @@ EDITOR_DECODER = "vae"
 
 # pixels per latent pixel of the VAEs TiPAI runs with (SD1.5, SDXL, SD3, Flux)
 VAE_FACTOR = 8
+# ComfyUI's KSampler builds a schedule of int(steps / denoise) sigmas: a denoise so small that this passes
+# a million is a typo (1e-300 overflows it), so the TiPAI KSampler refuses it by name
+MAX_SCHEDULE_STEPS = 1_000_000
 
 # TiPAI Tournament Guard
 GUARD_DELTA = 0.02

@@ -36,11 +36,11 @@ def standalone_candidates(
     cfg: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(images [N+1, 3, H, W] with the unedited image first, pixel mask [1, 1, H, W])."""
-    pixels = image_to_core(image)[:1]
+    pixels = image_to_core(image, f"{NODE}: image")[:1]
     m = mask_to_core(mask)[:1]
     check_image(NODE, "image", pixels, multiple_of=D.VAE_FACTOR)
     check_mask(NODE, "mask", m, (pixels.shape[-2], pixels.shape[-1]), nonempty=True)
-    latent = vae.encode(image[:1, ..., :3])
+    latent = vae.encode(pixels.movedim(1, -1))  # the checked [1, H, W, 3] form: 3D or 1-channel inputs too
     factor = pixels.shape[-1] // latent.shape[-1]
     lat_mask = pixel_to_latent(m, factor, "max")
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()

@@ -312,7 +312,7 @@ class TiPAIRegionMiner(io.ComfyNode):
             raise ValueError("TiPAI Region Miner: to mine an image, connect an auditor")
         if not prompt or not prompt.strip():
             raise ValueError("TiPAI Region Miner: the prompt is empty; give the text the image should show")
-        img = image_to_core(image)[:1]
+        img = image_to_core(image, "TiPAI Region Miner: image")[:1]
         check_image("TiPAI Region Miner", "image", img)
         um = spec.user_mask
         if um is not None:

@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..tipai_core.mining.masks import check_user_mask
 from ..tipai_core.records.overlay import draw_overlay
 from ..tipai_core.records.report import build_report, write_log
+from . import defaults as D
 from .settings import EditorSpec, GuardSpec, MinerSpec, PolicySpec, TiPAISettings
 from .tipai_run import TiPAIRun, patch_model
 from .types import Auditor, Editor, Guard, Miner, Policy, Report, image_from_core, image_to_core
@@ -55,6 +56,16 @@ def _check_prefix(filename_prefix: str) -> str:
             "'-' and '_' (1 to 100 of them)"
         )
     return prefix
+
+
+def _check_denoise(steps, denoise) -> None:
+    """0 samples nothing (as KSampler); otherwise ``steps / denoise`` sigmas must stay a buildable schedule."""
+    if isinstance(steps, (int, float)) and isinstance(denoise, float) and 0 < denoise < 1:
+        if steps / denoise > D.MAX_SCHEDULE_STEPS:
+            raise ValueError(
+                f"TiPAI KSampler: denoise must be 0 or at least steps / {D.MAX_SCHEDULE_STEPS:g} "
+                f"(= {steps / D.MAX_SCHEDULE_STEPS:g} at {steps} steps), got {denoise!r}"
+            )
 
 
 def _check_user_mask(settings: TiPAISettings, latent_image: dict, vae) -> None:
@@ -148,7 +159,11 @@ class TiPAIKSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, seed=None, steps=None, cfg=None, denoise=None):
-        return as_validation(lambda: check_widgets(cls, dict(seed=seed, steps=steps, cfg=cfg, denoise=denoise)))
+        def check() -> None:
+            check_widgets(cls, dict(seed=seed, steps=steps, cfg=cfg, denoise=denoise))
+            _check_denoise(steps, denoise)
+
+        return as_validation(check)
 
     @classmethod
     def execute(
@@ -174,6 +189,7 @@ class TiPAIKSampler(io.ComfyNode):
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
         )  # every widget, before any work
+        _check_denoise(steps, denoise)
         settings = _settings(prompt, vae, auditor, miner, editor, guard, policy)
         _check_user_mask(settings, latent_image, vae)
         patched, slot = patch_model(model, settings)

@@ -18,11 +18,15 @@ Policy = io.Custom("TIPAI_POLICY")
 Report = io.Custom("TIPAI_REPORT")
 
 
-def image_to_core(image: torch.Tensor) -> torch.Tensor:
+def image_to_core(image: torch.Tensor, where: str = "IMAGE") -> torch.Tensor:
+    """ComfyUI's ``[B, H, W, C]`` as the core's ``[B, 3, H, W]`` in [0, 1]. ``where`` ("<node>: <input>")
+    names the input in the errors; non-finite pixels are refused before the clamp, which would hide inf."""
     if image.dim() == 3:
         image = image[None]
     if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"IMAGE must be [B, H, W, C] with C in 1, 3, 4; got {tuple(image.shape)}")
+        raise ValueError(f"{where} must be [B, H, W, C] with C in 1, 3, 4; got {tuple(image.shape)}")
+    if not bool(image.isfinite().all()):
+        raise ValueError(f"{where} contains NaN or inf pixels")
     x = image[..., :3] if image.shape[-1] >= 3 else image.expand(*image.shape[:-1], 3)
     return x.movedim(-1, 1).float().clamp(0, 1)
 

@@ -51,8 +51,9 @@ def check_widgets(cls, values: Mapping[str, Any], required: bool = False) -> Non
             continue
         kind = inp.get_io_type()
         if value is None:
-            # at execute a required widget always has a value; in validate_inputs None means "linked"
-            if required and not inp.optional and kind in ("INT", "FLOAT", "COMBO", "BOOLEAN", "STRING"):
+            # in validate_inputs None means "linked"; at execute every widget has a value (an optional one
+            # left out gets execute's own default, never None), so None there is a bad value
+            if required and kind in ("INT", "FLOAT", "COMBO", "BOOLEAN", "STRING"):
                 raise ValueError(f"{node}: {name} is missing")
             continue
         if kind in ("INT", "FLOAT"):

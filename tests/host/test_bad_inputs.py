@@ -53,6 +53,8 @@ CASES = [
     ("7.threshold", math.nan, "TiPAI Region Miner: threshold must be a finite number in [0.0, 1.0]"),
     ("11.cfg", math.nan, "TiPAI KSampler: cfg must be a finite number in [0.0, 100.0]"),
     ("11.denoise", math.nan, "TiPAI KSampler: denoise must be a finite number in [0.0, 1.0]"),
+    # int(steps / denoise) overflows inside ComfyUI's own KSampler: refused by name at validation
+    ("11.denoise", 1e-300, "TiPAI KSampler: denoise must be 0 or at least steps / 1e+06"),
 ]
 
 
@@ -175,13 +177,53 @@ def _inpaint(comfy_inproc, sd, image, mask):
         (torch.rand(1, 64, 64, 3), torch.full((1, 64, 64), math.nan), "mask contains NaN or inf values"),
         (torch.rand(1, 64, 64, 3), torch.zeros(1, 64, 64), "mask is empty"),
         (torch.rand(1, 64, 64, 3), torch.ones(1, 32, 64), "mask is 64x32 (width x height) but the image is 64x64"),
+        (torch.full((1, 64, 64, 3), math.inf), torch.ones(1, 64, 64), "image contains NaN or inf pixels"),
+        (torch.rand(1, 64, 64, 2), torch.ones(1, 64, 64), "image must be [B, H, W, C] with C in 1, 3, 4"),
     ],
-    ids=["63x65", "1x1", "nan-mask", "empty-mask", "mask-size"],
+    ids=["63x65", "1x1", "nan-mask", "empty-mask", "mask-size", "inf-image", "2-channel"],
 )
 def test_auditor_inpaint_says_what_is_wrong(comfy_inproc, sd, image, mask, message):
     with pytest.raises(ValueError) as info:
         _inpaint(comfy_inproc, sd, image, mask)
     assert str(info.value).startswith("TiPAI Auditor Inpaint: ") and message in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (1, 64, 64, 1)], ids=["3d", "1-channel"])
+def test_auditor_inpaint_takes_every_image_layout_comfyui_makes(comfy_inproc, sd, shape):
+    """A 3D [H, W, C] image and a 1-channel one (both exist in ComfyUI graphs) are inpainted like the RGB batch."""
+    image = torch.rand(shape)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:48, 16:48] = 1
+    _, candidates, best, _ = _inpaint(comfy_inproc, sd, image, mask).args
+    assert tuple(best.shape) == (1, 64, 64, 3) and candidates.shape[1:] == (64, 64, 3)
+    assert bool(candidates.isfinite().all())
+
+
+@pytest.mark.parametrize("node_id", ["TiPAIAuditorScore", "TiPAIRegionMiner"])
+def test_an_inf_image_is_refused_by_the_node_that_takes_it(comfy_inproc, auditor, node_id):
+    """ComfyUI images are clamped to [0, 1] on the way in; inf must be refused before that clamp hides it."""
+    cls = comfy_inproc.node_class(node_id)
+    image = torch.full((1, 64, 64, 3), math.inf)
+    with pytest.raises(ValueError, match=r"TiPAI (Auditor Score|Region Miner): image contains NaN or inf pixels"):
+        if node_id == "TiPAIAuditorScore":
+            cls.execute(auditor=auditor, image=image, prompt="a red circle")
+        else:
+            cls.execute(1, 0.5, 0.0, 0.3, 2, 1.0, 1.0, image=image, auditor=auditor, prompt="a red circle")
+
+
+@pytest.mark.parametrize(
+    ("node_id", "args", "name"),
+    [
+        ("TiPAITSPOSampler", (2, 0, "1", "3.0", "0.0", "0", "1", "both"), "policy_file"),
+        ("TiPAITournamentGuard", (0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1, 1, 0, "1.0"), "calibration_file"),
+        ("TiPAIRegionMiner", (1, 0.5, 0.0, 0.3, 2, 1.0, 1.0), "detectors"),
+        ("TiPAIAuditorInpaint", ("diffusion", 0, 2, "vae"), "scheduler"),
+    ],
+)
+def test_an_optional_combo_given_null_is_refused(comfy_inproc, node_id, args, name):
+    """ComfyUI 0.3.75 never checks a V3 combo against its options, so a prompt's null reaches execute."""
+    with pytest.raises(ValueError, match=rf": {name} is missing"):
+        comfy_inproc.node_class(node_id).execute(*args, **{name: None})
 
 
 def test_cancel_mid_audit_stops_within_two_seconds(comfy_inproc, sd, auditor):
