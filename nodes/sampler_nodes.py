@@ -60,12 +60,12 @@ def _check_prefix(filename_prefix: str) -> str:
 
 def _check_denoise(steps, denoise) -> None:
     """0 samples nothing (as KSampler); otherwise ``steps / denoise`` sigmas must stay a buildable schedule."""
-    if isinstance(steps, (int, float)) and isinstance(denoise, float) and 0 < denoise < 1:
-        if steps / denoise > D.MAX_SCHEDULE_STEPS:
-            raise ValueError(
-                f"TiPAI KSampler: denoise must be 0 or at least steps / {D.MAX_SCHEDULE_STEPS:g} "
-                f"(= {steps / D.MAX_SCHEDULE_STEPS:g} at {steps} steps), got {denoise!r}"
-            )
+    numbers = isinstance(steps, (int, float)) and isinstance(denoise, float)
+    if numbers and 0 < denoise < 1 and steps / denoise > D.MAX_SCHEDULE_STEPS:
+        raise ValueError(
+            f"TiPAI KSampler: denoise must be 0 or at least steps / {D.MAX_SCHEDULE_STEPS:g} "
+            f"(= {steps / D.MAX_SCHEDULE_STEPS:g} at {steps} steps), got {denoise!r}"
+        )
 
 
 def _check_user_mask(settings: TiPAISettings, latent_image: dict, vae) -> None:
