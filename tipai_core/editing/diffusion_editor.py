@@ -34,7 +34,9 @@ from ..records.costs import editor_calls
 
 
 def action_mask(region_mask: torch.Tensor, action: Action) -> torch.Tensor:
-    """``m = feather(dilate(region, dilation), feather)`` in latent pixels."""
+    """``m = feather(dilate(region, dilation), feather)`` in latent pixels; all ones for a global action."""
+    if action.scope == "global":
+        return torch.ones_like(region_mask)
     return feather(dilate(region_mask, action.dilation), action.feather)
 
 

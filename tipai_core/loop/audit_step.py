@@ -4,7 +4,7 @@ The callback hands over x at σ_i and x̂0 (``denoised``) with no extra model ca
 batch, in named phases:
 
     decode_view        decode x̂0 at the step's audit scale
-    (miner)            mine the suspect regions of the view
+    (miner)            mine the suspect regions of the view (a global step: the whole image, one region)
     per region:
       policy_state     the state s the policy reads
       draw_actions     π draws N actions (its own seeded generator)
@@ -295,7 +295,10 @@ def audit_step(
     for b in range(x.shape[0]):
         xb, x0b = x[b : b + 1], x0[b : b + 1]
         view = decode_view(suite, x0b, sc, costs)
-        regions = suite.miner(view, prompt, _user_mask_view(user_mask, b, (sc.factor * h, sc.factor * w)))
+        if suite.schedule.is_global(step):  # coarse and early: one tournament over the whole image
+            regions = [Region.from_mask(torch.ones_like(view[:, :1]), score=1.0)]
+        else:
+            regions = suite.miner(view, prompt, _user_mask_view(user_mask, b, (sc.factor * h, sc.factor * w)))
         z = xb
         for r, region in enumerate(regions):
             interrupt.check()  # between tournaments

@@ -18,6 +18,9 @@ import torch
 from ..mining.masks import MAX_RADIUS
 
 EDITORS = ("invert", "renoise")
+# "local": the candidate edits the mined region; "global": the whole image (a coarse, early tournament whose
+# candidates are re-noised whole trajectories; with d = i they restart from σ_0 around the current x̂0)
+SCOPES = ("local", "global")
 SEED_RANGE = 2**31 - 1
 # the allowed range of every numeric knob: the one home of these rules (nodes and trainers read them)
 KNOB_RANGES: dict[str, tuple[float, float]] = {
@@ -47,12 +50,15 @@ class Action:
     seed: int = 0
     depth: int = 1
     editor: str = "invert"
+    scope: str = "local"
 
     def __post_init__(self) -> None:
         for name in KNOB_RANGES:
             check_knob(name, getattr(self, name))
         if self.editor not in EDITORS:
             raise ValueError(f"editor must be one of {EDITORS}, got {self.editor!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,6 +115,7 @@ KNOBS = {
     "jitter": float,
     "depth": int,
     "editor": str,
+    "scope": str,
 }
 
 

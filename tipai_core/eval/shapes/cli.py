@@ -68,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="oracle: the checker-based auditor and miner; learned: tiny open_clip + Stage A heads "
         "(trained into the cache when missing) with the Grad-CAM RegionMiner",
     )
+    curve = ap.add_argument_group("the accuracy-compute curve (--curve)")
+    curve.add_argument(
+        "--curve",
+        action="store_true",
+        help="every method at budgets of the plain evaluations, both judges, intervals, plots (eval/shapes/curve.py)",
+    )
+    curve.add_argument("--budgets", default="1,2,4,8", help="multiples of the plain sampler's evaluations")
+    curve.add_argument("--dev", type=int, default=48, help="development prompts to tune g and FK's λ on (0: defaults)")
+    curve.add_argument("--out-dir", default="shapes_curve", help="table (txt, json) and one plot per judge go here")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="a base-model folder (model.safetensors + model.json) to evaluate instead of the cached recipe",
+    )
+    ap.add_argument("--base-seed", type=int, default=0, help="training seed of the base-model recipe")
     return ap
 
 
@@ -76,7 +91,11 @@ def base_model(args: argparse.Namespace) -> tuple[ShapesUNet, dict]:
     from ...worlds.shapes.model import ModelConfig
     from ...worlds.shapes.train import TrainConfig, ensure_model, load_model, recipe_dir
 
-    cfg = TrainConfig(model=ModelConfig(size=args.size))
+    if args.model:
+        model, meta = load_model(Path(args.model))
+        print(f"base model from {args.model}: recipe {meta.get('recipe')} at step {meta.get('step')}")
+        return model, meta
+    cfg = TrainConfig(model=ModelConfig(size=args.size), seed=args.base_seed)
     if args.reuse:
         model, meta = load_model(recipe_dir(cfg, args.cache))
     else:
@@ -149,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     s = EvalSettings(
         n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates, sigma_max=args.sigma_max
     )
+    if args.curve:
+        return curve_main(args, model, meta, s, t0)
     pieces: dict = {}
     if args.auditor in ("oracle", "both"):
         pieces["oracle"] = oracle_pieces(Checker())
@@ -169,4 +190,42 @@ def main(argv: list[str] | None = None) -> int:
                 default=str,
             )
         )
+    return 0
+
+
+def curve_main(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: EvalSettings, t0: float) -> int:
+    """``--curve``: tune on the development set, then run every method on the held-out set once."""
+    from ...worlds.shapes.evaluate import development_set, held_out
+    from .curve import CurveSettings, plot, run_curve, tune
+
+    try:
+        budgets = tuple(int(b) for b in args.budgets.split(","))
+        c = CurveSettings(budgets=budgets)
+    except ValueError as exc:
+        print(f"error: --budgets: {exc}")
+        return 2
+    pieces: dict[str, Pieces] = {}
+    if args.auditor in ("oracle", "both"):
+        a, m = oracle_pieces(Checker())
+        pieces["oracle"] = Pieces(a, m, "oracle")
+    if args.auditor in ("learned", "both"):
+        args.calibration_prompts = 0  # Stage C and TSPO rows are the table's (without --curve), not the curve's
+        pieces["learned"] = learned_rows(args, model, meta, s)["learned"]
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    picks: dict[str, dict] = {}
+    tried: list[dict] = []
+    if args.dev > 0:
+        picks, tried = tune(model, development_set(args.dev), s, c, pieces)
+        print(f"development set ({args.dev} prompts): picks {picks}")
+    result = run_curve(model, held_out(args.n), s, c, pieces, picks)
+    result.update({"development": tried, "model": meta.get("recipe"), "model_step": meta.get("step")})
+    result["n_held_out"], result["n_development"] = args.n, args.dev
+    print(result["text"])
+    (out / "curve.txt").write_text(result["text"] + "\n")
+    (out / "curve.json").write_text(json.dumps(result, indent=1, default=str))
+    for judge in pieces:
+        title = f"ShapesWorld, {args.n} held-out prompts, {judge} judge"
+        plot(result["rows"], judge, out / f"curve-{judge}.png", title)
+    print(f"total {time.time() - t0:.0f}s; table, JSON and plots in {out}/")
     return 0

@@ -1,6 +1,6 @@
 """The methods the evaluation compares, run over the held-out items: plain sampling, best-of-N whole
-images picked by the auditor, and the TiPAI loop (its tournaments optionally logged with the checker's
-``true_win``)."""
+images picked by the auditor, FK steering (particles resampled by the judge's score of x̂0), and the
+TiPAI loop (its tournaments optionally logged with the checker's ``true_win``)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def run_plain(model: ShapesUNet, items, s: EvalSettings, seed_offset: int = 0) -
         images.append(_to_image(x))
         calls.append(c.denoiser_calls)
         evals.append(c.denoiser_evals)
-    return MethodResult("plain", images, calls, time.time() - t, evals)
+    n = len(items)
+    return MethodResult("plain", images, calls, time.time() - t, evals, auditor_images=[0] * n, decodes=[1] * n)
 
 
 def run_best_of_n(
@@ -63,7 +64,8 @@ def run_best_of_n(
         evals.append(sum(r.evals[i] for r in runs))
     # wall time as if run alone: its N whole-image runs plus the auditor's picks
     seconds = time.time() - t + sum(r.seconds for r in runs)
-    return MethodResult(f"best-of-{n}", images, calls, seconds, evals)
+    k = len(items)
+    return MethodResult(f"best-of-{n}", images, calls, seconds, evals, auditor_images=[n] * k, decodes=[n] * k)
 
 
 class LabellingAuditor:
@@ -104,6 +106,8 @@ def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path |
             s.sampler,
         )
         res.images.append(_to_image(out.latent))
+        res.auditor_images.append(out.costs.auditor_images)
+        res.decodes.append(out.costs.decoded_images + 1)  # the audit views and crops, and the final image
         # c counts every call through the wrapper: the base steps, the editor's and the restarts
         res.calls.append(c.denoiser_calls)
         res.evals.append(c.denoiser_evals)
@@ -119,5 +123,44 @@ def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path |
         acc = [r for r in out.records if r.accepted]
         res.accepted += len(acc)
         res.accepted_boxes.append([tuple(r.region["bbox"]) for r in acc])
+    res.seconds = time.time() - t
+    return res
+
+
+def start_latents(model: ShapesUNet, sig: torch.Tensor, seed: int, k: int) -> torch.Tensor:
+    """The k start latents best-of-k draws for one item (j = 0 is the plain run's): shared noise, fair pairs."""
+    return torch.cat([start_latent(model, sig, seed + j * 100_003) for j in range(k)])
+
+
+def run_fk(model, items, s: EvalSettings, auditor, fk) -> MethodResult:
+    """FK steering (``loop.fk_steering``) per item: ``fk.k`` particles from best-of-k's start latents, the
+    auditor's S of the decoded x̂0 as the reward, the judge's best final particle returned."""
+    from ...loop.fk_steering import fk_steering
+    from ...worlds.shapes.model import PixelDecoder
+
+    den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps, s.sigma_max)
+    res = MethodResult(f"fk-{fk.k}", [], [], 0.0)
+    t = time.time()
+    for prompt, seed in items:
+
+        def judge(images: torch.Tensor, prompt: str = prompt) -> torch.Tensor:
+            return auditor.score(images, prompt).S
+
+        out = fk_steering(
+            den,
+            sig,
+            start_latents(model, sig, seed, fk.k),
+            Conditioning(payload=prompt, cfg=s.cfg),
+            "eps",
+            judge,
+            fk,
+            decoder=PixelDecoder(),
+            generator=torch.Generator().manual_seed(seed),
+        )
+        res.images.append(_to_image(out.latent))
+        res.calls.append(out.costs.denoiser_calls)
+        res.evals.append(out.costs.denoiser_evals)
+        res.auditor_images.append(out.costs.auditor_images)
+        res.decodes.append(out.costs.decoded_images)
     res.seconds = time.time() - t
     return res

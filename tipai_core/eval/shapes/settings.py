@@ -53,6 +53,9 @@ class MethodResult:
     tournaments: int = 0
     accepted: int = 0
     accepted_boxes: list[list[tuple[int, int, int, int]]] = field(default_factory=list)
+    # the judge's share of the compute, per image: auditor images scored and images decoded
+    auditor_images: list[int] = field(default_factory=list)
+    decodes: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -3,7 +3,9 @@
 The held-out set is a fixed list of (prompt, seed): prompts from the grammar's evaluation stream
 (``dataset`` stream 2, never used for training draws) and sampling seeds 10_000 + i. The calibration
 set (Stage C and the offline TSPO logs) is drawn the same way from its own stream 4 with seeds
-30_000 + i, so nothing the guard or the policy is fitted on is ever scored in the table.
+30_000 + i, so nothing the guard or the policy is fitted on is ever scored in the table. The
+development set (stream 6, seeds 50_000 + i) is where the accuracy–compute curve's settings are tuned
+before the held-out set is run once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .grammar import CLAUSE_TYPES, describe, sample_spec
 
 EVAL_STREAM = 2
 CALIBRATION_STREAM = 4
+DEVELOPMENT_STREAM = 6
 
 
 def _prompt_set(n: int, stream: int, first_seed: int) -> list[tuple[str, int]]:
@@ -34,6 +37,11 @@ def held_out(n: int) -> list[tuple[str, int]]:
 def calibration_set(n: int) -> list[tuple[str, int]]:
     """n (prompt, sampling seed) pairs for Stage C and TSPO, disjoint in draws from ``held_out``."""
     return _prompt_set(n, CALIBRATION_STREAM, 30_000)
+
+
+def development_set(n: int) -> list[tuple[str, int]]:
+    """n (prompt, seed) pairs to tune on, disjoint in draws from ``held_out`` and ``calibration_set``."""
+    return _prompt_set(n, DEVELOPMENT_STREAM, 50_000)
 
 
 def clause_accuracy(images, prompts, checker: Checker | None = None) -> tuple[dict[str, float], list[list[bool]]]:

@@ -1,0 +1,107 @@
+"""The accuracy–compute curve at CI size: budgets respected, nothing accepted = plain bit for bit, intervals."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tipai_core.eval.bootstrap import interval, paired
+from tipai_core.eval.shapes.curve import CurveSettings, global_candidates, global_suite, plot, run_curve
+from tipai_core.eval.shapes.runs import run_plain, run_tipai
+from tipai_core.eval.shapes.settings import EvalSettings, Pieces, oracle_pieces
+from tipai_core.guard.tournament_guard import TournamentGuard
+from tipai_core.policy.actions import Action
+from tipai_core.worlds.shapes.checker import Checker
+from tipai_core.worlds.shapes.evaluate import calibration_set, development_set, held_out
+from tipai_core.worlds.shapes.model import ModelConfig, ShapesUNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ModelConfig(size=16, channels=(8, 16, 16), text_dim=16, text_layers=1, heads=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ShapesUNet(TINY).eval()
+
+
+def test_global_candidates_fill_the_budget_and_never_pass_it():
+    for n_steps in (6, 20):
+        for g in (1, 3, 5):
+            for b in (1, 2, 4, 8):
+                n = global_candidates(b, n_steps, g)
+                assert n == 0 or n_steps + n * (g + 1) + 1 <= b * n_steps  # the restart included
+                assert n_steps + (n + 1) * (g + 1) + 1 > b * n_steps  # one more would not fit
+    assert global_candidates(1, 20, 4) == 0
+
+
+def test_a_global_action_edits_the_whole_latent():
+    from tipai_core.editing.diffusion_editor import action_mask
+
+    region = torch.zeros(1, 1, 8, 8)
+    region[..., 2:4, 2:4] = 1
+    assert torch.equal(action_mask(region, Action(scope="global")), torch.ones_like(region))
+    assert torch.equal(action_mask(region, Action()), region)
+    with pytest.raises(ValueError, match="scope must be one of"):
+        Action(scope="everywhere")
+
+
+def test_global_tournament_stays_in_budget_and_is_plain_when_nothing_is_accepted(model):
+    s = EvalSettings(n_prompts=3, n_steps=6)
+    items = held_out(3)
+    plain = run_plain(model, items, s)
+    a, _ = oracle_pieces(Checker())
+    g, b = 2, 2
+    n = global_candidates(b, s.n_steps, g)
+    suite = global_suite(s, a, g, n)
+    res = run_tipai(model, items, s, suite)
+    assert res.tournaments == len(items)  # one whole-image tournament per image, no miner asked
+    assert all(e <= b * s.n_steps for e in res.evals)
+    assert all(e in (s.n_steps + n * (g + 1), s.n_steps + n * (g + 1) + 1) for e in res.evals)
+    # a guard that never accepts: the plain images, bit for bit
+    suite.guard = TournamentGuard(delta=1e9)
+    never = run_tipai(model, items, s, suite)
+    assert never.accepted == 0
+    assert all(torch.equal(x, y) for x, y in zip(never.images, plain.images))
+
+
+def test_bootstrap_intervals_of_known_values():
+    m, lo, hi = interval([1.0] * 10)
+    assert m == lo == hi == 1.0
+    m, lo, hi = interval([0.0, 1.0] * 50)
+    assert m == 0.5 and lo < 0.5 < hi
+    # the interval's half-width is about 1.96 standard errors: sqrt(0.25 / 100) = 0.05
+    assert math.isclose((hi - lo) / 2, 1.96 * 0.05, rel_tol=0.15)
+    d, dlo, dhi = paired([1.0, 0.0, 1.0], [1.0, 0.0, 1.0])
+    assert d == dlo == dhi == 0.0
+    assert interval(np.arange(5.0)) == interval(np.arange(5.0))  # a fixed seed: reruns agree
+    with pytest.raises(ValueError, match="same prompts"):
+        paired([1.0], [1.0, 0.0])
+
+
+def test_development_held_out_and_calibration_sets_are_apart():
+    dev, test, cal = development_set(64), held_out(64), calibration_set(64)
+    seeds = [set(x for _, x in v) for v in (dev, test, cal)]
+    assert not (seeds[0] & seeds[1]) and not (seeds[0] & seeds[2]) and not (seeds[1] & seeds[2])
+
+
+def test_the_curve_runs_every_method_and_writes_a_plot(model, tmp_path):
+    s = EvalSettings(n_prompts=2, n_steps=6, audit_first=2, audit_every=2, audit_skip_last=1, n_candidates=2)
+    a, m = oracle_pieces(Checker())
+    c = CurveSettings(budgets=(1, 2), global_step=2, fk_every=2)
+    out = run_curve(model, held_out(2), s, c, {"oracle": Pieces(a, m, "oracle")})
+    methods = [(r["method"], r["budget"]) for r in out["rows"]]
+    assert methods == [("plain", 1), ("best-of-N", 2), ("fk", 2), ("tipai-global", 2), ("tipai-local", None)]
+    by = {(r["method"], r["budget"]): r for r in out["rows"]}
+    assert by[("plain", 1)]["evals_per_image"] == 6 and by[("best-of-N", 2)]["evals_per_image"] == 12
+    assert by[("fk", 2)]["evals_per_image"] == 12
+    assert by[("tipai-global", 2)]["evals_per_image"] <= 12
+    for r in out["rows"]:
+        assert r["ci"][0] <= r["accuracy"] <= r["ci"][1]
+    assert {c["vs"] for c in out["comparisons"]} == {"best-of-N", "fk"}
+    json.dumps(out, default=str)
+    plot(out["rows"], "oracle", tmp_path / "curve.png", "test")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
