@@ -50,6 +50,7 @@ AUDIT_EVERY = 3
 AUDIT_FIRST = 2
 AUDIT_SKIP_LAST = 1
 AUDIT_SCALES = (0.5, 1.0)
+AUDIT_GLOBAL_UNTIL = 0  # audits before this step hold one whole-image tournament (0: every audit is local)
 
 # TiPAI TSPO Sampler: N, the policy seed, and the fixed knob lists (each drawn uniformly)
 POLICY_N = 4

@@ -88,6 +88,16 @@ class TiPAITournamentGuard(io.ComfyNode):
                     tooltip="A calibration file from python -m tipai_core.train calibrate (models/tipai). "
                     "When set, its δ, τ_P(t) and τ_F(t) replace the values above.",
                 ),
+                io.Int.Input(
+                    "global_until",
+                    default=D.AUDIT_GLOBAL_UNTIL,
+                    min=0,
+                    max=10000,
+                    optional=True,
+                    tooltip="Audits before this step are coarse and global: one tournament over the whole image "
+                    "(candidates re-noise it by the policy's depth), the control competing; later audits repair "
+                    "the mined regions. 0: every audit is local.",
+                ),
                 Auditor.Input(
                     "auditor",
                     optional=True,
@@ -116,6 +126,7 @@ class TiPAITournamentGuard(io.ComfyNode):
         audit_first=None,
         skip_last=None,
         audit_scales=None,
+        global_until=None,
     ) -> tuple | None:
         """The numbers finite and in range, and the audit scales parsed: (0, 4], coarse to fine, each a
         whole number of pixels per latent pixel at the VAE factor 8."""
@@ -131,6 +142,7 @@ class TiPAITournamentGuard(io.ComfyNode):
                 audit_every=audit_every,
                 audit_first=audit_first,
                 skip_last=skip_last,
+                global_until=global_until,
             ),
         )
         if audit_scales is None:
@@ -158,6 +170,7 @@ class TiPAITournamentGuard(io.ComfyNode):
         audit_first=None,
         skip_last=None,
         audit_scales=None,
+        global_until=None,
     ):
         return as_validation(
             lambda: cls.check(
@@ -171,6 +184,7 @@ class TiPAITournamentGuard(io.ComfyNode):
                 audit_first,
                 skip_last,
                 audit_scales,
+                global_until,
             )
         )
 
@@ -189,6 +203,7 @@ class TiPAITournamentGuard(io.ComfyNode):
         audit_scales,
         calibration_file=model_files.NONE,
         auditor=None,
+        global_until=D.AUDIT_GLOBAL_UNTIL,
     ) -> io.NodeOutput:
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
@@ -215,5 +230,5 @@ class TiPAITournamentGuard(io.ComfyNode):
             guard = calibrated_guard(cal)
         else:
             guard = fixed_guard(delta, (tau_P_start, tau_P_end), (tau_F_start, tau_F_end))
-        schedule = audit_schedule(audit_every, audit_first, skip_last, scales)
+        schedule = audit_schedule(audit_every, audit_first, skip_last, scales, global_until)
         return io.NodeOutput(GuardSpec(guard, schedule, alpha))

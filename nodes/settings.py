@@ -140,8 +140,11 @@ def audit_schedule(
     first: int = D.AUDIT_FIRST,
     skip_last: int = D.AUDIT_SKIP_LAST,
     scales: tuple[float, ...] = D.AUDIT_SCALES,
+    global_until: int = D.AUDIT_GLOBAL_UNTIL,
 ) -> AuditSchedule:
-    return AuditSchedule(every=every, first=first, skip_last=skip_last, scales=tuple(scales))
+    return AuditSchedule(
+        every=every, first=first, skip_last=skip_last, scales=tuple(scales), global_until=int(global_until)
+    )
 
 
 @dataclass

@@ -96,6 +96,34 @@ def test_patch_model_under_ksampler_is_bit_identical(comfy_inproc, sd, node, aud
     assert sd["model"].model_options == before  # the input model is untouched
 
 
+def test_global_audits_hold_one_whole_image_tournament(comfy_inproc, sd, node, auditor):
+    """global_until=3 of the Guard: the audit at step 2 is one tournament over the whole image per image
+    (no miner), the audit at step 4 repairs mined regions; with δ = 1000 the latent is KSampler's."""
+    g = (
+        node("TiPAITournamentGuard")
+        .execute(1000.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2, 2, 1, "1.0", global_until=3)
+        .args[0]
+    )
+    assert g.schedule.global_until == 3
+    out = node("TiPAIKSampler").execute(
+        sd["model"], 5, STEPS, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"], 1.0,
+        "a red circle left of a blue square", sd["vae"], auditor, miner(node), None, g, policy(node),
+    )  # fmt: skip
+    latent, report, _ = out.args
+    assert torch.equal(latent["samples"], plain_ksampler(comfy_inproc, sd, "euler"))
+    early = [r for r in report["records"] if r["step"] == 2]
+    late = [r for r in report["records"] if r["step"] == 4]
+    assert len(early) == 2  # one per image of the batch
+    h, w = sd["latent"]["samples"].shape[-2:]
+    for r in early:  # the whole view: every pixel of the decoded x̂0
+        f = r["region"]["view_factor"]
+        assert r["region"]["latent_bbox"] == [0, 0, h, w] and r["region"]["area"] == h * w * f * f
+    # later audits: the miner's regions, smaller than the view
+    assert late and all(r["region"]["area"] < h * w * r["region"]["view_factor"] ** 2 for r in late)
+    with pytest.raises(ValueError, match="global_until must be a whole number in"):
+        node("TiPAITournamentGuard").execute(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2, 2, 1, "1.0", global_until=-1)
+
+
 def test_report_is_complete(comfy_inproc, sd, node, auditor):
     n = 3
     latent, report, _ = tipai_ksampler(node, sd, auditor, "euler", delta=0.0, policy=policy(node, n))

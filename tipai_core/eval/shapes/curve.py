@@ -261,7 +261,7 @@ def tune(
     pieces: dict[str, Pieces],
     log=print,
     budget: int = 4,
-    global_steps: tuple[int, ...] = (3, 5, 8),
+    global_steps: tuple[int, ...] = (5, 8, 10, 12),
     lams: tuple[float, ...] = (1.0, 10.0, 100.0),
 ) -> tuple[dict[str, dict], list[dict]]:
     """On the development items: per judge, the global step g and FK's λ that score best at ``budget``.
