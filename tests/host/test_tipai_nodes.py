@@ -99,11 +99,7 @@ def test_patch_model_under_ksampler_is_bit_identical(comfy_inproc, sd, node, aud
 def test_global_audits_hold_one_whole_image_tournament(comfy_inproc, sd, node, auditor):
     """global_until=3 of the Guard: the audit at step 2 is one tournament over the whole image per image
     (no miner), the audit at step 4 repairs mined regions; with δ = 1000 the latent is KSampler's."""
-    g = (
-        node("TiPAITournamentGuard")
-        .execute(1000.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2, 2, 1, "1.0", global_until=3)
-        .args[0]
-    )
+    g = node("TiPAITournamentGuard").execute(1000.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2, 2, 1, "1.0", global_until=3).args[0]
     assert g.schedule.global_until == 3
     out = node("TiPAIKSampler").execute(
         sd["model"], 5, STEPS, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"], 1.0,
