@@ -105,3 +105,21 @@ def test_the_curve_runs_every_method_and_writes_a_plot(model, tmp_path):
     json.dumps(out, default=str)
     plot(out["rows"], "oracle", tmp_path / "curve.png", "test")
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_the_curve_command_on_a_given_model_file(tmp_path, capsys):
+    """``--curve --model FOLDER``: the user's own base-model file, the table, JSON and one plot per judge."""
+    from tipai_core.eval.__main__ import main as eval_main
+    from tipai_core.worlds.shapes.train import TrainConfig, train
+
+    folder = train(TrainConfig(model=TINY, batch=8, warmup=2), 2, tmp_path / "cache", log=lambda *_: None)
+    out = tmp_path / "curve"
+    argv = ["shapes", "--curve", "--model", str(folder), "--size", "16", "--n", "2", "--dev", "0"]
+    argv += ["--budgets", "1,2", "--auditor", "oracle", "--steps", "6", "--out-dir", str(out)]
+    assert eval_main(argv) == 0
+    text = capsys.readouterr().out
+    assert f"base model from {folder}" in text and "TiPAI-global minus its peer" in text
+    saved = json.loads((out / "curve.json").read_text())
+    assert saved["n_held_out"] == 2 and {r["method"] for r in saved["rows"]} >= {"plain", "best-of-N", "fk"}
+    assert (out / "curve-oracle.png").is_file() and (out / "curve.txt").read_text().startswith("judge")
+    assert eval_main(["shapes", "--curve", "--model", str(folder), "--budgets", "0,2"]) == 2
