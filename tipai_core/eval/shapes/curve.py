@@ -268,7 +268,14 @@ def tune(
     Returns ({judge: {"global_step": g, "fk_lam": λ}}, the rows tried)."""
     checker = Checker()
     picks, tried = {}, []
+    plain = run_plain(model, items, s)
+    tried.append({"judge": None, "method": "plain", "accuracy": _mean(_verdicts(plain.images, items, checker)[0])})
+    memo: dict = {}
     for judge, piece in pieces.items():
+        best = run_best_of_n(model, items, s, budget, piece.auditor, first=plain, memo=memo)
+        acc = _mean(_verdicts(best.images, items, checker)[0])
+        tried.append({"judge": judge, "method": "best-of-N", "N": budget, "accuracy": acc})
+        log(f"[dev {judge}] plain {tried[0]['accuracy']:.3f}, best-of-{budget} {acc:.3f} (for reference)")
         best_g: tuple[int | None, float] = (None, -1.0)
         best_l: tuple[float | None, float] = (None, -1.0)
         for g in global_steps:
