@@ -267,7 +267,8 @@ def tune(
     """On the development items: per judge, the global step g and FK's λ that score best at ``budget``.
     Returns ({judge: {"global_step": g, "fk_lam": λ}}, the rows tried)."""
     checker = Checker()
-    picks, tried = {}, []
+    picks: dict[str, dict] = {}
+    tried: list[dict] = []
     plain = run_plain(model, items, s)
     tried.append({"judge": None, "method": "plain", "accuracy": _mean(_verdicts(plain.images, items, checker)[0])})
     memo: dict = {}
