@@ -13,7 +13,7 @@ from . import model_files
 from .settings import AuditorHandle
 from .types import Auditor as AuditorType
 from .types import image_from_core, image_to_core, mask_from_core, mask_to_core
-from .validation import check_image, check_mask, check_widgets
+from .validation import check_mask, check_widgets
 
 
 def _backbone_choices() -> list[str]:
@@ -141,8 +141,7 @@ class TiPAIAuditorScore(io.ComfyNode):
         )  # every widget, before any work
         if not prompt or not prompt.strip():
             raise ValueError("TiPAI Auditor Score: the prompt is empty; give the text the image should show")
-        images = image_to_core(image, "TiPAI Auditor Score: image")
-        check_image("TiPAI Auditor Score", "image", images)
+        images = image_to_core(image, "TiPAI Auditor Score: image")  # shape and finite pixels checked
         m = None
         if mask is not None:
             m = mask_to_core(mask)

@@ -78,7 +78,7 @@ def standalone_candidates(
         seed=policy.seed,
     )
     decoded = vae.decode(out)
-    return image_to_core(decoded.reshape(-1, *decoded.shape[-3:])), m
+    return image_to_core(decoded.reshape(-1, *decoded.shape[-3:]), f"{NODE}: the decoded candidates"), m
 
 
 class TiPAIAuditorInpaint(io.ComfyNode):

@@ -11,7 +11,7 @@ from ..tipai_core.records.overlay import mask_overlay
 from . import defaults as D
 from .settings import AuditorHandle, MinerSpec, miner_settings
 from .types import Auditor, Miner, image_from_core, image_to_core, mask_from_core, mask_to_core
-from .validation import as_validation, check_image, check_mask, check_widgets
+from .validation import as_validation, check_mask, check_widgets
 
 # the detector plugins each choice runs (tipai_core.mining.detectors); "none" keeps the auditor signals only
 DETECTOR_CHOICES = {
@@ -312,8 +312,7 @@ class TiPAIRegionMiner(io.ComfyNode):
             raise ValueError("TiPAI Region Miner: to mine an image, connect an auditor")
         if not prompt or not prompt.strip():
             raise ValueError("TiPAI Region Miner: the prompt is empty; give the text the image should show")
-        img = image_to_core(image, "TiPAI Region Miner: image")[:1]
-        check_image("TiPAI Region Miner", "image", img)
+        img = image_to_core(image, "TiPAI Region Miner: image")[:1]  # shape and finite pixels checked
         um = spec.user_mask
         if um is not None:
             check_mask("TiPAI Region Miner", "user_mask", um, (img.shape[-2], img.shape[-1]))

@@ -199,7 +199,7 @@ class TiPAIKSampler(io.ComfyNode):
         # denoise 0 samples nothing (ComfyUI returns the input latent): an empty report, like a run without audits
         run = slot.last if slot.last is not None else TiPAIRun(settings)
         report = run_report(run)
-        image = image_to_core(vae.decode(out["samples"]))
+        image = image_to_core(vae.decode(out["samples"]), "TiPAI KSampler: the decoded result")
         overlay = image_from_core(draw_overlay(image, run.records))
         return io.NodeOutput(out, report, overlay, ui={"tipai_report": [report["summary"]]})
 

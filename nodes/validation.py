@@ -99,9 +99,8 @@ def as_validation(check: Callable[[], Any]) -> bool | str:
 
 
 def check_image(node: str, name: str, pixels: Any, multiple_of: int | None = None) -> None:
-    """Finite pixels ``[B, 3, H, W]``; with ``multiple_of``, H and W whole multiples of it (at least one)."""
-    if not bool(pixels.isfinite().all()):
-        raise ValueError(f"{node}: {name} contains NaN or inf pixels")
+    """Pixels ``[B, 3, H, W]`` (finite already: ``types.image_to_core`` refuses NaN and inf before its clamp);
+    with ``multiple_of``, H and W whole multiples of it (at least one)."""
     h, w = int(pixels.shape[-2]), int(pixels.shape[-1])
     if multiple_of and (h < multiple_of or w < multiple_of or h % multiple_of or w % multiple_of):
         raise ValueError(

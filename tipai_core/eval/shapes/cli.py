@@ -13,7 +13,7 @@ from ...worlds.shapes.checker import Checker
 from ...worlds.shapes.generate import SAMPLE_SIGMA_MAX
 from ...worlds.shapes.model import ShapesUNet
 from .diagnose import diagnose
-from .settings import EvalSettings, Pieces, learned_pieces, make_suite, oracle_pieces
+from .settings import EvalSettings, Pieces, learned_pieces, oracle_pieces
 from .stage_c import calibrated_pieces, fit_stage_c, stage_c_key
 from .table import evaluate
 
@@ -193,36 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def loop_quality(model, s: EvalSettings, c, pieces: dict[str, Pieces], picks: dict, n: int, out: Path) -> list[dict]:
-    """How well the learned judge's tournaments can be won and ranked, global (at the 4x budget's N) and
-    local, on n prompts of the calibration set (neither the development nor the held-out set)."""
-    from ...worlds.shapes.evaluate import calibration_set
-    from .curve import global_candidates, global_suite
-    from .diagnose import quality_line, tournament_quality
-
-    if n <= 0 or "learned" not in pieces:
-        return []
-    p = pieces["learned"]
-    g = picks.get("learned", {}).get("global_step", c.global_step)
-    k = global_candidates(4, s.n_steps, g)
-    suites = {
-        f"learned global g={g} N={k}": lambda a: global_suite(s, a, g, k),
-        "learned local": lambda a: make_suite(s, a, p.miner),
-    }
-    rows = []
-    for label, suite_for in suites.items():
-        row = tournament_quality(
-            model, s, suite_for, p.auditor, calibration_set(n), out / f"quality-{label.split()[1]}.jsonl"
-        )
-        print("in-loop " + quality_line(label, row))
-        rows.append({"suite": label, **row})
-    return rows
-
-
 def curve_main(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: EvalSettings, t0: float) -> int:
     """``--curve``: tune on the development set, then run every method on the held-out set once."""
     from ...worlds.shapes.evaluate import development_set, held_out
-    from .curve import CurveSettings, plot, run_curve, tune
+    from .curve import CurveSettings, loop_quality, plot, run_curve, tune
 
     try:
         budgets = tuple(int(b) for b in args.budgets.split(","))

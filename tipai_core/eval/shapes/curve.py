@@ -23,7 +23,7 @@ plain image's. ``compare`` gives TiPAI − best-of-N and TiPAI − FK at each bu
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from ...editing.diffusion_editor import DiffusionEditor
 from ...guard.tournament_guard import TournamentGuard
@@ -32,6 +32,7 @@ from ...loop.audit_step import AuditSuite
 from ...loop.fk_steering import FKSettings, resample_every
 from ...policy.actions import FixedKnobPolicy
 from ...worlds.shapes.checker import Checker
+from ...worlds.shapes.evaluate import clause_accuracy
 from ...worlds.shapes.model import PixelDecoder, ShapesUNet
 from ..bootstrap import interval, paired
 from .runs import run_best_of_n, run_fk, run_plain, run_tipai
@@ -134,12 +135,9 @@ def judge_points(
 
 
 def _verdicts(images, items, checker: Checker) -> tuple[list[float], list[int]]:
-    allv, sat = [], []
-    for img, (prompt, _) in zip(images, items):
-        v = [ok for _, ok in checker(img, prompt)]
-        allv.append(float(all(v)))
-        sat.append(sum(v))
-    return allv, sat
+    """Per image: 1.0 when every clause holds, and the number of clauses that hold."""
+    _, v = clause_accuracy(images, [p for p, _ in items], checker)
+    return [float(all(x)) for x in v], [sum(x) for x in v]
 
 
 def _mean(v) -> float:
@@ -297,6 +295,33 @@ def tune(
     return picks, tried
 
 
+def loop_quality(
+    model, s: EvalSettings, c: CurveSettings, pieces: dict[str, Pieces], picks: dict, n: int, out
+) -> list[dict]:
+    """How well the learned judge's tournaments can be won and ranked, global (at the 4x budget's N) and
+    local, on n prompts of the calibration set (neither the development nor the held-out set)."""
+    from ...worlds.shapes.evaluate import calibration_set
+    from .diagnose import quality_line, tournament_quality
+
+    if n <= 0 or "learned" not in pieces:
+        return []
+    p = pieces["learned"]
+    g = picks.get("learned", {}).get("global_step", c.global_step)
+    k = global_candidates(4, s.n_steps, g)
+    suites = {
+        f"learned global g={g} N={k}": lambda a: global_suite(s, a, g, k),
+        "learned local": lambda a: make_suite(s, a, p.miner),
+    }
+    rows = []
+    for label, suite_for in suites.items():
+        row = tournament_quality(
+            model, s, suite_for, p.auditor, calibration_set(n), out / f"quality-{label.split()[1]}.jsonl"
+        )
+        print("in-loop " + quality_line(label, row))
+        rows.append({"suite": label, **row})
+    return rows
+
+
 def run_curve(
     model: ShapesUNet,
     items,
@@ -324,6 +349,6 @@ def run_curve(
         "rows": rows,
         "comparisons": comparisons,
         "text": text_table(rows, comparisons),
-        "settings": {"eval": asdict(s), "curve": asdict(replace(c)), "picks": picks or {}},
+        "settings": {"eval": asdict(s), "curve": asdict(c), "picks": picks or {}},
         "seconds": time.time() - t0,
     }

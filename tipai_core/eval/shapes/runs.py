@@ -19,6 +19,8 @@ from ...worlds.shapes.generate import sigmas_for, start_latent
 from ...worlds.shapes.model import ShapesDenoiser, ShapesUNet
 from .settings import EvalSettings, MethodResult
 
+SEED_STRIDE = 100_003  # image j of a prompt starts from seed + j·SEED_STRIDE (j = 0: the plain run's noise)
+
 
 def _to_image(x: torch.Tensor) -> torch.Tensor:
     return ((x[0] + 1) / 2).clamp(0, 1)
@@ -52,7 +54,7 @@ def run_best_of_n(
     memo = {} if memo is None else memo
     for j in range(1, n):
         if j not in memo:
-            memo[j] = run_plain(model, items, s, seed_offset=j * 100_003)
+            memo[j] = run_plain(model, items, s, seed_offset=j * SEED_STRIDE)
     runs = [first] + [memo[j] for j in range(1, n)]
     t = time.time()
     images, calls, evals = [], [], []
@@ -129,7 +131,7 @@ def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path |
 
 def start_latents(model: ShapesUNet, sig: torch.Tensor, seed: int, k: int) -> torch.Tensor:
     """The k start latents best-of-k draws for one item (j = 0 is the plain run's): shared noise, fair pairs."""
-    return torch.cat([start_latent(model, sig, seed + j * 100_003) for j in range(k)])
+    return torch.cat([start_latent(model, sig, seed + j * SEED_STRIDE) for j in range(k)])
 
 
 def run_fk(model, items, s: EvalSettings, auditor, fk) -> MethodResult:
