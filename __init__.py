@@ -5,7 +5,9 @@ ComfyUI or loads a model at import time, so the package can be imported anywhere
 are imported only when ComfyUI asks for them.
 """
 
-__all__ = ["comfy_entrypoint"]
+__all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
+
+WEB_DIRECTORY = "./web"  # the frontend extension that shows each run's report on its node
 
 
 async def comfy_entrypoint():

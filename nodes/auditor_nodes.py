@@ -8,6 +8,7 @@ import torch
 from comfy_api.latest import io
 
 from ..tipai_core.auditor import Auditor
+from ..tipai_core.auditor.backbones import known_archs
 from ..tipai_core.records.overlay import mask_overlay
 from . import model_files
 from .settings import AuditorHandle
@@ -17,7 +18,7 @@ from .validation import check_mask, check_widgets
 
 
 def _backbone_choices() -> list[str]:
-    return model_files.list_files(".safetensors") + model_files.list_hf_folders()
+    return model_files.list_kind("backbone") + model_files.list_hf_folders()
 
 
 class TiPAIAuditorLoader(io.ComfyNode):
@@ -36,22 +37,23 @@ class TiPAIAuditorLoader(io.ComfyNode):
                     tooltip="open_clip weights (.safetensors) in models/tipai, or a transformers CLIP "
                     "folder (with config.json) in models/tipai.",
                 ),
-                io.String.Input(
+                io.Combo.Input(
                     "arch",
+                    options=known_archs(),
                     default="ViT-B-32",
-                    tooltip="open_clip architecture name of the weights (ignored for a transformers "
-                    "folder). The pack ships 'tipai-tiny-vit' for tests.",
+                    tooltip="open_clip architecture of the backbone weights (ignored for a transformers "
+                    "folder). 'tipai-tiny-vit' is the pack's tiny test auditor.",
                 ),
                 io.Combo.Input(
                     "heads",
-                    options=model_files.list_files(".safetensors", optional=True),
+                    options=model_files.list_kind("heads", optional=True),
                     default=model_files.NONE,
                     tooltip="Trained auditor heads from Stage A (python -m tipai_core.train scorer); "
                     "'none' = zero-shot.",
                 ),
                 io.Combo.Input(
                     "lpips_backbone",
-                    options=model_files.list_files(".safetensors", optional=True),
+                    options=model_files.list_kind("lpips", optional=True),
                     default=model_files.NONE,
                     tooltip="Local LPIPS backbone weights for the seam score B. 'none' uses the "
                     "weight-free DSSIM fallback (nothing is downloaded).",

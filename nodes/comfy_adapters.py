@@ -33,14 +33,14 @@ class ComfyDenoiser:
         self.guider = guider
         self.model_options = model_options
         self.calls = 0
-        self.progress = progress  # a comfy.utils.ProgressBar over the tournament's model calls
+        self.progress = progress  # called with the calls made so far (the run's progress bar)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning | None) -> torch.Tensor:
         # Between candidate batches is where a user's Cancel must take effect.
         comfy.model_management.throw_exception_if_processing_interrupted()
         self.calls += 1
         if self.progress is not None:
-            self.progress.update_absolute(min(self.calls, self.progress.total))
+            self.progress(self.calls)
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(x.shape[0])

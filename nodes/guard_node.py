@@ -82,7 +82,7 @@ class TiPAITournamentGuard(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "calibration_file",
-                    options=model_files.list_files(".json", optional=True),
+                    options=model_files.list_kind("calibration", optional=True),
                     default=model_files.NONE,
                     optional=True,
                     tooltip="A calibration file from python -m tipai_core.train calibrate (models/tipai). "

@@ -1,18 +1,33 @@
 """Model files of the pack: ``models/tipai/``, registered with ComfyUI's folder_paths.
 
 Names are resolved only through folder_paths (never by joining user strings into paths), only
-safetensors, ONNX and JSON are listed, and a missing file names the folder and the file.
+safetensors, ONNX and JSON are listed, each list offers only files of its kind (``file_kind`` reads the
+kind from the file's own header), and a missing file names the folder and the file.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+from functools import lru_cache
 
 import folder_paths
+
+from ..tipai_core.auditor.heads import FORMAT_NAME as HEADS_FORMAT
+from ..tipai_core.guard.calibration_file import CALIBRATION_SCHEMA
+from ..tipai_core.policy.policy_net import POLICY_SCHEMA
+
+log = logging.getLogger(__name__)
 
 FOLDER = "tipai"
 EXTENSIONS = {".safetensors", ".onnx", ".json"}
 NONE = "none"
+# What a file in models/tipai is, read from its own header (never from its name), so that each list
+# offers only files of its kind: a backbone is never offered as heads, a policy's JSON never as calibration.
+KINDS = ("backbone", "heads", "lpips", "policy", "calibration")
+_MAX_JSON_BYTES = 4 << 20  # calibration files are a few kB; a bigger JSON is not one
+_LPIPS_PREFIXES = ("features.", "net.", "lin", "scaling_layer.")  # torchvision features.* or lpips-format
 
 
 def register() -> None:
@@ -32,9 +47,59 @@ def folders() -> list[str]:
     return list(folder_paths.get_folder_paths(FOLDER))
 
 
-def list_files(suffix: str = ".safetensors", optional: bool = False) -> list[str]:
+def _safetensors_kind(path: str) -> str | None:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        meta, keys = f.metadata() or {}, list(f.keys())
+    if meta.get("format") == HEADS_FORMAT:
+        return "heads"
+    if meta.get("schema") == POLICY_SCHEMA:
+        return "policy"
+    if keys and all(k.startswith(_LPIPS_PREFIXES) for k in keys):
+        return "lpips"
+    return "backbone"
+
+
+def _json_kind(path: str) -> str | None:
+    if os.path.getsize(path) > _MAX_JSON_BYTES:
+        return None
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    return "calibration" if isinstance(data, dict) and data.get("schema") == CALIBRATION_SCHEMA else None
+
+
+@lru_cache(maxsize=1024)
+def _kind_of(path: str, mtime: float, size: int) -> str | None:  # keyed by mtime and size: a rewrite re-reads
+    try:
+        if path.endswith(".safetensors"):
+            return _safetensors_kind(path)
+        if path.endswith(".json"):
+            return _json_kind(path)
+    except Exception as exc:  # an unreadable file is in no list; say why once
+        log.warning("TiPAI: %s is not a readable model file, so no list offers it: %s", path, exc)
+    return None
+
+
+def file_kind(path: str) -> str | None:
+    """The kind (one of ``KINDS``) of a models/tipai file, from its header; None when it is none of them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _kind_of(path, st.st_mtime, st.st_size)
+
+
+def list_kind(kind: str, optional: bool = False) -> list[str]:
+    """The models/tipai files of one kind (``KINDS``), sorted, with 'none' first when ``optional``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown model file kind {kind!r}; expected one of {KINDS}")
     register()
-    names = sorted(n for n in folder_paths.get_filename_list(FOLDER) if n.endswith(suffix))
+    names = []
+    for name in sorted(folder_paths.get_filename_list(FOLDER)):
+        path = folder_paths.get_full_path(FOLDER, name)
+        if path is not None and file_kind(path) == kind:
+            names.append(name)
     return ([NONE] if optional else []) + names
 
 

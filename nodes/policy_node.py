@@ -60,7 +60,7 @@ class TiPAITSPOSampler(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "policy_file",
-                    options=model_files.list_files(".safetensors", optional=True),
+                    options=model_files.list_kind("policy", optional=True),
                     default=model_files.NONE,
                     optional=True,
                     tooltip="A learned policy π_θ(a|s) (<name>.safetensors + <name>.json) in models/tipai. "

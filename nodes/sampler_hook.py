@@ -116,9 +116,13 @@ def make_sampler_wrapper(
     audited_steps: Callable[[int, int], bool],
     stats: HookStats | None = None,
     inputs: ModelInputs | None = None,
+    progress: Callable[[int, int], tuple[int, int]] | None = None,
 ):
     """Build the keyed SAMPLER_SAMPLE wrapper. ``audited_steps(i, total)`` says which steps to audit;
-    ``inputs`` (installed as the PREDICT_NOISE wrapper of the same model) gives the true latent."""
+    ``inputs`` (installed as the PREDICT_NOISE wrapper of the same model) gives the true latent.
+    ``progress(step, total)`` -> ``(value, grand_total)`` re-counts the sampler's own progress callback
+    on a bar that also covers the audits (``progress.RunProgress``); without it the callback sees the
+    step as is."""
     stats = stats if stats is not None else HookStats()
 
     def sampler_sample(
@@ -132,7 +136,9 @@ def make_sampler_wrapper(
             def step_callback(i, denoised, x, _steps, _offset=offset, _args=run_args):
                 step = _offset + i
                 if callback is not None:
-                    callback(step, denoised, x, total)
+                    # the callback shows (its step + 1) of its total: hand it the run's own count
+                    value, grand = progress(step, total) if progress is not None else (step + 1, total)
+                    callback(value - 1, denoised, x, grand)
                 # i == 0 is step 0 (x̂0 is pure noise) or, after a restart, the step just audited.
                 if i == 0 or not audited_steps(step, total):
                     return

@@ -10,12 +10,13 @@ import nodes as comfy_nodes  # ComfyUI's own nodes.py (this pack's glue lives in
 from comfy_api.latest import io
 
 from ..tipai_core.mining.masks import check_user_mask
-from ..tipai_core.records.overlay import draw_overlay
-from ..tipai_core.records.report import build_report, write_log
+from ..tipai_core.records.overlay import draw_overlay, readable_style
+from ..tipai_core.records.report import build_report, summary_text, write_log
 from . import defaults as D
 from .settings import EditorSpec, GuardSpec, MinerSpec, PolicySpec, TiPAISettings
 from .tipai_run import TiPAIRun, patch_model
 from .types import Auditor, Editor, Guard, Miner, Policy, Report, image_from_core, image_to_core
+from .ui_report import TEXT_KEY, save_preview, show_on_node
 from .validation import as_validation, check_widgets
 
 LOG_FOLDER = "tipai_logs"
@@ -25,7 +26,11 @@ def _loop_inputs() -> list:
     """The inputs the KSampler and the Patch Model share."""
     return [
         io.String.Input(
-            "prompt", multiline=True, tooltip="The prompt as text: the auditor judges every candidate against it."
+            "prompt",
+            multiline=True,
+            default="",
+            tooltip="The prompt as text: the auditor judges every candidate against it (wire the same text "
+            "as the positive conditioning).",
         ),
         io.Vae.Input("vae", tooltip="Decodes the audit views (TAESD when the checkpoint carries it)."),
         Auditor.Input("auditor", tooltip="From TiPAI Auditor Loader."),
@@ -154,6 +159,11 @@ class TiPAIKSampler(io.ComfyNode):
                     display_name="overlay",
                     tooltip="The decoded result with audited regions boxed: green accepted, orange rejected.",
                 ),
+                io.String.Output(
+                    display_name="summary",
+                    tooltip="The report as readable text (Markdown): audited steps, regions, candidates, "
+                    "accepted edits, extra compute, time. Wire it to Preview Any, or read it on this node.",
+                ),
             ],
         )
 
@@ -200,8 +210,9 @@ class TiPAIKSampler(io.ComfyNode):
         run = slot.last if slot.last is not None else TiPAIRun(settings)
         report = run_report(run)
         image = image_to_core(vae.decode(out["samples"]), "TiPAI KSampler: the decoded result")
-        overlay = image_from_core(draw_overlay(image, run.records))
-        return io.NodeOutput(out, report, overlay, ui={"tipai_report": [report["summary"]]})
+        overlay = image_from_core(draw_overlay(image, run.records, **readable_style(*image.shape[-2:])))
+        text = summary_text(report)
+        return io.NodeOutput(out, report, overlay, text, ui={"tipai_report": [report["summary"]], TEXT_KEY: [text]})
 
 
 class TiPAIPatchModel(io.ComfyNode):
@@ -223,7 +234,14 @@ class TiPAIPatchModel(io.ComfyNode):
                     tooltip=f"Write each run's tournament log to output/{LOG_FOLDER}/.",
                 ),
             ],
-            outputs=[io.Model.Output(display_name="MODEL")],
+            outputs=[
+                io.Model.Output(
+                    display_name="MODEL",
+                    tooltip="The patched copy: give it to any sampler. Each run's report and overlay then show "
+                    "on this node.",
+                )
+            ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -233,14 +251,28 @@ class TiPAIPatchModel(io.ComfyNode):
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
         )  # every widget, before any work
-        patched, slot = patch_model(model, _settings(prompt, vae, auditor, miner, editor, guard, policy))
-        if save_log:
-            slot.on_finished = lambda run: write_log(
-                run_report(run),
-                os.path.join(folder_paths.get_output_directory(), LOG_FOLDER),
-                next_log_stem(os.path.join(folder_paths.get_output_directory(), LOG_FOLDER), "patch_model"),
-            )
+        settings = _settings(prompt, vae, auditor, miner, editor, guard, policy)
+        patched, slot = patch_model(model, settings)
+        node_id = cls.hidden.unique_id if cls.hidden is not None else None
+        slot.on_finished = lambda run, latent: _patch_run_finished(run, latent, settings, node_id, save_log)
         return io.NodeOutput(patched)
+
+
+def _patch_run_finished(run: TiPAIRun, latent, settings: TiPAISettings, node_id, save_log: bool) -> None:
+    """A run of a patched model ended: save its log if asked, and show its report on the Patch Model node."""
+    report = run_report(run)
+    written = []
+    if save_log:
+        folder = os.path.join(folder_paths.get_output_directory(), LOG_FOLDER)
+        written = [str(p) for p in write_log(report, folder, next_log_stem(folder, "patch_model"))]
+    output: dict = {"tipai_report": [report["summary"]], TEXT_KEY: [summary_text(report, written)]}
+    if run.records and latent is not None:
+        image = image_to_core(settings.vae.decode(latent), "TiPAI Patch Model: the decoded result")
+        output["images"] = save_preview(
+            image_from_core(draw_overlay(image, run.records, **readable_style(*image.shape[-2:]))),
+            "tipai_patch_overlay",
+        )
+    show_on_node(node_id, output)
 
 
 class TiPAISaveTournamentLog(io.ComfyNode):
@@ -275,4 +307,7 @@ class TiPAISaveTournamentLog(io.ComfyNode):
         folder = os.path.join(folder_paths.get_output_directory(), LOG_FOLDER)
         paths = write_log(report, folder, next_log_stem(folder, prefix))
         files = [{"filename": os.path.basename(p), "subfolder": LOG_FOLDER, "type": "output"} for p in paths]
-        return io.NodeOutput(ui={"tipai_logs": files, "tipai_report": [report["summary"]]})
+        shown = [f"output/{LOG_FOLDER}/{f['filename']}" for f in files]
+        return io.NodeOutput(
+            ui={"tipai_logs": files, "tipai_report": [report["summary"]], TEXT_KEY: [summary_text(report, shown)]}
+        )

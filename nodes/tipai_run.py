@@ -20,6 +20,7 @@ from ..tipai_core.mining.masks import check_user_mask
 from ..tipai_core.records.costs import Costs, editor_calls, restart_costs
 from ..tipai_core.records.tournament_record import TournamentRecord
 from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, parametrisation
+from .progress import RunProgress
 from .sampler_hook import ModelInputs, install, make_sampler_wrapper
 from .settings import TiPAISettings
 
@@ -42,7 +43,25 @@ class TiPAIRun:
         self._in_audit = False
         self.warnings: list[str] = []
         self._miner = None  # built at the first audit (the auditor must be loaded), then reused
+        self.progress = RunProgress(0, {})  # planned by start() once the schedule is known
         settings.miner.start_run()  # drift compares audits of this run only
+
+    def start(self, total: int, batch: int) -> None:
+        """Plan the run's one progress bar: the steps, plus a reserve for each audit the schedule will run."""
+        self.n_steps = total
+        audited = [i for i in range(1, total) if self.s.guard.schedule.is_audited(i, total)]
+        reserves = {i: self._audit_reserve(i, batch) for i in audited}
+        bar = comfy.utils.ProgressBar(1)
+        self.progress = RunProgress(total, reserves, lambda value, grand: bar.update_absolute(value, grand))
+
+    def _audit_reserve(self, step: int, batch: int) -> int:
+        """The most editor model calls one audit can make: K regions per image at the deepest d."""
+        knobs = getattr(self.s.policy.policy, "knobs", None) or {}
+        d_max = min(step, max(knobs.get("depth", ((step,), None))[0]))
+        return self.s.miner.k * batch * editor_calls("invert", d_max, self.s.editor.refine_iters)
+
+    def step_progress(self, step: int, total: int) -> tuple[int, int]:
+        return self.progress.at_step(step), self.progress.total
 
     def is_audited(self, i: int, total: int) -> bool:
         self.n_steps = total
@@ -67,11 +86,7 @@ class TiPAIRun:
             decoder = ComfyAuditDecoder(self.s.vae, model, self.s.editor.decoder)
             if self._miner is None:
                 self._miner = self.s.miner.build(auditor)
-            # progress over the editor's model calls of this audit, at most K regions of the deepest d
-            knobs = getattr(self.s.policy.policy, "knobs", None) or {}
-            d_max = min(view.step, max(knobs.get("depth", ((view.step,), None))[0]))
-            per_region = editor_calls("invert", d_max, self.s.editor.refine_iters)
-            progress = comfy.utils.ProgressBar(max(1, self.s.miner.k * view.x.shape[0] * per_region))
+            step = view.step
             suite = AuditSuite(
                 decoder=decoder,
                 miner=self._miner,
@@ -90,7 +105,9 @@ class TiPAIRun:
                 view.x0,
                 view.step,
                 view.sigmas,
-                denoiser=ComfyDenoiser(view.guider, view.model_options, progress),
+                denoiser=ComfyDenoiser(
+                    view.guider, view.model_options, lambda calls: self.progress.in_audit(step, calls)
+                ),
                 param=parametrisation(model.model_sampling),
                 cond=Conditioning(cfg=float(view.guider.cfg)),
                 prompt=self.s.prompt,
@@ -101,6 +118,7 @@ class TiPAIRun:
         finally:
             self._in_audit = False
             self.seconds += time.perf_counter() - t0
+        self.progress.audit_done(view.step)
         self.audited.append(view.step)
         self.records.extend(records)
         if new_x is not None:
@@ -134,19 +152,24 @@ class _RunSlot:
         self.settings = settings
         self.run: TiPAIRun | None = None
         self.last: TiPAIRun | None = None
-        self.on_finished = None  # called with each run that completed (e.g. to save its log)
+        self.on_finished = None  # called with (run, output latent) for each run that completed
         self.inputs = ModelInputs()  # the true latent of each step (PREDICT_NOISE wrapper)
 
     def sampler_sample(self, executor, *args, **kwargs):
         run = TiPAIRun(self.settings)
         sigmas = kwargs.get("sigmas", args[1] if len(args) > 1 else None)
-        run.n_steps = 0 if sigmas is None else len(sigmas) - 1  # a 1-step run audits nothing, still has 1 step
+        noise = kwargs.get("noise", args[4] if len(args) > 4 else None)
+        # a 1-step run audits nothing, still has 1 step
+        run.start(0 if sigmas is None else len(sigmas) - 1, 1 if noise is None else int(noise.shape[0]))
         self.run = run
         try:
-            inner = make_sampler_wrapper(run.audit, run.is_audited, inputs=self.inputs)
+            inner = make_sampler_wrapper(run.audit, run.is_audited, inputs=self.inputs, progress=run.step_progress)
             out = inner(executor, *args, **kwargs)
             if self.on_finished is not None:
-                self.on_finished(run)
+                guider = kwargs.get("guider", args[0] if args else None)
+                # the sampler returns the model's latent space; the VAE decodes the processed one
+                latent = guider.model_patcher.model.process_latent_out(out) if guider is not None else None
+                self.on_finished(run, latent)
             return out
         finally:
             # whatever happens (an error, a Cancel), the next run starts clean

@@ -199,3 +199,22 @@ def test_mask_overlay_defaults_shapes_and_errors():
         mask_overlay(img, masks, alpha=1.5)
     with pytest.raises(ValueError, match="masks"):
         mask_overlay(img, torch.zeros(3, 2, 8, 8))
+
+
+def test_outline_is_a_black_band_on_both_sides_of_the_border():
+    img = _image()
+    out = draw_overlay(img, [_record((2, 3, 6, 9))], thickness=2, outline=1)
+    box = (4, 6, 12, 18)
+    colour = _border(32, 32, box, t=2)
+    grown = _border(32, 32, (3, 5, 13, 19), t=4)  # the box grown by 1, a band of 2 + 2·1
+    dark = grown & ~colour
+    assert torch.equal(out[:, colour], GREEN.view(3, 1).expand(3, int(colour.sum())))
+    assert torch.equal(out[:, dark], torch.zeros(3, int(dark.sum())))
+    assert torch.equal(out[:, ~grown], img[:, ~grown])  # nothing else is touched
+
+
+@pytest.mark.parametrize(("size", "style"), [((64, 64), (1, 1)), ((512, 768), (5, 2)), ((1024, 1024), (10, 5))])
+def test_readable_style_grows_with_the_short_side(size, style):
+    from tipai_core.records.overlay import readable_style
+
+    assert readable_style(*size) == {"thickness": style[0], "outline": style[1]}

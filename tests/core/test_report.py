@@ -228,3 +228,31 @@ def test_module_imports_no_host():
     src = Path(report_mod.__file__).read_text()
     assert "comfy" not in src.replace("ComfyUI", "") and "import os" in src
     assert os.path.basename(report_mod.__file__) == "report.py"
+
+
+def test_summary_text_says_what_the_run_did():
+    from tipai_core.records.report import summary_text
+
+    _, rep = _report()
+    text = summary_text(rep, written=["output/tipai_logs/x.report.json"])
+    lines = text.splitlines()
+    assert "- steps: 20, audited at [3, 6, 9]" in lines
+    assert "- regions: 3, candidates: 6, accepted edits: 1 (at steps [6])" in lines
+    assert "- compute: 21 extra model calls (1.05× the 20 of plain sampling), 1.5 s in audits" in lines
+    # one table row per region, and one for the step where the miner found none
+    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| step")]
+    assert rows[0] == "| 3 | 0 | [8, 8, 24, 24] | 2 | 0.200 | no |"
+    assert rows[1].endswith("| 3 | 0.300 | yes (candidate 2) |")
+    assert rows[3] == "| 9 | none found | | | | |"
+    assert lines[-1] == "- `output/tipai_logs/x.report.json`"
+    assert "bit-for-bit" not in text  # an edit was accepted
+
+
+def test_summary_text_of_a_run_that_accepted_nothing():
+    from tipai_core.records.report import summary_text
+
+    _, rep = _report(accepted_steps=[])
+    rep["summary"]["accepted"] = 0
+    assert "- nothing accepted: the image is bit-for-bit the plain sampler's" in summary_text(rep).splitlines()
+    with pytest.raises(ValueError, match="schema"):
+        summary_text({"schema": "other"})

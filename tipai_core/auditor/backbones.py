@@ -182,6 +182,14 @@ def register_config_dir(folder: str | Path) -> None:
     open_clip.add_model_config(folder)
 
 
+def known_archs() -> list[str]:
+    """Every open_clip architecture name this install can build, the shipped tiny one first."""
+    import open_clip
+
+    register_config_dir(CONFIG_DIR)
+    return [TINY_ARCH] + sorted(a for a in open_clip.list_models() if a != TINY_ARCH)
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a local file: safetensors, or a torch checkpoint read with weights_only=True."""
     path = Path(path)

@@ -140,6 +140,7 @@ def draw_overlay(
     rejected_color: Color = (1.0, 0.6, 0.0),
     undecided_color: Color = (0.0, 0.6, 1.0),
     thickness: int = 1,
+    outline: int = 0,
     mask_alpha: float = 0.35,
     factor: int = 8,
     latent_size: tuple[int, int] | None = None,
@@ -149,9 +150,12 @@ def draw_overlay(
     ``records_or_regions``: TournamentRecords, their dicts, the region entries of a report's steps,
     miner ``Region``s or ``{"bbox": ...}`` dicts. Items without a decision (Regions) use
     ``undecided_color``; items with a mask (Regions) also get it tinted with α = ``mask_alpha``.
-    The border is ``thickness`` pixels inside the box. An item with a ``batch_index`` is drawn on that
-    image only (ValueError if the batch has no such image); one without on every image. Rejected
-    boxes are drawn first, so an accepted box stays visible where they overlap.
+    The border is ``thickness`` pixels inside the box; ``outline`` > 0 puts a black band of that
+    many pixels on both sides of it (outside the box and inside the border), so the border stays
+    visible on content of its own colour (``readable_style`` gives both for an image size). An item
+    with a ``batch_index`` is drawn on that image only (ValueError if the batch has no such image);
+    one without on every image. Rejected boxes are drawn first, so an accepted box stays visible
+    where they overlap.
     """
     batch, unbatched = _check_image(image)
     if int(thickness) != thickness or thickness < 1:
@@ -160,7 +164,9 @@ def draw_overlay(
         raise ValueError(f"mask_alpha must be in [0,1], got {mask_alpha}")
     if int(factor) != factor or factor < 1:
         raise ValueError(f"factor must be an integer >= 1, got {factor}")
-    t = int(thickness)
+    if int(outline) != outline or outline < 0:
+        raise ValueError(f"outline must be an integer >= 0, got {outline}")
+    t, o = int(thickness), int(outline)
     colors = {
         True: _color(accepted_color, "accepted_color", batch),
         False: _color(rejected_color, "rejected_color", batch),
@@ -183,15 +189,29 @@ def draw_overlay(
         if y1 <= y0 or x1 <= x0:
             continue  # outside the image after clipping
         for r in rows:
-            view = out[r]
-            for ys, xs in (
-                (slice(y0, min(y1, y0 + t)), slice(x0, x1)),
-                (slice(max(y0, y1 - t), y1), slice(x0, x1)),
-                (slice(y0, y1), slice(x0, min(x1, x0 + t))),
-                (slice(y0, y1), slice(max(x0, x1 - t), x1)),
-            ):
-                view[:, ys, xs] = c.view(3, 1, 1)
+            if o > 0:  # the dark band first: box grown by o, band t + 2o wide, then the colour over it
+                grown = (max(0, y0 - o), max(0, x0 - o), min(h, y1 + o), min(w, x1 + o))
+                _band(out[r], grown, t + 2 * o, torch.zeros_like(c))
+            _band(out[r], (y0, x0, y1, x1), t, c)
     return out[0] if unbatched else out
+
+
+def _band(view: torch.Tensor, box: tuple[int, int, int, int], t: int, c: torch.Tensor) -> None:
+    """Paint the ``t``-pixel border inside the end-exclusive ``box`` of one [3,H,W] image."""
+    y0, x0, y1, x1 = box
+    for ys, xs in (
+        (slice(y0, min(y1, y0 + t)), slice(x0, x1)),
+        (slice(max(y0, y1 - t), y1), slice(x0, x1)),
+        (slice(y0, y1), slice(x0, min(x1, x0 + t))),
+        (slice(y0, y1), slice(max(x0, x1 - t), x1)),
+    ):
+        view[:, ys, xs] = c.view(3, 1, 1)
+
+
+def readable_style(h: int, w: int) -> dict[str, int]:
+    """``thickness`` and ``outline`` that stay visible at any size: about 1% of the short side, outlined."""
+    t = max(1, round(min(h, w) / 100))
+    return {"thickness": t, "outline": max(1, t // 2)}
 
 
 def mask_overlay(
@@ -224,4 +244,4 @@ def mask_overlay(
     return out[0] if unbatched else out
 
 
-__all__ = ["draw_overlay", "mask_overlay", "palette"]
+__all__ = ["draw_overlay", "mask_overlay", "palette", "readable_style"]

@@ -155,6 +155,47 @@ def build_report(
     }
 
 
+def summary_text(report: dict, written: list[str] | None = None) -> str:
+    """What a person reads in the UI: the run's summary as Markdown, one line per audited step.
+
+    Every number comes from the report itself (``summary`` and ``steps``); ``written`` lists files
+    the caller saved (the Save Tournament Log node), shown at the end.
+    """
+    if report.get("schema") != REPORT_SCHEMA:
+        raise ValueError(f"report schema {report.get('schema')!r} is not {REPORT_SCHEMA!r}")
+    s = report["summary"]
+    ratio = s["extra_call_ratio"]
+    extra = f"{s['extra_model_calls']} extra model calls" + (
+        f" ({ratio:.2f}× the {s['base_model_calls']} of plain sampling)" if ratio is not None else ""
+    )
+    secs = "" if s["seconds"] is None else f", {s['seconds']:.1f} s in audits"
+    lines = [
+        "**TiPAI run**",
+        "",
+        f"- steps: {report['n_steps']}, audited at {report['audited_steps'] or 'none'}",
+        f"- regions: {s['regions']}, candidates: {s['candidates']}, accepted edits: {s['accepted']}"
+        + (f" (at steps {report['accepted_steps']})" if report["accepted_steps"] else ""),
+        f"- compute: {extra}{secs}",
+    ]
+    if s["accepted"] == 0 and report["n_steps"] > 0:
+        lines.append("- nothing accepted: the image is bit-for-bit the plain sampler's")
+    if report["steps"]:
+        lines += ["", "| step | region | bbox | N | best u_i | accepted |", "|---|---|---|---|---|---|"]
+        for st in report["steps"]:
+            if not st["regions"]:
+                lines.append(f"| {st['step']} | none found | | | | |")
+            for r in st["regions"]:
+                us = [u for u in r["utilities"][1:] if u is not None]
+                best = f"{max(us):.3f}" if us else "-"
+                acc = f"yes (candidate {r['winner']})" if r["accepted"] else "no"
+                lines.append(f"| {st['step']} | {r['index']} | {r['bbox']} | {r['N']} | {best} | {acc} |")
+    for w in report.get("extra", {}).get("warnings", []) or []:
+        lines += ["", f"⚠ {w}"]
+    if written:
+        lines += ["", "Written:"] + [f"- `{p}`" for p in written]
+    return "\n".join(lines)
+
+
 def report_to_jsonl_records(report: dict) -> str:
     """The report's records, one JSON object per line (the same text as ``record.records_to_jsonl``)."""
     if report.get("schema") != REPORT_SCHEMA:
