@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..tipai_core.mining.masks import check_user_mask
 from ..tipai_core.records.overlay import draw_overlay, readable_style
 from ..tipai_core.records.report import build_report, summary_text, write_log
+from ..tipai_core.records.tournament_picture import loop_picture
 from . import defaults as D
 from .settings import EditorSpec, GuardSpec, MinerSpec, PolicySpec, TiPAISettings
 from .tipai_run import TiPAIRun, patch_model
@@ -210,9 +211,10 @@ class TiPAIKSampler(io.ComfyNode):
         run = slot.last if slot.last is not None else TiPAIRun(settings)
         report = run_report(run)
         image = image_to_core(vae.decode(out["samples"]), "TiPAI KSampler: the decoded result")
-        overlay = image_from_core(draw_overlay(image, run.records, **readable_style(*image.shape[-2:])))
+        boxed = draw_overlay(image, run.records, **readable_style(*image.shape[-2:]))
         text = summary_text(report)
-        return io.NodeOutput(out, report, overlay, text, ui={"tipai_report": [report["summary"]], TEXT_KEY: [text]})
+        ui = {"tipai_report": [report["summary"]], TEXT_KEY: [text], "images": _picture(image, boxed, run, "ksampler")}
+        return io.NodeOutput(out, report, image_from_core(boxed), text, ui=ui)
 
 
 class TiPAIPatchModel(io.ComfyNode):
@@ -268,11 +270,17 @@ def _patch_run_finished(run: TiPAIRun, latent, settings: TiPAISettings, node_id,
     output: dict = {"tipai_report": [report["summary"]], TEXT_KEY: [summary_text(report, written)]}
     if run.records and latent is not None:
         image = image_to_core(settings.vae.decode(latent), "TiPAI Patch Model: the decoded result")
-        output["images"] = save_preview(
-            image_from_core(draw_overlay(image, run.records, **readable_style(*image.shape[-2:]))),
-            "tipai_patch_overlay",
-        )
+        boxed = draw_overlay(image, run.records, **readable_style(*image.shape[-2:]))
+        output["images"] = _picture(image, boxed, run, "patch")
     show_on_node(node_id, output)
+
+
+def _picture(image, boxed, run: TiPAIRun, name: str) -> list[dict]:
+    """The loop picture of the first image (result, overlay, every tournament's strip), saved for the UI."""
+    s = run_report(run)["summary"]
+    title = f"TiPAI: {s['audited_steps']} audited steps, {s['regions']} regions, {s['accepted']} accepted"
+    page = loop_picture(image[0].cpu(), boxed[0].cpu(), run.strips, title)
+    return save_preview(image_from_core(page[None]), f"tipai_{name}_loop")
 
 
 class TiPAISaveTournamentLog(io.ComfyNode):

@@ -18,6 +18,7 @@ from ..tipai_core.guard.tournament_guard import ObservingGuard
 from ..tipai_core.loop.audit_step import AuditSuite, audit_step
 from ..tipai_core.mining.masks import check_user_mask
 from ..tipai_core.records.costs import Costs, editor_calls, restart_costs
+from ..tipai_core.records.tournament_picture import TournamentStrips
 from ..tipai_core.records.tournament_record import TournamentRecord
 from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, parametrisation
 from .progress import RunProgress
@@ -44,6 +45,7 @@ class TiPAIRun:
         self.warnings: list[str] = []
         self._miner = None  # built at the first audit (the auditor must be loaded), then reused
         self.progress = RunProgress(0, {})  # planned by start() once the schedule is known
+        self.strips = TournamentStrips()  # small copies of each tournament's views, for the loop picture
         settings.miner.start_run()  # drift compares audits of this run only
 
     def start(self, total: int, batch: int) -> None:
@@ -99,6 +101,7 @@ class TiPAIRun:
                 n_candidates=self.s.policy.n,
                 crop_margin=self.s.editor.crop_margin,
                 seed=self.s.policy.seed,
+                on_tournament=self.strips,
             )
             new_x, records = audit_step(
                 view.x,

@@ -3,9 +3,19 @@
 
     python3 scripts/make_workflows.py
 
-It starts the test host's ComfyUI, reads /object_info for each node's sockets and widgets, and lays
-the graph out left to right by depth. The API files are the source of truth; run this after
-changing one. The host test test_workflows.py checks that both forms stay consistent.
+It starts the test host's ComfyUI and reads /object_info, so every node gets the sockets and widget
+values of the current node definitions. Then it lays the graph out so that nothing overlaps:
+
+- each node's size is estimated per widget from its definition (``node_size``), never smaller than
+  what the frontend draws (the browser test checks this against the frontend's own node bounds);
+- the main chain runs left to right by depth, each column as wide as its widest node;
+- the TiPAI settings nodes sit in a titled group below the chain;
+- a Markdown note on the left says what the workflow shows, where model files go, how the mask works
+  and what to change first (``workflow_notes.py``), and the first view (``extra.ds``) opens on the
+  note and the start of the chain at a zoom where text is drawn.
+
+The API files are the source of truth; run this after changing one (or a node's inputs). The host
+test test_workflows.py checks that both forms stay consistent.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from pathlib import Path
 
 import host  # scripts/ is on sys.path: this file runs as a script
 from comfy_server import ComfyServer
+from workflow_notes import WORKFLOWS
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -50,36 +61,90 @@ def _depths(graph: dict) -> dict[str, int]:
     return depth
 
 
-def api_to_ui(graph: dict, object_info: dict) -> dict:
-    """LiteGraph UI JSON (version 0.4) for an API-format graph."""
+# Node sizes in canvas pixels. LiteGraph draws the title above a node's pos, slots at 20 px a row and
+# widgets at 24; these round up, so a saved size is never below what the frontend computes.
+TITLE_H = 30
+SLOT_H = 22
+WIDGET_H = 26
+MULTILINE_H = 110  # a multiline text box
+REPORT_H = 180  # the report box web/tipai_report.js adds to these nodes
+REPORT_NODES = {"TiPAIKSampler", "TiPAIPatchModel", "TiPAISaveTournamentLog"}
+IMAGE_H = 260  # room for the preview a node shows after Run
+IMAGE_NODES = {"PreviewImage", "SaveImage", "TiPAIPatchModel"}
+TEXT_NODES = {"PreviewAny": 160}
+WIDE, NARROW = 400, 320
+NOTE_W = 460
+GAP_X, GAP_Y = 80, 50
+SETTINGS = ("TiPAIAuditorLoader", "TiPAIRegionMiner", "TiPAIAuditorInpaint", "TiPAITournamentGuard", "TiPAITSPOSampler")
+GROUP_TITLE = "TiPAI settings: the auditor, the miner, the editor, the guard and the policy"
+GROUP_PAD, GROUP_TITLE_H = 20, 50
+FIRST_VIEW_SCALE = 0.8  # text is drawn from about 0.6 on
+
+
+def node_size(class_type: str, info: dict, n_linked_widgets: int) -> list[int]:
+    """[width, height] of a node's body, from its sockets and widgets."""
+    widgets = sockets = 0
+    height = 0
+    for _name, spec in _inputs_in_order(info):
+        if is_widget(spec):
+            widgets += 1
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            height += MULTILINE_H if opts.get("multiline") else WIDGET_H
+            if opts.get("control_after_generate"):
+                height += WIDGET_H
+        else:
+            sockets += 1
+    rows = max(sockets + n_linked_widgets, len(info["output"]))
+    height += rows * SLOT_H + 16
+    if class_type in REPORT_NODES:
+        height += REPORT_H
+    if class_type in IMAGE_NODES:
+        height += IMAGE_H
+    height += TEXT_NODES.get(class_type, 0)
+    width = WIDE if class_type.startswith("TiPAI") or class_type in IMAGE_NODES | set(TEXT_NODES) else NARROW
+    return [width, max(height, 80)]
+
+
+def _note_size(text: str) -> list[int]:
+    # about 62 characters a line at the note's width, 22 px a line, plus blank lines and margins
+    lines = sum(max(1, -(-len(line) // 62)) for line in text.splitlines())
+    return [NOTE_W, 22 * lines + 40]
+
+
+def _ui_node(nid: int, class_type: str, info: dict, order: int, title: str | None) -> dict:
+    node = {
+        "id": nid,
+        "type": class_type,
+        "pos": [0, 0],
+        "size": [0, 0],
+        "flags": {},
+        "order": order,
+        "mode": 0,
+        "inputs": [],
+        "outputs": [
+            {"name": name, "type": typ, "links": [], "slot_index": s}
+            for s, (typ, name) in enumerate(zip(info["output"], info["output_name"]))
+        ],
+        "properties": {"Node name for S&R": class_type},
+        "widgets_values": [],
+    }
+    if title:
+        node["title"] = title
+    return node
+
+
+def api_to_ui(graph: dict, object_info: dict, note: str = "", titles: dict[str, str] | None = None) -> dict:
+    """LiteGraph UI JSON (version 0.4) for an API-format graph, laid out as the module docstring says."""
+    titles = titles or {}
     missing = sorted({n["class_type"] for n in graph.values()} - set(object_info))
     if missing:
         raise ValueError(f"node types not known to this ComfyUI: {missing}")
     depth = _depths(graph)
-    rows: dict[int, int] = {}
     nodes, links = {}, []
     order = sorted(graph, key=lambda k: (depth[k], int(k)))
     for i, nid in enumerate(order):
         info = object_info[graph[nid]["class_type"]]
-        row = rows.get(depth[nid], 0)
-        rows[depth[nid]] = row + 1
-        outputs = [
-            {"name": name, "type": typ, "links": [], "slot_index": s}
-            for s, (typ, name) in enumerate(zip(info["output"], info["output_name"]))
-        ]
-        nodes[nid] = {
-            "id": int(nid),
-            "type": graph[nid]["class_type"],
-            "pos": [40 + 340 * depth[nid], 40 + 260 * row],
-            "size": [300, 200],
-            "flags": {},
-            "order": i,
-            "mode": 0,
-            "inputs": [],
-            "outputs": outputs,
-            "properties": {"Node name for S&R": graph[nid]["class_type"]},
-            "widgets_values": [],
-        }
+        nodes[nid] = _ui_node(int(nid), graph[nid]["class_type"], info, i, titles.get(nid))
     link_id = 0
     for nid in order:
         node, info, given = nodes[nid], object_info[graph[nid]["class_type"]], graph[nid]["inputs"]
@@ -109,16 +174,90 @@ def api_to_ui(graph: dict, object_info: dict) -> dict:
             node["inputs"].append(entry)
             nodes[src]["outputs"][slot]["links"].append(link_id)
             links.append([link_id, int(src), slot, int(nid), len(node["inputs"]) - 1, typ])
+    for nid in order:
+        linked_widgets = sum(1 for inp in nodes[nid]["inputs"] if "widget" in inp)
+        nodes[nid]["size"] = node_size(graph[nid]["class_type"], object_info[graph[nid]["class_type"]], linked_widgets)
+    groups, note_node = _layout(graph, nodes, order, note, link_id)
+    ui_nodes = [nodes[k] for k in order] + ([note_node] if note_node else [])
     return {
-        "last_node_id": max(int(k) for k in graph),
+        "last_node_id": max(n["id"] for n in ui_nodes),
         "last_link_id": link_id,
-        "nodes": [nodes[k] for k in order],
+        "nodes": ui_nodes,
         "links": links,
-        "groups": [],
+        "groups": groups,
         "config": {},
-        "extra": {"tipai": "generated by scripts/make_workflows.py from workflows/api/"},
+        "extra": {
+            "tipai": "generated by scripts/make_workflows.py from workflows/api/",
+            # open on the note and the start of the chain, at a zoom where text is drawn
+            "ds": {"scale": FIRST_VIEW_SCALE, "offset": [GAP_X / 2, TITLE_H + GAP_Y]},
+        },
         "version": 0.4,
     }
+
+
+def _layout(graph: dict, nodes: dict, order: list[str], note: str, link_count: int):
+    """Place the nodes (see the module docstring); return the groups and the note node (or None)."""
+    settings = [k for k in order if graph[k]["class_type"] in SETTINGS]
+    main = [k for k in order if k not in settings]
+    sub = {k: graph[k] for k in main}
+    # depth along the main chain only: settings nodes do not push the chain to the right
+    for k in sub:
+        sub[k] = {
+            "inputs": {n: v for n, v in graph[k]["inputs"].items() if not (isinstance(v, list) and v[0] in settings)}
+        }
+    depth = _depths(sub)
+    x0 = 0
+    note_node = None
+    if note:
+        w, h = _note_size(note)
+        note_node = {
+            "id": max(int(k) for k in graph) + 1,
+            "type": "MarkdownNote",
+            "title": "Read me",
+            "pos": [0, 0],
+            "size": [w, h],
+            "flags": {},
+            "order": len(order),
+            "mode": 0,
+            "inputs": [],
+            "outputs": [],
+            "properties": {},
+            "widgets_values": [note],
+            "color": "#432",
+            "bgcolor": "#653",
+        }
+        x0 = w + GAP_X
+    columns: dict[int, list[str]] = {}
+    for k in main:
+        columns.setdefault(depth[k], []).append(k)
+    x, bottom = x0, 0
+    for d in sorted(columns):
+        y = 0
+        for k in columns[d]:
+            nodes[k]["pos"] = [x, y]
+            y += nodes[k]["size"][1] + TITLE_H + GAP_Y
+        bottom = max(bottom, y)
+        x += max(nodes[k]["size"][0] for k in columns[d]) + GAP_X
+    groups = []
+    if settings:
+        top = bottom + GROUP_TITLE_H + TITLE_H
+        x = x0
+        for k in settings:
+            nodes[k]["pos"] = [x, top]
+            x += nodes[k]["size"][0] + GAP_X / 2
+        right = max(nodes[k]["pos"][0] + nodes[k]["size"][0] for k in settings)
+        low = max(nodes[k]["pos"][1] + nodes[k]["size"][1] for k in settings)
+        gx, gy = x0 - GROUP_PAD, top - TITLE_H - GROUP_TITLE_H
+        groups.append(
+            {
+                "title": GROUP_TITLE,
+                "bounding": [gx, gy, right + GROUP_PAD - gx, low + GROUP_PAD - gy],
+                "color": "#3f789e",
+                "font_size": 24,
+                "flags": {},
+            }
+        )
+    return groups, note_node
 
 
 def main() -> int:
@@ -132,8 +271,9 @@ def main() -> int:
     ):
         info = srv.get_json("/object_info")
     for api in sorted((host.REPO / "workflows" / "api").glob("*.json")):
-        ui = api_to_ui(json.loads(api.read_text()), info)
-        out = host.REPO / "workflows" / api.name
+        name, note, titles = WORKFLOWS[api.stem]
+        ui = api_to_ui(json.loads(api.read_text()), info, note, titles)
+        out = host.REPO / "workflows" / f"{name}.json"
         out.write_text(json.dumps(ui, indent=1) + "\n")
         print(f"wrote {out.relative_to(host.REPO)}")
     return 0

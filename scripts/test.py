@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The test command: build (or reuse) the real ComfyUI test host, then run pytest in it.
 
-    python3 scripts/test.py              everything: tests/core, tests/scripts and tests/host
+    python3 scripts/test.py              everything: tests/core, tests/scripts, tests/host and tests/browser
     python3 scripts/test.py -m core      the pure library only (no ComfyUI needed at test time)
     python3 scripts/test.py -k guard     any other pytest arguments pass through
 
 If the host cannot be built (a package is unreachable, a checksum differs) this fails and
-names the step; host tests never skip silently.
+names the step; host tests never skip silently. The same goes for the browser tests' chromium,
+which scripts/browser.py installs with apt when it is missing (a no-op when it is there).
 
 The host is held in use while pytest runs (another checkout's build does not delete it), and
 SIGTERM or SIGINT to this command is passed on to pytest, which then tears its fixtures down
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 
+import browser
 import host  # this script's folder is first on sys.path
 from comfy_server import die_with_parent
 
@@ -67,6 +69,12 @@ def main(argv: list[str]) -> int:
         print(f"\n{exc}\nThe test host could not be built, so no test ran.", file=sys.stderr)
         return 3
     print(f"[test] host ready in {time.time() - t0:.0f} s: {host_dir}", flush=True)
+    try:
+        chromium, version = browser.ensure_chromium()
+    except host.StepFailed as exc:
+        print(f"\n{exc}\nThe browser tests' chromium could not be set up, so no test ran.", file=sys.stderr)
+        return 3
+    print(f"[test] browser ready: {chromium} ({version})", flush=True)
     env = dict(os.environ, TIPAI_HOST=str(host_dir), PYTHONDONTWRITEBYTECODE="1")
     cmd = [str(host.venv_python(host_dir)), "-m", "pytest", *argv]
     with host.in_use(host_dir):

@@ -1,6 +1,6 @@
 """Write a tiny random-weight checkpoint that ComfyUI detects as SD1.5.
 
-Run with the test host's Python and ComfyUI on the path (tests/host/conftest.py does):
+Run with the test host's Python and ComfyUI on the path (scripts/host.py does):
     python scripts/tiny_checkpoint.py <ComfyUI dir> <output .safetensors>
 
 What makes it tiny but real (docs/host.md): a one-level UNet (model_channels 320 and context_dim 768

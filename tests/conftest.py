@@ -9,7 +9,12 @@ The folders, and the marker each gives its tests:
 - ``tests/scripts``: ``scripts``, the host builder, test command and server launcher of ``scripts/``
   (standard library; a test that builds a venv is also marked ``slow``);
 - ``tests/host``: ``host``, the pack inside the real ComfyUI of the test host (``python3 scripts/test.py``);
+- ``tests/browser``: ``browser``, ComfyUI's own frontend in a real headless chromium (playwright) against a
+  real server of the host: the shipped workflows dropped, run and shown (chromium from scripts/browser.py);
 - ``tests/lint``: ``lint``, ruff (lint and format) and mypy over the repository.
+
+The fixtures of a real ComfyUI (``comfy_server``, ``comfy_inproc``, ``tiny_checkpoint``, ...) live in
+``tests/host/fixtures.py`` and are registered here, once, for tests/host and tests/browser alike.
 
 Shared helpers are imported one way, by their full name from the repository root (pytest's
 ``pythonpath``): library helpers from ``tipai_core.testing``, host-test helpers from ``tests.host``
@@ -25,7 +30,9 @@ from pathlib import Path
 import pytest
 
 _HERE = Path(__file__).resolve().parent
-FOLDER_MARKERS = {"core": "core", "scripts": "scripts", "host": "host", "lint": "lint"}
+FOLDER_MARKERS = {"core": "core", "scripts": "scripts", "host": "host", "browser": "browser", "lint": "lint"}
+# One definition of each host fixture for every folder (see the module docstring).
+pytest_plugins = ["tests.host.fixtures"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tipai_core.records.report import summary_text
+
 STEPS = 6
 
 
@@ -64,7 +66,10 @@ def tipai_ksampler(node, sd, auditor, sampler, delta, seed=5, prompt="a red circ
         guard(node, delta),
         kw.get("policy") or policy(node),
     )
-    return out.args
+    latent, report, overlay, summary = out.args
+    # what the node shows is the report's own text, as output and as UI data
+    assert summary == summary_text(report) and out.ui["tipai_text"] == [summary]
+    return latent, report, overlay
 
 
 def plain_ksampler(comfy_inproc, sd, sampler, seed=5, model=None):
@@ -80,6 +85,7 @@ def test_tipai_ksampler_is_bit_identical_when_nothing_is_accepted(comfy_inproc, 
     s = report["summary"]
     assert s["audited_steps"] == 2 and s["regions"] > 0 and s["accepted"] == 0  # audits did run
     assert overlay.shape == (2, 64, 64, 3)
+    assert "- nothing accepted: the image is bit-for-bit the plain sampler's" in summary_text(report).splitlines()
 
 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m"])
@@ -105,7 +111,7 @@ def test_global_audits_hold_one_whole_image_tournament(comfy_inproc, sd, node, a
         sd["model"], 5, STEPS, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"], 1.0,
         "a red circle left of a blue square", sd["vae"], auditor, miner(node), None, g, policy(node),
     )  # fmt: skip
-    latent, report, _ = out.args
+    latent, report = out.args[:2]
     assert torch.equal(latent["samples"], plain_ksampler(comfy_inproc, sd, "euler"))
     early = [r for r in report["records"] if r["step"] == 2]
     late = [r for r in report["records"] if r["step"] == 4]
@@ -398,7 +404,7 @@ def test_cheap_audit_decoders(comfy_inproc, comfy_dir, sd, node, auditor, decode
         }
         save_file(weights, str(path))
     try:
-        latent, report, _ = run()
+        latent, report = run()[:2]
     finally:
         path.unlink(missing_ok=True)
     assert torch.equal(latent["samples"], plain_ksampler(comfy_inproc, sd, "euler"))
@@ -420,3 +426,23 @@ def test_gradcam_is_real_inside_comfyui(node, tiny_auditor):
         feats = saliency.auditor_features(aud, torch.rand(1, 3, 64, 64), "a red circle")
     assert float(feats.score.abs().sum()) > 0
     assert torch.isfinite(feats.cam).all() and float(feats.cam.std()) > 0
+
+
+def test_one_progress_bar_per_run_that_only_moves_forward(sd, node, auditor):
+    """Every update the run sends (the sampler's steps and the tournaments' model calls, a restart after an
+    accepted edit included) has one total, the steps plus a reserve per audit, and a value that never drops."""
+    import comfy.utils
+
+    events = []
+    before = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview=None, **kw: events.append((value, total)))
+    try:
+        _, report, _ = tipai_ksampler(node, sd, auditor, "euler", delta=0.0, policy=policy(node, 4))
+    finally:
+        comfy.utils.set_progress_bar_global_hook(before)
+    values, totals = [v for v, _ in events], {t for _, t in events}
+    assert report["summary"]["accepted"] >= 1  # a restart replayed the audited step
+    assert len(totals) == 1 and values == sorted(values), events
+    (total,) = totals
+    assert values[-1] == total and total > STEPS  # ends full; the audits have their share
+    assert len(values) > STEPS + report["summary"]["audited_steps"]  # the tournaments move it too

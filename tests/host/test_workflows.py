@@ -6,28 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
+from workflow_notes import WORKFLOWS as NAMES  # scripts/ is on pytest's pythonpath
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 API = sorted((WORKFLOWS / "api").glob("*.json"))
 UI = sorted(WORKFLOWS.glob("*.json"))
+FRONTEND_ONLY = {"MarkdownNote", "Note"}  # drawn by the frontend, never sent to the server
 
 
 def test_every_api_workflow_has_a_ui_twin():
-    assert {p.name for p in API} == {p.name for p in UI}
+    assert {NAMES[p.stem][0] for p in API} == {p.stem for p in UI}
     assert len(API) >= 4
-
-
-@pytest.fixture(scope="module")
-def example_image(comfy_server):
-    """An RGBA input image: the transparent square becomes LoadImage's mask (the user's region)."""
-    rng = np.random.default_rng(0)
-    rgba = np.concatenate([rng.integers(0, 256, (64, 64, 3)), np.full((64, 64, 1), 255)], axis=-1).astype(np.uint8)
-    rgba[16:40, 16:40, 3] = 0
-    Image.fromarray(rgba, "RGBA").save(comfy_server.input_dir / "tipai_example.png")
-    return "tipai_example.png"
 
 
 @pytest.mark.parametrize("path", API, ids=lambda p: p.stem)
@@ -53,7 +44,7 @@ def test_ui_workflow_is_consistent(comfy_server, path):
     info = comfy_server.get_json("/object_info")
     ui = json.loads(path.read_text())
     nodes = {n["id"]: n for n in ui["nodes"]}
-    unknown = sorted({n["type"] for n in nodes.values()} - set(info))
+    unknown = sorted({n["type"] for n in nodes.values()} - set(info) - FRONTEND_ONLY)
     assert not unknown, f"{path.name}: node types not in /object_info: {unknown}"
     links = {lk[0]: lk for lk in ui["links"]}
     assert len(links) == len(ui["links"]) and ui["last_link_id"] >= max(links, default=0)
@@ -64,6 +55,8 @@ def test_ui_workflow_is_consistent(comfy_server, path):
         inp = nodes[dst]["inputs"][dst_slot]
         assert inp["link"] == lid
     for node in nodes.values():
+        if node["type"] in FRONTEND_ONLY:
+            continue
         for inp in node["inputs"]:
             assert inp["link"] is None or inp["link"] in links
             spec = {
@@ -74,3 +67,33 @@ def test_ui_workflow_is_consistent(comfy_server, path):
         for slot in node["outputs"]:
             for lid in slot["links"]:
                 assert links[lid][1] == node["id"]
+
+
+@pytest.mark.parametrize("path", UI, ids=lambda p: p.stem)
+def test_ui_workflow_explains_itself_and_nothing_overlaps(path):
+    ui = json.loads(path.read_text())
+    notes = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
+    assert len(notes) == 1
+    text = notes[0]["widgets_values"][0]
+    for part in ("**What it shows.**", "**Model files.**", "**What to change first.**", "**Overlay legend.**"):
+        assert part in text, f"{path.name}: the note lacks {part}"
+    if any(n["type"] == "TiPAIRegionMiner" and any(i["name"] == "user_mask" and i["link"] for i in n["inputs"])
+           for n in ui["nodes"]):  # fmt: skip
+        assert "**How the mask works.**" in text
+    assert ui["extra"]["ds"]["scale"] >= 0.6  # text is drawn
+    # saved bounds, title bar included: the browser test checks the frontend's own bounds
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - 30, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in ui["nodes"]]  # fmt: skip
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert a[3] <= b[1] or b[3] <= a[1] or a[4] <= b[2] or b[4] <= a[2], f"nodes {a[0]} and {b[0]} overlap"
+    (group,) = ui["groups"]
+    gx, gy, gw, gh = group["bounding"]
+    for n in ui["nodes"]:
+        if n["type"].startswith("TiPAI") and n["type"] not in (
+            "TiPAIKSampler",
+            "TiPAIPatchModel",
+            "TiPAISaveTournamentLog",
+            "TiPAIAuditorScore",
+        ):
+            assert gx <= n["pos"][0] and n["pos"][0] + n["size"][0] <= gx + gw and gy < n["pos"][1] - 30

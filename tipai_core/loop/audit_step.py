@@ -20,6 +20,7 @@ never writes into x or x̂0, so a run where the guard accepts nothing is the pla
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,9 @@ class AuditSuite:
     n_candidates: int = 4
     crop_margin: int = 2
     seed: int = 0
+    # called with each tournament's record and its N+1 judged views [N+1, 3, H, W] (control first),
+    # for whoever wants to show the tournament; it must not change them
+    on_tournament: Callable[[TournamentRecord, torch.Tensor], None] | None = None
 
     def __post_init__(self) -> None:
         if self.n_candidates < 1:
@@ -175,9 +179,9 @@ def draw_actions(suite: AuditSuite, state: PolicyState, pseed: int) -> tuple[lis
 
 def score_candidates(
     suite: AuditSuite, sc: StepContext, view: torch.Tensor, region: Region, res: EditResult, prompt: str, rc: Costs
-) -> AuditScores:
+) -> tuple[AuditScores, torch.Tensor]:
     """Decode only the crop around the edited support (with context), compose it into the view, and
-    score the control and the N candidates in one auditor call."""
+    score the control and the N candidates in one auditor call; returns the scores and the N+1 views."""
     n = suite.n_candidates
     box = context_box(_latent_bbox(res.masks), suite.crop_margin, sc.latent_size)
     crops = suite.decoder(crop(res.x0, box), sc.scale)
@@ -185,12 +189,13 @@ def score_candidates(
     rc.decoded_images += n
     pix = latent_to_pixel(crop(res.masks, box), sc.factor, "bilinear").to(view.dtype)
     views = compose(view, crops.to(view.dtype), scale_box(box, sc.factor), pix)
-    scores = suite.auditor.score(torch.cat([view, views]), prompt, region.mask.to(view.dtype))
+    judged = torch.cat([view, views])
+    scores = suite.auditor.score(judged, prompt, region.mask.to(view.dtype))
     rc.auditor_calls += 1
     rc.auditor_images += n + 1
     if len(scores) != n + 1:
         raise ValueError(f"the auditor returned {len(scores)} rows for a tournament of {n + 1}")
-    return scores
+    return scores, judged
 
 
 def tournament_record(
@@ -309,7 +314,7 @@ def audit_step(
             actions, logp = draw_actions(suite, state, pseed)
             ctx = EditContext(CountingDenoiser(denoiser, rc), param, sigmas, step, xb, x0b, cond, region_payload)
             res = suite.editor(ctx, lat_mask, actions)
-            scores = score_candidates(suite, sc, view, region, res, prompt, rc)
+            scores, judged = score_candidates(suite, sc, view, region, res, prompt, rc)
             decision = suite.guard.select(scores, sc.t)
             if decision.accepted and alpha > 0:
                 k = decision.winner - 1
@@ -318,6 +323,8 @@ def audit_step(
             records.append(
                 tournament_record(sc, b, r, region, lat_mask, state, actions, logp, pseed, scores, decision, alpha, rc)
             )
+            if suite.on_tournament is not None:
+                suite.on_tournament(records[-1], judged)
         if z is not xb:
             out = x.clone() if out is None else out
             out[b : b + 1] = z

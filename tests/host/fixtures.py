@@ -1,5 +1,9 @@
 """Fixtures for tests that run the pack inside a real ComfyUI (the host from scripts/host.py).
 
+They are registered once for all of tests/ (``pytest_plugins`` in tests/conftest.py), not in a
+tests/host/conftest.py: tests/host and tests/browser share one definition of each, so a run of both
+starts one server and imports ComfyUI into the test process once (a second ``comfy_inproc`` cannot be made).
+
 - ``host_dir``: the host (venv + ComfyUI's code), held in use for the session so no other checkout
   prunes or rebuilds it meanwhile.
 - ``comfy_code``: ComfyUI's code in the host (``main.py``, ``comfy/``), shared by every checkout.
@@ -9,6 +13,7 @@
 - ``comfy_server``: a real server on 127.0.0.1 and a free port, stopped by its PID at the end (also on
   SIGTERM: see scripts/comfy_server.py).
 - ``tiny_checkpoint`` / ``tiny_auditor``: the random-weight default models, generated at test time.
+- ``example_image``: ComfyUI's own ``input/example.png`` in the server's input folder (the image workflows load it).
 
 Host tests fail (never skip) when the host is missing: run ``python3 scripts/test.py``.
 """
@@ -16,6 +21,7 @@ Host tests fail (never skip) when the host is missing: run ``python3 scripts/tes
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,6 +102,13 @@ def comfy_server(comfy_code, comfy_dir, tiny_checkpoint, tiny_auditor, tmp_path_
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def example_image(comfy_server, comfy_code) -> str:
+    """ComfyUI's own input/example.png, which every install has: the image workflows load it."""
+    shutil.copy(comfy_code / "input" / "example.png", comfy_server.input_dir / "example.png")
+    return "example.png"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,128 @@
+"""What each shipped workflow says to the person who opens it: its file name in the template browser,
+the titles of its nodes, and the note on its canvas. ``make_workflows.py`` writes them in.
+
+The frontend (1.32) shows a custom pack's template by its file name, as the title and, with '-' and
+'_' turned into spaces, as the description; so the UI files are named to read as both.
+"""
+
+from __future__ import annotations
+
+# the overlay legend and the model-file facts every note repeats
+LEGEND = (
+    "**Overlay legend.** Green box: an accepted edit. Orange box: a region that was audited, where the "
+    "unedited image won. Each box has a dark outline, so it shows on any colour."
+)
+MODELS = (
+    "**Model files.** Checkpoint: `models/checkpoints` (pick yours in *Load Checkpoint*; the workflow "
+    "names the pack's tiny test model). Auditor backbone (an open_clip `.safetensors`, e.g. ViT-B-32, or a "
+    "transformers CLIP folder), trained heads, TSPO policies and calibration JSON: `models/tipai`. Each "
+    "list offers only files of its kind. Nothing is ever downloaded."
+)
+
+_TXT2IMG = f"""# TiPAI: text to image, repaired while sampling
+
+**What it shows.** The TiPAI KSampler samples as KSampler does. At the audited steps it looks at its own
+x̂0 preview, mines the regions the auditor finds wrong, inpaints each one N ways and keeps an edit only
+when it beats the unedited image by the guard's margin. When nothing is accepted the image is bit for
+bit what the plain KSampler makes. The report shows on the sampler node after Run.
+
+{MODELS}
+
+**What to change first.** Your checkpoint and prompt; the image size in *Empty Latent Image* (512 for
+SD1.5, 1024 for SDXL; 64 suits the tiny test model); then in the settings group the number of candidates
+*n* (TSPO Sampler) and the audited steps (Tournament Guard).
+
+{LEGEND}
+"""
+
+_INPAINT = f"""# TiPAI Inpaint Biases: your region, repaired and judged
+
+**What it shows.** You give the region; TiPAI repairs only there, and the auditor decides whether the
+repair stays. The image is ComfyUI's own `input/example.png`, the region a square made by *Solid Mask*
+and *Mask Composite* (previewed on the right).
+
+**How the mask works.** White (1) is the region to repair, black (0) is kept. To use your own: open
+*Load Image*, pick a picture, right-click it and choose *Open in MaskEditor*, paint the region, then wire
+its MASK output to *Region Miner* (user_mask) and *Set Latent Noise Mask* in place of the square. The
+painted (transparent) area becomes the region.
+
+{MODELS}
+
+**What to change first.** The image and the mask; the prompt (it describes the whole image); denoise on
+the sampler (how much of the region may change).
+
+{LEGEND}
+"""
+
+_POSTHOC = f"""# TiPAI: repair a finished image
+
+**What it shows.** An image you already have is scored by the auditor (*Auditor Score*, with its risk
+map), the miner finds the regions to repair (previewed), and the TiPAI KSampler re-samples it at
+denoise 0.5, auditing as it goes. The score of the result is shown as text. The image is ComfyUI's own
+`input/example.png`: pick yours in *Load Image*.
+
+{MODELS}
+
+**What to change first.** The image and a prompt that describes it; denoise (how far the result may
+move from the input); the miner's *k* and *threshold* (how many regions, how sure).
+
+{LEGEND}
+"""
+
+_PATCH = f"""# TiPAI in any sampler: Patch Model
+
+**What it shows.** *TiPAI Patch Model* returns a copy of the model that runs the TiPAI loop inside any
+sampler node, here *SamplerCustomAdvanced* with an ancestral sampler and a Karras schedule. The input
+model is not changed. After Run, the run's report and its overlay show on the Patch Model node, and
+with *save_log* on the tournament log goes to `output/tipai_logs/`.
+
+{MODELS}
+
+**What to change first.** Your checkpoint and prompt; the sampler and scheduler; the settings group as
+in the TiPAI KSampler workflow.
+
+{LEGEND}
+"""
+
+# API twin stem -> (UI file name, note, {node id: title})
+WORKFLOWS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "tipai_txt2img": (
+        "TiPAI 1 - text to image, repaired while sampling",
+        _TXT2IMG,
+        {"2": "Prompt (also what the auditor judges)", "4": "Negative prompt"},
+    ),
+    "tipai_inpaint_biases": (
+        "TiPAI 2 - Inpaint Biases, your mask repaired and judged",
+        _INPAINT,
+        {
+            "2": "Prompt (also what the auditor judges)",
+            "4": "Negative prompt",
+            "20": "Your image (ComfyUI's example.png)",
+            "29": "Scale to the model's size",
+            "30": "Mask: all kept",
+            "31": "Mask: the region",
+            "32": "Your region (replace with your mask)",
+            "34": "The region (white is repaired)",
+        },
+    ),
+    "tipai_posthoc_repair": (
+        "TiPAI 3 - repair a finished image",
+        _POSTHOC,
+        {
+            "2": "Prompt (also what the auditor judges)",
+            "4": "Negative prompt",
+            "20": "Your image (ComfyUI's example.png)",
+            "32": "Scale to the model's size",
+            "21": "Score of the input",
+            "26": "Score of the result",
+            "28": "Mined regions",
+            "29": "Risk map",
+            "30": "Score of the result, as text",
+        },
+    ),
+    "tipai_patch_model_custom_advanced": (
+        "TiPAI 4 - any sampler, through Patch Model",
+        _PATCH,
+        {"2": "Prompt (also what the auditor judges)", "4": "Negative prompt"},
+    ),
+}
