@@ -5,6 +5,11 @@
     python3 scripts/demo.py --ckpt NAME          a checkpoint from this checkout's <instance>/models/checkpoints
     python3 scripts/demo.py --out DIR            where the image, overlay and report go (default ./out)
 
+Besides the image, its overlay and the tournament log, it writes what the loop did in a form to look at:
+``tipai_loop.png`` (the result, the overlay with accepted and rejected regions, and one strip per
+tournament: the control and the N candidates with their scores S and utilities u, the winner framed)
+and ``tipai_report.md`` (the run's summary and one line per tournament), and prints where they are.
+
 Everything runs offline. With the built-in default the image is noise (random weights): the
 run shows the mechanics (audits, tournaments, the guard) end to end, not a pretty picture.
 """
@@ -38,13 +43,20 @@ def summarise(entry: dict, server: ComfyServer, out: Path, seconds: float) -> No
     written, summary = [], None
     for outputs in entry["outputs"].values():
         for item in outputs.get("images", []) + outputs.get("tipai_logs", []):
-            if item.get("type", "output") != "output":
+            if item.get("type", "output") == "output":
+                target = out / item["filename"]
+            elif item["filename"].startswith("tipai_ksampler_loop"):
+                target = out / "tipai_loop.png"  # the sampler node's own picture of the loop (a temp file)
+            else:
                 continue
-            target = out / item["filename"]
             target.write_bytes(server.image_bytes(item))
             written.append(target)
         for rep in outputs.get("tipai_report", []):
             summary = rep
+        for text in outputs.get("tipai_text", [])[:1]:
+            if "TiPAI run" in text:
+                (out / "tipai_report.md").write_text(text + "\n")
+                written.append(out / "tipai_report.md")
     print(f"\nTiPAI demo finished in {seconds:.1f} s")
     if summary is not None:
         print(f"  audited steps:     {summary.get('audited_steps')}")
@@ -58,6 +70,9 @@ def summarise(entry: dict, server: ComfyServer, out: Path, seconds: float) -> No
         print(f"  audit time:        {summary.get('seconds', 0):.2f} s")
     for path in sorted(set(written)):
         print(f"  wrote {path}")
+    if out / "tipai_loop.png" in written:
+        print(f"\n  what the loop did, as a picture: {out / 'tipai_loop.png'}")
+        print(f"  and as text:                    {out / 'tipai_report.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:
