@@ -67,7 +67,12 @@ class TiPAIAuditorLoader(io.ComfyNode):
                     tooltip="κ in B = exp(-κ · seam distance on a ring around the mask).",
                 ),
             ],
-            outputs=[AuditorType.Output(display_name="auditor")],
+            outputs=[
+                AuditorType.Output(
+                    display_name="auditor",
+                    tooltip="The loaded auditor A_s: give it to the TiPAI KSampler, Patch Model, Score and Miner.",
+                )
+            ],
         )
 
     @classmethod

@@ -161,7 +161,10 @@ class TiPAIAuditorInpaint(io.ComfyNode):
                 ),
             ],
             outputs=[
-                Editor.Output(display_name="editor"),
+                Editor.Output(
+                    display_name="editor",
+                    tooltip="The editor settings: give them to the TiPAI KSampler or Patch Model.",
+                ),
                 io.Image.Output(
                     display_name="candidates", tooltip="Standalone: the unedited image, then N candidates."
                 ),

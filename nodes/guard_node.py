@@ -105,7 +105,12 @@ class TiPAITournamentGuard(io.ComfyNode):
                     "auditor is refused here rather than at sampling time.",
                 ),
             ],
-            outputs=[Guard.Output(display_name="guard")],
+            outputs=[
+                Guard.Output(
+                    display_name="guard",
+                    tooltip="The guard and its audit schedule: give it to the TiPAI KSampler or Patch Model.",
+                )
+            ],
         )
 
     @classmethod

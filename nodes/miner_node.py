@@ -184,7 +184,10 @@ class TiPAIRegionMiner(io.ComfyNode):
                 ),
             ],
             outputs=[
-                Miner.Output(display_name="miner"),
+                Miner.Output(
+                    display_name="miner",
+                    tooltip="The miner settings (and your mask): give them to the TiPAI KSampler or Patch Model.",
+                ),
                 io.Mask.Output(display_name="regions", tooltip="Standalone: one mask per mined region."),
                 io.Image.Output(display_name="overlay", tooltip="Standalone: the image with the regions tinted."),
             ],

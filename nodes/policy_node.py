@@ -67,7 +67,12 @@ class TiPAITSPOSampler(io.ComfyNode):
                     "When set, it replaces the fixed knob lists above.",
                 ),
             ],
-            outputs=[Policy.Output(display_name="policy")],
+            outputs=[
+                Policy.Output(
+                    display_name="policy",
+                    tooltip="The policy drawing the candidates' knobs: give it to the TiPAI KSampler or Patch Model.",
+                )
+            ],
         )
 
     @classmethod

@@ -151,7 +151,10 @@ class TiPAIKSampler(io.ComfyNode):
                 *_loop_inputs(),
             ],
             outputs=[
-                io.Latent.Output(display_name="LATENT"),
+                io.Latent.Output(
+                    display_name="LATENT",
+                    tooltip="The sampled latent: bit for bit the plain KSampler's when no edit was accepted.",
+                ),
                 Report.Output(
                     display_name="report",
                     tooltip="Every tournament: regions, candidates, scores, utilities, winners, costs.",

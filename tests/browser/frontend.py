@@ -44,7 +44,7 @@ class Frontend:
     page: Any  # playwright.sync_api.Page
     url: str
     page_errors: list[str] = field(default_factory=list)
-    console_errors: list[str] = field(default_factory=list)
+    console_errors: list[dict] = field(default_factory=list)  # {"text", "url"}: the message and its source
 
     # --- waiting -------------------------------------------------------------------------------------------
 
@@ -95,6 +95,13 @@ class Frontend:
             arg=ids,
             timeout=timeout_s * 1000,
         )
+        # A node with an upload button (LoadImage) shows its image a moment later and grows to fit it.
+        with contextlib.suppress(Exception):
+            self.page.wait_for_function(
+                "() => window.app.graph.nodes.filter(n => (n.widgets ?? []).some(w => w.name === 'upload'))"
+                ".every(n => (n.imgs ?? []).length > 0)",
+                timeout=15_000,
+            )
         self.settle()
 
     def press_run(self, timeout_s: float = 60) -> dict:
@@ -114,8 +121,21 @@ class Frontend:
     def fit_view(self) -> None:
         """The '.' key (Comfy.Canvas.FitView): every node on screen, so each one is drawn (the frontend
         attaches output images to a node when it draws it)."""
-        self.page.locator("#graph-canvas").click(position={"x": 5, "y": 5})
+        x, y = self.empty_canvas_point()
+        self.page.mouse.click(x, y)  # the key is the canvas's own: it needs the focus
         self.page.keyboard.press(".")
+        self.settle()
+
+    def view(self) -> dict:
+        return dict(
+            self.page.evaluate("() => ({offset: [...window.app.canvas.ds.offset], scale: window.app.canvas.ds.scale})")
+        )
+
+    def set_view(self, view: dict) -> None:
+        """Back to a view the user had (for a screenshot after fit_view): the canvas's offset and zoom."""
+        self.page.evaluate(
+            "(v) => { window.app.canvas.ds.offset = v.offset; window.app.canvas.ds.scale = v.scale; }", view
+        )
         self.settle()
 
     def empty_canvas_point(self) -> tuple[float, float]:
@@ -187,16 +207,16 @@ class Frontend:
     def nodes(self) -> list[dict]:
         """Every node of the graph as the frontend holds it: bounds (LiteGraph's, title bar included),
         the values of its serialised widgets in order (the order ``configure`` fills them from
-        ``widgets_values``), combo widgets with their options, the number of images it shows and the
-        text of every widget (``preview`` of PreviewAny among them)."""
+        ``widgets_values``), combo widgets with their options, the number of images it shows, and per
+        widget the text of its value and the text it shows (``preview`` of PreviewAny among them)."""
         return list(
             self.page.evaluate(
                 """() => window.app.graph.nodes.map(n => {
                     const widgets = n.widgets ?? [];
-                    const text = w => {
-                        const v = w.element ? (w.element.value ?? w.element.innerText) : w.value;
-                        return typeof v === 'string' ? v : (w.value == null ? '' : String(w.value));
-                    };
+                    const str = v => (typeof v === 'string' ? v : (v == null ? '' : String(v)));
+                    // what the widget holds, and what it draws: a DOM widget's element (PreviewAny's
+                    // markdown is rendered by an editor, its source kept in a hidden textarea)
+                    const shown = w => str(w.element ? (w.element.innerText ?? w.element.value) : w.value);
                     return {
                         id: n.id, type: n.type, title: n.title,
                         bounds: Array.from(n.getBounding()),
@@ -207,7 +227,8 @@ class Frontend:
                                 ? w.options.values() : (w.options?.values ?? []),
                             linked: !!(n.inputs ?? []).find(i => i.widget?.name === w.name && i.link != null),
                         })),
-                        widget_texts: Object.fromEntries(widgets.map(w => [w.name, text(w)])),
+                        widget_texts: Object.fromEntries(widgets.map(w => [w.name, str(w.value)])),
+                        widget_shown: Object.fromEntries(widgets.map(w => [w.name, shown(w)])),
                         imgs: (n.imgs ?? []).length,
                     };
                 })"""
@@ -244,7 +265,15 @@ class Frontend:
             )
 
     def errors_about_pack(self) -> list[str]:
-        return [m for m in self.console_errors if any(w in m.lower() for w in PACK_WORDS)]
+        """Console errors that name the pack, less failed loads from other sites: the frontend asks the
+        Comfy Registry (api.comfy.org/comfy-nodes/<node id>/node) which pack each custom node of a
+        workflow comes from, and on this closed network (or for a pack not in the registry) those fail."""
+        return [
+            f"{e['text']} ({e['url']})"
+            for e in self.console_errors
+            if any(w in f"{e['text']} {e['url']}".lower() for w in PACK_WORDS)
+            and not (e["url"] and not e["url"].startswith(self.url) and e["text"].startswith("Failed to load resource"))
+        ]
 
     def pump(self, seconds: float) -> None:
         """Let the page (and playwright's event handlers) run for a while."""
@@ -261,7 +290,7 @@ def open_frontend(chromium_browser, url: str) -> Iterator[Frontend]:
 
         def on_console(msg) -> None:
             if msg.type == "error":
-                front.console_errors.append(f"{msg.text} ({msg.location.get('url', '')})")
+                front.console_errors.append({"text": msg.text, "url": msg.location.get("url", "")})
 
         page.on("pageerror", lambda exc: front.page_errors.append(str(exc)))
         page.on("console", on_console)

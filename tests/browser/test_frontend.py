@@ -68,16 +68,20 @@ def workflow_run(request, chromium_browser, frontend_url, comfy_server, artifact
         except Exception as exc:  # recorded, not raised: the tests about the drop still report on their own
             run.run_error = f"{type(exc).__name__}: {exc}"
         run.run_seconds = time.time() - t0
+        initial_view = front.view()
         if run.history is not None:
             front.fit_view()
             front.wait_images([int(k) for k, out in run.history["outputs"].items() if out.get("images")])
         front.pump(0.5)  # the last websocket messages reach the page
         run.shown = front.nodes()
+        overview = artifacts / f"{path.stem}.overview.png"
+        front.page.screenshot(path=str(overview), full_page=True)
+        front.set_view(initial_view)  # the finished run as the user saw it when pressing Run
         shot = artifacts / f"{path.stem}.png"
         front.page.screenshot(path=str(shot), full_page=True)
-        print(f"[browser] {path.name}: ran {run.run_seconds:.0f} s, screenshot {shot}")
+        print(f"[browser] {path.name}: ran {run.run_seconds:.0f} s, screenshots {shot} and {overview.name}")
         run.progress = front.progress()
-        run.page_errors, run.console_errors = list(front.page_errors), list(front.console_errors)
+        run.page_errors, run.console_errors = list(front.page_errors), [e["text"] for e in front.console_errors]
         run.pack_errors = front.errors_about_pack()
     return run
 
@@ -113,19 +117,26 @@ def test_every_choice_is_one_the_server_offers(workflow_run):
     assert not bad, f"{run.path.name}: values the server does not offer: {bad}"
 
 
-def test_nodes_do_not_overlap(workflow_run):
-    """LiteGraph's own bounds (title bar included) of every node, Note nodes among them; groups are not nodes."""
-    run = workflow_run
-    overlaps = []
-    for a, b in combinations(run.loaded, 2):
+def _overlaps(nodes: list[dict]) -> list[str]:
+    found = []
+    for a, b in combinations(nodes, 2):
         (ax, ay, aw, ah), (bx, by, bw, bh) = a["bounds"], b["bounds"]
         w, h = min(ax + aw, bx + bw) - max(ax, bx), min(ay + ah, by + bh) - max(ay, by)
         if w > 0 and h > 0:
-            overlaps.append(
+            found.append(
                 f"{_label(a)} {[round(v) for v in a['bounds']]} and {_label(b)} {[round(v) for v in b['bounds']]}"
                 f" overlap by {w:.0f}x{h:.0f}"
             )
-    assert not overlaps, f"{run.path.name}: {len(overlaps)} overlapping node pairs:\n" + "\n".join(overlaps)
+    return found
+
+
+def test_nodes_do_not_overlap(workflow_run):
+    """LiteGraph's own bounds (title bar included) of every node, Note nodes among them (groups are not
+    nodes), right after the drop and again once the run's images and texts have made nodes grow."""
+    run = workflow_run
+    found = [f"after the drop: {o}" for o in _overlaps(run.loaded)]
+    found += [f"after the run: {o}" for o in _overlaps(run.shown) if f"after the drop: {o}" not in found]
+    assert not found, f"{run.path.name}: {len(found)} overlapping node pairs:\n" + "\n".join(found)
 
 
 def test_widget_values_are_kept(workflow_run):
@@ -171,12 +182,23 @@ def test_outputs_are_shown(workflow_run):
             problems.append(f"{_label(node)} returned {len(out['images'])} image(s) but shows none")
         for text_key in TEXT_KEYS:
             texts = [t for t in out.get(text_key, []) if isinstance(t, str) and t.strip()]
-            if texts and not any(texts[0].strip()[:60] in v for v in node["widget_texts"].values()):
+            if texts and not _holds(node, texts[0]):
                 problems.append(f"{_label(node)} returned {text_key} {texts[0][:80]!r} but no widget shows it")
     for node in run.shown:
-        if node["type"] == "PreviewAny" and not node["widget_texts"].get("preview", "").strip():
+        if node["type"] == "PreviewAny" and not node["widget_shown"].get("preview", "").strip():
             problems.append(f"{_label(node)} shows no text")
     assert not problems, f"{run.path.name}:\n" + "\n".join(problems)
+
+
+def _plain(text: str) -> str:
+    """Text as a rendered markdown widget shows it: markup characters dropped, whitespace collapsed."""
+    return " ".join(text.translate({ord(c): " " for c in "*_`#>|-"}).split())
+
+
+def _holds(node: dict, text: str) -> bool:
+    """One of the node's widgets holds ``text`` (its start), as its value or in what it draws."""
+    head = _plain(text)[:60]
+    return any(head in _plain(v) for v in [*node["widget_texts"].values(), *node["widget_shown"].values()])
 
 
 def _sequences(events: list[dict], prompt_id: str | None, skip_start: bool) -> dict[str, list[tuple]]:
@@ -224,6 +246,32 @@ def test_progress_never_goes_back(workflow_run):
     assert progress, f"{run.path.name}: the page received no progress event for its run"
     problems = [f"progress: {p}" for p in _backwards(progress)] + [f"progress_state: {p}" for p in _backwards(state)]
     assert not problems, f"{run.path.name}:\n" + "\n".join(problems)
+
+
+def test_progress_check_catches_a_bar_that_goes_back():
+    """The check above on made-up events: a restart (value back), a new total, and ComfyUI's own 0/1 start."""
+    events = [
+        {"prompt_id": "p", "node": "11", "value": v, "max": m}
+        for v, m in [(0, 1), (1, 10), (2, 10), (2, 10), (1, 10), (3, 20)]
+    ] + [{"prompt_id": "other", "node": "11", "value": 0, "max": 5}]
+    seqs = _sequences(events, "p", skip_start=True)
+    assert seqs == {"11": [(1, 10), (2, 10), (1, 10), (3, 20)]}
+    assert _backwards(seqs) == ["node 11: value went back 2/10 -> 1/10", "node 11: max changed 1/10 -> 3/20"]
+    assert _backwards(_sequences(events, "p", skip_start=False))[0] == "node 11: max changed 0/1 -> 1/10"
+
+
+def test_missing_node_dialog_is_seen(frontend, tmp_path):
+    """The dialog check above does see the frontend's missing-nodes warning: a workflow naming a node type
+    the server lacks raises it."""
+    workflow = json.loads(UI[0].read_text())
+    workflow["nodes"][0]["type"] = "TiPAINotInstalled"
+    broken = tmp_path / "missing-node.json"
+    broken.write_text(json.dumps(workflow))
+    frontend.drop_file(broken)
+    deadline = time.time() + 15
+    while not frontend.dialogs() and time.time() < deadline:
+        frontend.pump(0.2)
+    assert any(MISSING_TEXTS[0] in d and "TiPAINotInstalled" in d for d in frontend.dialogs()), frontend.dialogs()
 
 
 # --- the node search box --------------------------------------------------------------------------------

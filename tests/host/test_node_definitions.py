@@ -1,5 +1,6 @@
-"""Each model list offers only files of its kind, read from the files' own headers, and `arch` is the list
-of architectures open_clip can build. Real files of each kind go into an extra models/tipai folder."""
+"""What the node definitions offer: each model list only files of its kind (read from the files' own
+headers; real files of each kind go into an extra models/tipai folder), `arch` the architectures
+open_clip can build, and a tooltip on every input and output."""
 
 from __future__ import annotations
 
@@ -58,3 +59,11 @@ def test_arch_is_the_list_open_clip_knows(comfy_inproc):
     archs = _options(comfy_inproc, "TiPAIAuditorLoader", "arch")
     assert archs[0] == "tipai-tiny-vit" and "ViT-B-32" in archs
     assert set(archs) == set(open_clip.list_models()) | {"tipai-tiny-vit"}
+
+
+def test_every_input_and_output_of_the_pack_has_a_tooltip(comfy_inproc, pack_node_ids):
+    for node_id in pack_node_ids:
+        schema = comfy_inproc.node_class(node_id).GET_SCHEMA()
+        for item in [*schema.inputs, *schema.outputs]:
+            name = getattr(item, "id", None) or getattr(item, "display_name", None)
+            assert getattr(item, "tooltip", None), f"{node_id}: {name} has no tooltip"
