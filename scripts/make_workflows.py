@@ -2,6 +2,7 @@
 """Write the UI-format workflows (drag into ComfyUI) from their API-format twins in workflows/api/.
 
     python3 scripts/make_workflows.py
+    python3 scripts/make_workflows.py --thumbnails out/browser   the template cards, from the browser test
 
 It starts the test host's ComfyUI and reads /object_info, so every node gets the sockets and widget
 values of the current node definitions. Then it lays the graph out so that nothing overlaps:
@@ -70,7 +71,7 @@ MULTILINE_H = 110  # a multiline text box
 REPORT_H = 180  # the report box web/tipai_report.js adds to these nodes
 REPORT_NODES = {"TiPAIKSampler", "TiPAIPatchModel", "TiPAISaveTournamentLog"}
 IMAGE_H = 260  # room for the preview a node shows after Run
-IMAGE_NODES = {"PreviewImage", "SaveImage", "TiPAIPatchModel"}
+IMAGE_NODES = {"PreviewImage", "SaveImage", "TiPAIPatchModel", "TiPAIKSampler", "LoadImage"}
 TEXT_NODES = {"PreviewAny": 160}
 WIDE, NARROW = 400, 320
 NOTE_W = 460
@@ -136,6 +137,20 @@ def _ui_node(nid: int, class_type: str, info: dict, order: int, title: str | Non
     return node
 
 
+def _widget_values(spec: list, value, linked: bool) -> list:
+    """What the frontend saves for one widget input: its value, plus the values of the widgets it adds."""
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    default = opts.get("default")
+    # a widget fed by a link keeps a value in the frontend too: its default, or "" for text
+    kept = default if default is not None else ("" if spec[0] == "STRING" else None)
+    out = [kept if linked else (value if value is not None else default)]
+    if opts.get("control_after_generate"):
+        out.append("fixed")
+    if opts.get("image_upload"):
+        out.append("image")  # the frontend's upload button, saved as "image"
+    return out
+
+
 def api_to_ui(graph: dict, object_info: dict, note: str = "", titles: dict[str, str] | None = None) -> dict:
     """LiteGraph UI JSON (version 0.4) for an API-format graph, laid out as the module docstring says."""
     titles = titles or {}
@@ -155,10 +170,7 @@ def api_to_ui(graph: dict, object_info: dict, note: str = "", titles: dict[str, 
             value = given.get(name)
             linked = isinstance(value, list)
             if is_widget(spec):
-                default = spec[1].get("default") if len(spec) > 1 and isinstance(spec[1], dict) else None
-                node["widgets_values"].append(None if linked else (value if value is not None else default))
-                if len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("control_after_generate"):
-                    node["widgets_values"].append("fixed")
+                node["widgets_values"] += _widget_values(spec, value, linked)
                 if not linked:
                     continue
             elif not linked and name in info["input"].get("optional", {}):
@@ -263,7 +275,29 @@ def _layout(graph: dict, nodes: dict, order: list[str], note: str, link_count: i
     return groups, note_node
 
 
+def _reflow(note: str) -> str:
+    """One line per paragraph: the frontend's Markdown box wraps by itself (and joins broken lines oddly)."""
+    return "\n\n".join(" ".join(p.split()) if not p.startswith("#") else p for p in note.strip().split("\n\n"))
+
+
+def copy_thumbnails(folder: Path) -> int:
+    """Copy the browser test's ``<name>.thumbnail.jpg`` cards into workflows/ as ``<name>.jpg``."""
+    found = 0
+    for name, _note, _titles in WORKFLOWS.values():
+        card = folder / f"{name}.thumbnail.jpg"
+        if not card.is_file():
+            print(f"no thumbnail {card}: run `python3 scripts/test.py -m browser` first", file=sys.stderr)
+            continue
+        target = host.REPO / "workflows" / f"{name}.jpg"
+        target.write_bytes(card.read_bytes())
+        print(f"wrote {target.relative_to(host.REPO)}")
+        found += 1
+    return 0 if found == len(WORKFLOWS) else 1
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--thumbnails":
+        return copy_thumbnails(Path(sys.argv[2]))
     host_dir = host.ensure_host()
     with (
         host.in_use(host_dir),
@@ -275,7 +309,7 @@ def main() -> int:
         info = srv.get_json("/object_info")
     for api in sorted((host.REPO / "workflows" / "api").glob("*.json")):
         name, note, titles = WORKFLOWS[api.stem]
-        ui = api_to_ui(json.loads(api.read_text()), info, note, titles)
+        ui = api_to_ui(json.loads(api.read_text()), info, _reflow(note), titles)
         out = host.REPO / "workflows" / f"{name}.json"
         out.write_text(json.dumps(ui, indent=1) + "\n")
         print(f"wrote {out.relative_to(host.REPO)}")

@@ -61,6 +61,13 @@ def run_forwarding_signals(cmd: list[str], **popen_kw) -> int:
     return 128 - rc if rc < 0 else rc
 
 
+def _may_select_browser_tests(argv: list[str]) -> bool:
+    """False only for a ``-m`` selection that cannot hold browser tests (``-m core``, ``-m lint``...), so those
+    need no chromium; anything else may run them (the browser fixtures set chromium up again if needed)."""
+    marks = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-m"]
+    return not marks or any("browser" in m or "not" in m for m in marks)
+
+
 def main(argv: list[str]) -> int:
     t0 = time.time()
     try:
@@ -69,12 +76,13 @@ def main(argv: list[str]) -> int:
         print(f"\n{exc}\nThe test host could not be built, so no test ran.", file=sys.stderr)
         return 3
     print(f"[test] host ready in {time.time() - t0:.0f} s: {host_dir}", flush=True)
-    try:
-        chromium, version = browser.ensure_chromium()
-    except host.StepFailed as exc:
-        print(f"\n{exc}\nThe browser tests' chromium could not be set up, so no test ran.", file=sys.stderr)
-        return 3
-    print(f"[test] browser ready: {chromium} ({version})", flush=True)
+    if _may_select_browser_tests(argv):
+        try:
+            chromium, version = browser.ensure_chromium()
+        except host.StepFailed as exc:
+            print(f"\n{exc}\nThe browser tests' chromium could not be set up, so no test ran.", file=sys.stderr)
+            return 3
+        print(f"[test] browser ready: {chromium} ({version})", flush=True)
     env = dict(os.environ, TIPAI_HOST=str(host_dir), PYTHONDONTWRITEBYTECODE="1")
     cmd = [str(host.venv_python(host_dir)), "-m", "pytest", *argv]
     with host.in_use(host_dir):

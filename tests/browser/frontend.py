@@ -178,7 +178,7 @@ class Frontend:
             arg=query,
             timeout=timeout_s * 1000,
         )
-        time.sleep(0.3)  # a last debounce tick
+        self.pump(0.3)  # one more debounce tick, so the list is the final one
         names = options.evaluate_all(
             "els => els.map(e => e.querySelector('.option-display-name > div').innerText"
             ".replace(/\\u00a0/g, ' ').trim())"
@@ -221,6 +221,7 @@ class Frontend:
                         id: n.id, type: n.type, title: n.title,
                         bounds: Array.from(n.getBounding()),
                         widgets_values: widgets.filter(w => w.serialize !== false).map(w => w.value ?? null),
+                        widget_names: widgets.filter(w => w.serialize !== false).map(w => w.name),
                         combos: widgets.filter(w => w.type === 'combo').map(w => ({
                             name: w.name, value: w.value,
                             options: typeof w.options?.values === 'function'

@@ -76,6 +76,7 @@ def workflow_run(request, chromium_browser, frontend_url, comfy_server, artifact
         run.shown = front.nodes()
         overview = artifacts / f"{path.stem}.overview.png"
         front.page.screenshot(path=str(overview), full_page=True)
+        _thumbnail(overview, artifacts / f"{path.stem}.thumbnail.jpg")
         front.set_view(initial_view)  # the finished run as the user saw it when pressing Run
         shot = artifacts / f"{path.stem}.png"
         front.page.screenshot(path=str(shot), full_page=True)
@@ -84,6 +85,18 @@ def workflow_run(request, chromium_browser, frontend_url, comfy_server, artifact
         run.page_errors, run.console_errors = list(front.page_errors), [e["text"] for e in front.console_errors]
         run.pack_errors = front.errors_about_pack()
     return run
+
+
+def _thumbnail(overview: Path, out: Path) -> None:
+    """The template browser's card picture: the finished graph, canvas only (no side bar, no top bars),
+    as a small JPEG. ``scripts/make_workflows.py --thumbnails <artifacts>`` copies it into workflows/."""
+    from PIL import Image
+
+    with Image.open(overview) as img:
+        w, h = img.size
+        card = img.convert("RGB").crop((int(0.04 * w), int(0.11 * h), int(0.83 * w), int(0.73 * h)))
+        card.thumbnail((640, 400))
+        card.save(out, "JPEG", quality=82)
 
 
 def _by_id(nodes: list[dict]) -> dict[int, dict]:
@@ -144,10 +157,13 @@ def test_widget_values_are_kept(workflow_run):
     loaded = _by_id(run.loaded)
     changed = []
     for node in run.file["nodes"]:
-        saved = node.get("widgets_values") or []
-        got = loaded[node["id"]]["widgets_values"]
-        if got != saved:
-            changed.append(f"{_label(loaded[node['id']])}: file {saved} -> page {got}")
+        saved, page = node.get("widgets_values") or [], loaded[node["id"]]
+        got, names = page["widgets_values"], page["widget_names"]
+        for i in range(max(len(saved), len(got))):
+            before, after = (saved[i] if i < len(saved) else "<absent>"), (got[i] if i < len(got) else "<absent>")
+            if before != after:
+                name = names[i] if i < len(names) else "?"
+                changed.append(f"{_label(page)} widget {i} ({name}): file {before!r} -> page {after!r}")
     assert not changed, f"{run.path.name}: widget values changed on load:\n" + "\n".join(changed)
 
 

@@ -23,7 +23,9 @@ def kinds_folder(comfy_inproc, tmp_path):
     save_file(t, str(tmp_path / "my_heads.safetensors"), metadata={"format": FORMAT_NAME, "schema_version": "1"})
     save_file(t, str(tmp_path / "my_policy.safetensors"), metadata={"schema": POLICY_SCHEMA})
     save_file({"features.0.weight": torch.zeros(2, 3, 1, 1)}, str(tmp_path / "my_alexnet.safetensors"))
-    save_file({"visual.proj": torch.zeros(2, 2), "token_embedding.weight": t["w"]}, str(tmp_path / "my_clip.safetensors"))
+    save_file(
+        {"visual.proj": torch.zeros(2, 2), "token_embedding.weight": t["w"]}, str(tmp_path / "my_clip.safetensors")
+    )
     (tmp_path / "my_calibration.json").write_text(json.dumps({"schema": CALIBRATION_SCHEMA}))
     (tmp_path / "my_policy.json").write_text(json.dumps({"knobs": {}}))  # a policy's sidecar: no calibration
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 5)  # unreadable: in no list

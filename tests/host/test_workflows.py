@@ -97,3 +97,18 @@ def test_ui_workflow_explains_itself_and_nothing_overlaps(path):
             "TiPAIAuditorScore",
         ):
             assert gx <= n["pos"][0] and n["pos"][0] + n["size"][0] <= gx + gw and gy < n["pos"][1] - 30
+
+
+def test_the_template_browser_lists_every_workflow_with_its_card(comfy_server):
+    """The frontend lists a pack's templates from /workflow_templates and shows ``<name>.jpg`` beside each."""
+    import urllib.parse
+    import urllib.request
+
+    listed = comfy_server.get_json("/workflow_templates")
+    assert sorted(listed.get("comfyui-tipai", [])) == sorted(p.stem for p in UI)
+    for p in UI:
+        url = f"{comfy_server.url}/api/workflow_templates/comfyui-tipai/{urllib.parse.quote(p.stem)}.jpg"
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            body = answer.read()
+        assert answer.headers["Content-Type"] == "image/jpeg" and body[:3] == b"\xff\xd8\xff", p.stem
+        assert Image.open(__import__("io").BytesIO(body)).size[0] >= 320
