@@ -127,7 +127,7 @@ class TiPAIAuditorScore(io.ComfyNode):
             description="Scores images against a prompt: S, F, P per policy class, and per-class risk maps.",
             inputs=[
                 io.Image.Input("image", tooltip="Images to score (a batch is scored in one forward pass)."),
-                io.String.Input("prompt", multiline=True, tooltip="The text the images should show."),
+                io.String.Input("prompt", multiline=True, default="", tooltip="The text the images should show."),
                 AuditorType.Input("auditor", tooltip="From TiPAI Auditor Loader."),
                 io.Mask.Input("mask", optional=True, tooltip="Optional region R for the patch score S_R."),
             ],

@@ -60,3 +60,9 @@ def test_the_page_frames_the_winner_in_green_and_says_what_was_left_out():
     # somewhere on the frame row above thumbnail k: the frame colour
     assert (page.permute(1, 2, 0).reshape(-1, 3) - colour).abs().sum(-1).min() < 1e-6
     assert k <= len(record.actions)
+
+
+def test_images_that_carry_a_graph_are_drawn_too():
+    image = torch.rand(3, 8, 8, requires_grad=True) * 1.0
+    page = loop_picture(image, image, None)
+    assert not page.requires_grad and page.shape[0] == 3

@@ -52,7 +52,7 @@ class TournamentStrips:
 def _to_pil(img: torch.Tensor):
     from PIL import Image
 
-    arr = (img.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype("uint8")
+    arr = (img.detach().float().cpu().permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype("uint8")
     return Image.fromarray(arr)
 
 
@@ -67,6 +67,7 @@ def loop_picture(
     """The page as a float [3, H, W] image in [0, 1]; ``image`` and ``overlay`` are [3, h, w]."""
     from PIL import Image, ImageDraw
 
+    image, overlay = image.detach(), overlay.detach()  # a picture for people: no graph to keep
     panels = [_to_pil(p[0]) for p in (_fit(image[None], PANEL), _fit(overlay[None], PANEL))]
     rows = strips.strips if strips is not None else []
     # a column fits its thumbnail and its caption (PIL's default font is about 6 px a character)
