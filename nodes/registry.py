@@ -12,6 +12,7 @@ from .editor_node import TiPAIAuditorInpaint
 from .guard_node import TiPAITournamentGuard
 from .miner_node import TiPAIRegionMiner
 from .policy_node import TiPAITSPOSampler
+from .referee_node import TiPAIRefereeRefine
 from .sampler_nodes import TiPAIKSampler, TiPAIPatchModel, TiPAISaveTournamentLog
 
 model_files.register()
@@ -28,4 +29,5 @@ NODES: list = [
     TiPAIKSampler,
     TiPAIPatchModel,
     TiPAISaveTournamentLog,
+    TiPAIRefereeRefine,
 ]

@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a base-model folder (model.safetensors + model.json) to evaluate instead of the cached recipe",
     )
     ap.add_argument("--base-seed", type=int, default=0, help="training seed of the base-model recipe")
+    ap.add_argument(
+        "--referee",
+        action="store_true",
+        help="referee inversion of the plain samples: the optimised auditor's rise, the checker, and a second "
+        "auditor of another seed (trained into the cache when missing)",
+    )
     return ap
 
 
@@ -170,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.curve:
         return curve_main(args, model, meta, s, t0)
+    if args.referee:
+        return referee_main(args, model, t0)
     pieces: dict = {}
     if args.auditor in ("oracle", "both"):
         pieces["oracle"] = oracle_pieces(Checker())
@@ -190,6 +198,26 @@ def main(argv: list[str] | None = None) -> int:
                 default=str,
             )
         )
+    return 0
+
+
+def referee_main(args: argparse.Namespace, model: ShapesUNet, t0: float) -> int:
+    """``--referee``: see ``referee_table.py``."""
+    from ...worlds.shapes.auditor import auditor_dir, heads_pairs, load_auditor, train_auditor
+    from .referee_table import referee_table
+
+    auditors = []
+    for seed in (0, 1):
+        folder = auditor_dir(args.cache, seed)
+        if not (folder / "heads.safetensors").is_file() or heads_pairs(folder) != args.pairs:
+            train_auditor(folder, size=args.size, pairs=args.pairs, seed=seed)
+        auditors.append(load_auditor(folder))
+        print(f"auditor {'AB'[seed]}: {folder}")
+    text, rows = referee_table(model, auditors[0], auditors[1], args.n, args.steps, args.cfg)
+    print("\n" + text)
+    print(f"total {time.time() - t0:.0f}s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "n": args.n}, indent=1))
     return 0
 
 

@@ -58,6 +58,7 @@ def main(argv=None) -> int:
         help="audit: in-place edits, degraded like mid-sampling previews; fresh: laid out apart, clean",
     )
     a.add_argument("--epochs", type=int, default=20)
+    a.add_argument("--seed", type=int, default=0, help="another seed trains an independent auditor (auditor-seed<N>)")
     a.add_argument("--size", type=int, default=24)
     a.add_argument("--cache", default=None)
     a.add_argument("--threads", type=int, default=1)
@@ -104,16 +105,17 @@ def main(argv=None) -> int:
 
         t = time.time()
         m = train_auditor(
-            auditor_dir(args.cache),
+            auditor_dir(args.cache, args.seed),
             clip_steps=args.clip_steps,
             n_pairs=args.pairs,
             n_val=args.val_pairs,
             epochs=args.epochs,
             size=args.size,
             pairs=args.pair_kind,
+            seed=args.seed,
         )
         print(
-            f"auditor in {auditor_dir(args.cache)}: held-out pair-AUC {m['trained']['pair_auc']:.3f} "
+            f"auditor in {auditor_dir(args.cache, args.seed)}: held-out pair-AUC {m['trained']['pair_auc']:.3f} "
             f"(zero-shot {m['zero_shot']['pair_auc']:.3f}) in {time.time() - t:.0f}s"
         )
         return 0

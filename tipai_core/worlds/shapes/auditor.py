@@ -46,10 +46,11 @@ def write_pairs(path: Path, seeds, size: int, kind: str = "audit") -> Path:
     return write_pairs_parquet(path, rows)
 
 
-def auditor_dir(root: Path | None = None) -> Path:
+def auditor_dir(root: Path | None = None, seed: int = 0) -> Path:
+    """``<cache>/shapes/auditor`` for training seed 0, ``auditor-seed<N>`` for an independent one."""
     from .train import cache_root
 
-    return Path(root or cache_root()) / "shapes" / "auditor"
+    return Path(root or cache_root()) / "shapes" / ("auditor" if seed == 0 else f"auditor-seed{seed}")
 
 
 def train_auditor(
@@ -62,17 +63,20 @@ def train_auditor(
     epochs: int = 20,
     size: int = 24,
     pairs: str = "audit",
+    seed: int = 0,
     log=print,
 ) -> dict:
     """Contrastive backbone (if missing), pairs of ``pairs`` kind (``PAIR_KINDS``), then Stage A heads;
-    returns the validation metrics (with the pair kind under "pairs")."""
+    returns the validation metrics (with the pair kind under "pairs"). ``seed`` seeds the backbone's
+    initialisation and batches and the heads' training: another seed is an independently trained
+    auditor on the same pairs (what referee inversion is checked against)."""
     from ...train.scorer import ScorerSettings, train_scorer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clip = folder / "clip.safetensors"
     if not clip.is_file():
-        train_clip(clip, steps=clip_steps, batch=clip_batch, size=size, log=log)
+        train_clip(clip, steps=clip_steps, batch=clip_batch, size=size, seed=seed, log=log)
     tag = "" if pairs == "fresh" else f"-{pairs}"  # "fresh" keeps the first version's file names
     tr, va = folder / f"pairs-train{tag}.parquet", folder / f"pairs-val{tag}.parquet"
     if not tr.is_file():
@@ -91,7 +95,7 @@ def train_auditor(
             out=str(heads),
             epochs=epochs,
             device="cpu",
-            seed=0,
+            seed=seed,
         )
     )
     metrics_path = heads.with_suffix(".metrics.json")

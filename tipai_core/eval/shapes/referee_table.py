@@ -1,0 +1,126 @@
+"""``python -m tipai_core.eval shapes --referee``: referee inversion of the plain samples, judged three ways.
+
+Each held-out prompt's plain sample (pixel space, so the latent is the image) is refined against the
+learned auditor A with ``editing.referee.referee_refine`` under each setting of the grid (K
+augmentations, SDS on or off, the number of steps). For every setting the table gives, per image
+and then with paired bootstrap intervals over the prompts:
+
+- (a) the rise of the optimised auditor's own score S_A;
+- (b) the checker's whole-prompt accuracy (the ground truth), and its change from plain;
+- (c) the rise of S_B, the score of a second auditor trained independently (another seed) that
+  the optimisation never saw.
+
+Both rises are in units of that auditor's standard deviation of S over the plain samples, so that
+the adversarial gap (a) − (c) compares like with like. A gap that augmentation closes is what the
+paper claims; a gap that stays, with no accuracy gained, is an adversarial pattern.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ...diffusion.conditioning import Conditioning
+from ...editing.referee import RefereeSettings, referee_refine
+from ...worlds.shapes.checker import Checker
+from ...worlds.shapes.evaluate import held_out
+from ...worlds.shapes.generate import generate, sigmas_for
+from ...worlds.shapes.model import PixelDecoder, ShapesDenoiser
+from ..bootstrap import interval, paired
+
+LR = 0.02  # fixed before any run: about 0.8 of pixel range over 40 Adam steps at most
+SDS = {"sds_weight": 1.0, "sds_cfg": 7.5}
+
+
+def grid() -> list[tuple[str, RefereeSettings]]:
+    """The settings the issue asks for: K = 0 against K = 8, without and with SDS, at 10 and 40 steps."""
+    rows = []
+    for steps in (10, 40):
+        for k in (0, 8):
+            for sds in (False, True):
+                s = RefereeSettings(steps=steps, lr=LR, n_augment=k, micro_batch=8, tv_weight=0.0)
+                if sds:
+                    s = replace(s, **SDS)
+                rows.append((f"steps {steps}, K={k}{', SDS' if sds else ''}", s))
+    return rows
+
+
+def _scores(auditor, images: list[torch.Tensor], prompts: list[str]) -> np.ndarray:
+    with torch.no_grad():
+        return np.array([float(auditor.similarity(img[None], p)[0]) for img, p in zip(images, prompts)])
+
+
+def _all_correct(images: list[torch.Tensor], prompts: list[str], checker: Checker) -> np.ndarray:
+    return np.array([float(all(ok for _, ok in checker(img, p))) for img, p in zip(images, prompts)])
+
+
+def referee_table(model, auditor_a, auditor_b, n: int, steps: int, cfg: float, log=print) -> tuple[str, list[dict]]:
+    """The table (text) and its rows; see the module docstring."""
+    checker = Checker()
+    items = held_out(n)
+    prompts = [p for p, _ in items]
+    t0 = time.time()
+    plain = [generate(model, p, seed, steps, cfg) for p, seed in items]
+    log(f"[referee] {n} plain samples in {time.time() - t0:.0f}s")
+    sa0, sb0 = _scores(auditor_a, plain, prompts), _scores(auditor_b, plain, prompts)
+    acc0 = _all_correct(plain, prompts, checker)
+    sd_a, sd_b = float(sa0.std()) or 1.0, float(sb0.std()) or 1.0
+    decoder = PixelDecoder()
+    denoiser = ShapesDenoiser(model)
+    sds_sigmas = sigmas_for(model, 20)[5:15]  # the middle of the sampling schedule
+    mean, lo, hi = interval(acc0)
+    lines = [
+        f"referee inversion of {n} held-out plain samples ({steps} steps, CFG {cfg}); optimised: auditor A, "
+        f"judged also by auditor B (independent seed) and the checker; plain accuracy {mean:.3f} [{lo:.3f}, {hi:.3f}]",
+        "rises in units of each auditor's std over the plain samples; [95% paired bootstrap over prompts]",
+        "",
+        f"{'setting':<24} {'(a) ΔS_A':>22} {'(c) ΔS_B':>22} {'gap (a)-(c)':>22} {'(b) accuracy':>22} "
+        f"{'Δ accuracy':>22} {'A fwd+bwd/img':>14} {'s/img':>7}",
+    ]
+    rows = []
+    for name, s in grid():
+        t = time.time()
+        refined, fwd = [], 0
+        for (p, _), img in zip(items, plain):
+            res = referee_refine(
+                (img * 2 - 1)[None],
+                p,
+                auditor_a,
+                decoder,
+                settings=s,
+                denoiser=denoiser if s.sds_weight > 0 else None,
+                cond=Conditioning(payload=p, cfg=cfg),
+                sds_sigmas=sds_sigmas,
+            )
+            refined.append(decoder(res.latent)[0])
+            fwd += res.auditor_forwards + res.auditor_backwards
+        secs = (time.time() - t) / n
+        da = (_scores(auditor_a, refined, prompts) - sa0) / sd_a
+        db = (_scores(auditor_b, refined, prompts) - sb0) / sd_b
+        acc = _all_correct(refined, prompts, checker)
+        row = {
+            "setting": name,
+            "a": interval(da),
+            "c": interval(db),
+            "gap": paired(da, db),
+            "accuracy": interval(acc),
+            "d_accuracy": paired(acc, acc0),
+            "auditor_passes_per_image": fwd / n,
+            "seconds_per_image": secs,
+        }
+        rows.append(row)
+
+        def f(v):
+            return f"{v[0]:+.3f} [{v[1]:+.2f},{v[2]:+.2f}]"
+
+        a = row["accuracy"]
+        accuracy = f"{a[0]:.3f} [{a[1]:.2f},{a[2]:.2f}]"
+        lines.append(
+            f"{name:<24} {f(row['a']):>22} {f(row['c']):>22} {f(row['gap']):>22} {accuracy:>22} "
+            f"{f(row['d_accuracy']):>22} {fwd / n:>14.0f} {secs:>7.2f}"
+        )
+        log(lines[-1])
+    return "\n".join(lines), rows
