@@ -85,7 +85,14 @@ class TiPAIRefereeRefine(io.ComfyNode):
                 io.Float.Input("tv_weight", default=0.0, min=0.0, max=100.0, tooltip="Total-variation regulariser."),
                 io.Float.Input("l2_weight", default=0.0, min=0.0, max=100.0, tooltip="L2 pull to the input."),
                 io.Float.Input("ema", default=0.0, min=0.0, max=0.999, tooltip="EMA of the iterate (0: the last one)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, tooltip="Seed of the augmentation draws."),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFF,
+                    control_after_generate=False,
+                    tooltip="Seed of the augmentation draws.",
+                ),
             ],
             outputs=[
                 io.Latent.Output(display_name="LATENT", tooltip="The refined latent."),

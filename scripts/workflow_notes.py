@@ -84,6 +84,24 @@ in the TiPAI KSampler workflow.
 {LEGEND}
 """
 
+_REFEREE = f"""# TiPAI Referee Refine: optimise the image against the auditor
+
+**What it shows.** A plain KSampler makes an image; *TiPAI Referee Refine* then optimises its latent so
+that the auditor scores the decoded image as the prompt (referee inversion). Each step averages the
+auditor's score over K random augmentations (affine, perspective, colour jitter, erasing), so the
+optimiser climbs what the prompt means rather than a pattern that fools one network. Left: before;
+right: after. The report gives the score at every step.
+
+**How the mask works.** Give the node a MASK and only its white part moves; outside it the latent stays
+bit for bit.
+
+{MODELS}
+
+**What to change first.** Your checkpoint, auditor and prompt; *steps* and *lr* (how far it may go);
+*augmentations* (more is smoother and slower; 0 optimises the auditor's score directly, which it
+will happily fool).
+"""
+
 # API twin stem -> (UI file name, note, {node id: title})
 WORKFLOWS: dict[str, tuple[str, str, dict[str, str]]] = {
     "tipai_txt2img": (
@@ -119,6 +137,11 @@ WORKFLOWS: dict[str, tuple[str, str, dict[str, str]]] = {
             "29": "Risk map",
             "30": "Score of the result, as text",
         },
+    ),
+    "tipai_referee_refine": (
+        "TiPAI 5 - Referee Refine, optimise the image against the auditor",
+        _REFEREE,
+        {"2": "Prompt (also what the auditor judges)", "4": "Negative prompt", "10": "Before", "11": "After"},
     ),
     "tipai_patch_model_custom_advanced": (
         "TiPAI 4 - any sampler, through Patch Model",
