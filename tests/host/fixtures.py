@@ -12,7 +12,8 @@ starts one server and imports ComfyUI into the test process once (a second ``com
 - ``comfy_inproc``: ComfyUI imported into this process; ``.run(graph)`` executes an API graph.
 - ``comfy_server``: a real server on 127.0.0.1 and a free port, stopped by its PID at the end (also on
   SIGTERM: see scripts/comfy_server.py).
-- ``tiny_checkpoint`` / ``tiny_auditor``: the random-weight default models, generated at test time.
+- ``tiny_checkpoint`` / ``tiny_auditor``: the random-weight default models, generated at test time;
+  ``tiny_auditor_handle``: the Auditor Loader's output for the tiny auditor.
 - ``example_image``: ComfyUI's own ``input/example.png`` in the server's input folder (the image workflows load it).
 
 Host tests fail (never skip) when the host is missing: run ``python3 scripts/test.py``.
@@ -141,3 +142,10 @@ def pack_node_ids(pack) -> list[str]:
 
     extension = asyncio.run(pack.comfy_entrypoint())
     return [cls.GET_SCHEMA().node_id for cls in asyncio.run(extension.get_node_list())]
+
+
+@pytest.fixture(scope="session")
+def tiny_auditor_handle(comfy_inproc, tiny_auditor):
+    """The TiPAI Auditor Loader's output for the tiny auditor (zero-shot, no heads), loaded once."""
+    loader = comfy_inproc.node_class("TiPAIAuditorLoader")
+    return loader.execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0).args[0]

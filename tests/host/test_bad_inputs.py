@@ -100,12 +100,8 @@ def sd(tiny_sd):
 
 
 @pytest.fixture(scope="module")
-def auditor(comfy_inproc, tiny_auditor):
-    return (
-        comfy_inproc.node_class("TiPAIAuditorLoader")
-        .execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0)
-        .args[0]
-    )
+def auditor(tiny_auditor_handle):
+    return tiny_auditor_handle
 
 
 @pytest.mark.parametrize(("steps", "denoise"), [(1, 1.0), (4, 0.0), (4, 0.01), (1, 0.5)])

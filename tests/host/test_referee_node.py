@@ -8,12 +8,8 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def auditor(comfy_inproc, tiny_auditor):
-    return (
-        comfy_inproc.node_class("TiPAIAuditorLoader")
-        .execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0)
-        .args[0]
-    )
+def auditor(tiny_auditor_handle):
+    return tiny_auditor_handle
 
 
 @pytest.fixture(scope="module")
