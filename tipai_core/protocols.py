@@ -82,6 +82,7 @@ class EditResult:
     latents: torch.Tensor  # [N, C, h, w] candidates at σ_i, equal to the control where masks == 0
     x0: torch.Tensor  # [N, C, h, w] their x̂0 at σ_i (the audit view)
     masks: torch.Tensor  # [N, 1, h, w] soft blend masks m_n
+    costs: Any = None  # records.Costs the editor spent besides denoiser calls (the referee's auditor passes)
 
 
 @dataclass(frozen=True)

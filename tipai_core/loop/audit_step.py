@@ -314,6 +314,8 @@ def audit_step(
             actions, logp = draw_actions(suite, state, pseed)
             ctx = EditContext(CountingDenoiser(denoiser, rc), param, sigmas, step, xb, x0b, cond, region_payload)
             res = suite.editor(ctx, lat_mask, actions)
+            if res.costs is not None:  # what the editor spent besides denoiser calls (referee: auditor passes)
+                rc.add(res.costs)
             scores, judged = score_candidates(suite, sc, view, region, res, prompt, rc)
             decision = suite.guard.select(scores, sc.t)
             if decision.accepted and alpha > 0:

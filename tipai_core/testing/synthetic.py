@@ -59,6 +59,10 @@ class ComponentAuditor:
         b = images.shape[0]
         return AuditScores(S=s, S_R=s_r, F=s_r, P=q.new_ones(b, 1), B=q.new_ones(b), classes=self.classes)
 
+    def similarity(self, images: torch.Tensor, prompt: str) -> torch.Tensor:
+        """S with gradients (what referee inversion climbs)."""
+        return greenness(images, self.kappa).flatten(1).mean(dim=1)
+
 
 @dataclass
 class SyntheticWorld:
