@@ -30,6 +30,11 @@ MINER_FEATHER = 4
 
 # TiPAI Auditor Inpaint
 EDITOR_BACKEND = "diffusion"
+EDITOR_BACKENDS = ("diffusion", "referee")
+# the referee backend's refine per candidate (the knob d multiplies the steps)
+REFEREE_STEPS = 8
+REFEREE_LR = 0.05
+REFEREE_AUGMENTATIONS = 4
 EDITOR_REFINE_ITERS = 0
 EDITOR_CROP_MARGIN = 2
 EDITOR_DECODER = "vae"
@@ -66,3 +71,10 @@ POLICY_EDITOR = "invert"  # "invert", "renoise" or "both"
 def as_list_text(values: tuple) -> str:
     """A knob list as the node's text widget shows it: ``(1, 2)`` -> ``"1, 2"``."""
     return ", ".join(str(v) for v in values)
+
+
+def referee_settings():
+    """The loop's referee refine: ``REFEREE_STEPS`` Adam steps of ``REFEREE_LR`` over ``REFEREE_AUGMENTATIONS``."""
+    from ..tipai_core.editing.referee import RefereeSettings
+
+    return RefereeSettings(steps=REFEREE_STEPS, lr=REFEREE_LR, n_augment=REFEREE_AUGMENTATIONS, micro_batch=4)

@@ -94,9 +94,12 @@ class TiPAIAuditorInpaint(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "backend",
-                    options=["diffusion"],
+                    options=list(D.EDITOR_BACKENDS),
                     default=D.EDITOR_BACKEND,
-                    tooltip="'diffusion': the training-free diffusion editor on your own model.",
+                    tooltip="'diffusion': the training-free diffusion editor on your own model. 'referee': each "
+                    "candidate optimises the region's x̂0 against the auditor (referee inversion, with "
+                    "augmentations; the knob d scales its steps). 'referee' works inside the TiPAI KSampler "
+                    "and Patch Model; on its own, use TiPAI Referee Refine.",
                 ),
                 io.Int.Input(
                     "refine_iters",
@@ -209,6 +212,11 @@ class TiPAIAuditorInpaint(io.ComfyNode):
         )  # every widget, before any work
         spec = EditorSpec(backend, refine_iters, crop_margin, audit_decoder)
         standalone = [model, positive, negative, vae, image, mask]
+        if backend == "referee" and any(v is not None for v in standalone):
+            raise ValueError(
+                "TiPAI Auditor Inpaint: the 'referee' backend edits inside the TiPAI KSampler and Patch Model; "
+                "to refine an image on its own, use TiPAI Referee Refine"
+            )
         if all(v is None for v in standalone):
             empty = torch.zeros(1, 64, 64, 3)
             return io.NodeOutput(spec, empty, empty, "[]")

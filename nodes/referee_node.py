@@ -49,6 +49,32 @@ class GradDecoder:
         return self.vae.process_output(out.float()).clamp(0, 1)
 
 
+class ModelSpaceGradDecoder:
+    """``AuditDecoder`` with gradients for the loop's referee backend: a model-space latent -> RGB in [0,1]."""
+
+    def __init__(self, vae, model):
+        self.inner, self.model = GradDecoder(vae), model
+        self.factor = int(getattr(vae, "downscale_ratio", 8))
+
+    def __call__(self, latent: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return self.inner(self.model.process_latent_out(latent.float()), scale)
+
+
+class InferenceFreeEditor:
+    """Runs an editor that needs autograd inside ComfyUI's sampling, which runs under inference mode: with
+    inference mode off and the control's tensors cloned out of it (inference tensors never enter autograd)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, ctx, region_mask, actions):
+        import dataclasses
+
+        with torch.inference_mode(False):
+            ctx = dataclasses.replace(ctx, x=ctx.x.clone(), x0=ctx.x0.clone(), sigmas=ctx.sigmas.clone())
+            return self.inner(ctx, region_mask.clone(), actions)
+
+
 class TiPAIRefereeRefine(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

@@ -16,6 +16,7 @@ import torch
 
 from ..tipai_core.diffusion.schedules import Schedule
 from ..tipai_core.editing.diffusion_editor import DiffusionEditor
+from ..tipai_core.editing.referee_editor import RefereeEditor
 from ..tipai_core.guard.tournament_guard import TournamentGuard
 from ..tipai_core.loop.audit_schedule import AuditSchedule
 from ..tipai_core.mining.miner import AuditMemory, MinerSettings, RegionMiner
@@ -122,10 +123,17 @@ class EditorSpec:
     crop_margin: int = D.EDITOR_CROP_MARGIN
     decoder: str = D.EDITOR_DECODER
 
-    def build(self) -> DiffusionEditor:
-        if self.backend != "diffusion":
-            raise ValueError(f"editor backend {self.backend!r} is not available yet; use 'diffusion'")
-        return DiffusionEditor(refine_iters=self.refine_iters)
+    def build(self, auditor=None, decoder=None, prompt: str = ""):
+        """The editor A_g. ``referee`` needs the auditor, a decoder with gradients and the prompt."""
+        if self.backend == "diffusion":
+            return DiffusionEditor(refine_iters=self.refine_iters)
+        if self.backend == "referee":
+            if auditor is None or decoder is None or not prompt.strip():
+                raise ValueError("the 'referee' editor backend needs the auditor, the VAE and a non-empty prompt")
+            from .referee_node import InferenceFreeEditor
+
+            return InferenceFreeEditor(RefereeEditor(auditor, decoder, prompt, D.referee_settings()))
+        raise ValueError(f"editor backend {self.backend!r} is not one of {D.EDITOR_BACKENDS}")
 
 
 def fixed_guard(

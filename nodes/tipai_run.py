@@ -93,7 +93,7 @@ class TiPAIRun:
                 decoder=decoder,
                 miner=self._miner,
                 auditor=auditor,
-                editor=self.s.editor.build(),
+                editor=self._editor(auditor, model),
                 policy=self.s.policy.policy,
                 guard=self._guard(view),
                 schedule=self.s.guard.schedule,
@@ -128,6 +128,13 @@ class TiPAIRun:
             self.accepted.append(view.step)
             self.costs.add(restart_costs(view.x.shape[0]))
         return new_x
+
+    def _editor(self, auditor, model):
+        if self.s.editor.backend != "referee":
+            return self.s.editor.build()
+        from .referee_node import ModelSpaceGradDecoder
+
+        return self.s.editor.build(auditor, ModelSpaceGradDecoder(self.s.vae, model), self.s.prompt)
 
     def _guard(self, view):
         if view.exact:

@@ -85,3 +85,27 @@ def test_bad_input_names_the_node_and_the_input(comfy_inproc, sd, auditor, kw, m
     with pytest.raises(ValueError, match=match) as err:
         _refine(comfy_inproc, sd, auditor, **kw)
     assert "TiPAI Referee Refine" in str(err.value)
+
+
+@pytest.mark.parametrize("delta", [1000.0, 0.0])
+def test_the_referee_backend_runs_in_the_tipai_ksampler(comfy_inproc, tiny_sd, auditor, delta):
+    """backend 'referee' of the Auditor Inpaint: the loop's candidates are refines (no extra model call, only
+    auditor passes); with nothing accepted the latent is the plain KSampler's bit for bit."""
+    node = comfy_inproc.node_class
+    sd = tiny_sd("a red circle left of a blue square", batch=1)
+    editor = node("TiPAIAuditorInpaint").execute("referee", 0, 2, "vae").args[0]
+    guard = node("TiPAITournamentGuard").execute(delta, 0.0, 0.0, 0.0, 0.0, 1.0, 3, 2, 1, "1.0").args[0]
+    policy = node("TiPAITSPOSampler").execute(2, 0, "1", "5.0", "0.0", "0", "1", "invert").args[0]
+    miner = node("TiPAIRegionMiner").execute(1, 0.6, 0.02, 0.5, 2, 1.0, 1.0).args[0]
+    args = (sd["model"], 5, 8, 5.0, "euler", "normal", sd["pos"], sd["neg"], sd["latent"], 1.0)
+    out = node("TiPAIKSampler").execute(*args, "a red circle", sd["vae"], auditor, miner, editor, guard, policy)
+    latent, report = out.args[0]["samples"], out.args[1]
+    s = report["summary"]
+    # refines call the auditor, never the model: the only extra model calls are the restarts after acceptance
+    assert s["regions"] >= 1 and s["extra_model_calls"] == len(report["accepted_steps"])
+    assert all(r["costs"]["auditor_calls"] > 1 for r in report["records"])
+    plain = comfy_inproc.nodes.common_ksampler(*args[:9], denoise=1.0)[0]["samples"]
+    if delta == 1000.0:
+        assert s["accepted"] == 0 and torch.equal(latent, plain)
+    else:
+        assert s["accepted"] == 0 or not torch.equal(latent, plain)

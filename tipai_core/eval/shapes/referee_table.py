@@ -32,7 +32,7 @@ from ...worlds.shapes.model import PixelDecoder, ShapesDenoiser
 from ..bootstrap import interval, paired
 
 LR = 0.02  # fixed before any run: about 0.8 of pixel range over 40 Adam steps at most
-SDS = {"sds_weight": 1.0, "sds_cfg": 7.5}
+SDS_WEIGHT, SDS_CFG = 1.0, 7.5
 
 
 def grid() -> list[tuple[str, RefereeSettings]]:
@@ -43,7 +43,7 @@ def grid() -> list[tuple[str, RefereeSettings]]:
             for sds in (False, True):
                 s = RefereeSettings(steps=steps, lr=LR, n_augment=k, micro_batch=8, tv_weight=0.0)
                 if sds:
-                    s = replace(s, **SDS)
+                    s = replace(s, sds_weight=SDS_WEIGHT, sds_cfg=SDS_CFG)
                 rows.append((f"steps {steps}, K={k}{', SDS' if sds else ''}", s))
     return rows
 
@@ -101,13 +101,13 @@ def referee_table(model, auditor_a, auditor_b, n: int, steps: int, cfg: float, l
         da = (_scores(auditor_a, refined, prompts) - sa0) / sd_a
         db = (_scores(auditor_b, refined, prompts) - sb0) / sd_b
         acc = _all_correct(refined, prompts, checker)
-        row = {
+        row: dict = {
             "setting": name,
             "a": interval(da),
             "c": interval(db),
-            "gap": paired(da, db),
+            "gap": paired(da.tolist(), db.tolist()),
             "accuracy": interval(acc),
-            "d_accuracy": paired(acc, acc0),
+            "d_accuracy": paired(acc.tolist(), acc0.tolist()),
             "auditor_passes_per_image": fwd / n,
             "seconds_per_image": secs,
         }
