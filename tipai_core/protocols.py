@@ -75,6 +75,7 @@ class EditContext:
     x0: torch.Tensor
     cond: Conditioning | None
     region_payload: Any = None
+    prompt: str = ""  # the text the auditor judges (what the referee editor optimises towards)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ from .referee import RefereeSettings, referee_refine
 
 
 class RefereeEditor:
-    def __init__(self, auditor, decoder, prompt: str, settings: RefereeSettings | None = None):
+    """``prompt`` None: each tournament's own prompt (``EditContext.prompt``)."""
+
+    def __init__(self, auditor, decoder, prompt: str | None = None, settings: RefereeSettings | None = None):
         self.auditor, self.decoder, self.prompt = auditor, decoder, prompt
         self.settings = settings or RefereeSettings(steps=8, n_augment=4)
 
@@ -43,7 +45,8 @@ class RefereeEditor:
                 masks.append(m)
                 continue
             s = replace(self.settings, seed=int(act.seed), steps=self.settings.steps * max(1, int(act.depth)))
-            res = referee_refine(ctx.x0, self.prompt, self.auditor, self.decoder, mask=hard.float(), settings=s)
+            prompt = self.prompt if self.prompt is not None else ctx.prompt
+            res = referee_refine(ctx.x0, prompt, self.auditor, self.decoder, mask=hard.float(), settings=s)
             latents.append(torch.where(hard, ctx.x + a * (res.latent - ctx.x0), ctx.x))
             x0s.append(res.latent)
             masks.append(m)

@@ -312,7 +312,9 @@ def audit_step(
             state = policy_state(suite, sc, view, region, lat_mask, prompt, rc)
             pseed = policy_seed(suite.seed, step, b, r)
             actions, logp = draw_actions(suite, state, pseed)
-            ctx = EditContext(CountingDenoiser(denoiser, rc), param, sigmas, step, xb, x0b, cond, region_payload)
+            ctx = EditContext(
+                CountingDenoiser(denoiser, rc), param, sigmas, step, xb, x0b, cond, region_payload, prompt
+            )
             res = suite.editor(ctx, lat_mask, actions)
             if res.costs is not None:  # what the editor spent besides denoiser calls (referee: auditor passes)
                 rc.add(res.costs)

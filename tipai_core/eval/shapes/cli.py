@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 def referee_main(args: argparse.Namespace, model: ShapesUNet, t0: float) -> int:
     """``--referee``: see ``referee_table.py``."""
     from ...worlds.shapes.auditor import auditor_dir, heads_pairs, load_auditor, train_auditor
-    from .referee_table import referee_table
+    from .referee_table import referee_table, tournament_table
 
     auditors = []
     for seed in (0, 1):
@@ -214,10 +214,15 @@ def referee_main(args: argparse.Namespace, model: ShapesUNet, t0: float) -> int:
         auditors.append(load_auditor(folder))
         print(f"auditor {'AB'[seed]}: {folder}")
     text, rows = referee_table(model, auditors[0], auditors[1], args.n, args.steps, args.cfg)
-    print("\n" + text)
+    s = EvalSettings(
+        n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates, sigma_max=args.sigma_max
+    )
+    auditor, miner = learned_pieces(auditor_dir(args.cache, 0))
+    t_text, t_rows = tournament_table(model, s, auditor, miner, args.n)
+    print("\n" + text + "\n\n" + t_text)
     print(f"total {time.time() - t0:.0f}s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "n": args.n}, indent=1))
+        Path(args.json).write_text(json.dumps({"refine": rows, "tournaments": t_rows, "n": args.n}, indent=1))
     return 0
 
 

@@ -124,3 +124,57 @@ def referee_table(model, auditor_a, auditor_b, n: int, steps: int, cfg: float, l
         )
         log(lines[-1])
     return "\n".join(lines), rows
+
+
+def tournament_table(model, s, auditor, miner, n: int, log=print) -> tuple[str, list[dict]]:
+    """The referee backend inside the loop's tournaments against the diffusion editor, same auditor, miner,
+    guard, N and schedule: accuracy, tournaments holding a winner (some candidate satisfies more clauses
+    than the control, by the checker), accepted edits, and the compute each spends per image."""
+    from ...editing.referee_editor import RefereeEditor
+    from .runs import LabellingAuditor, run_plain, run_tipai
+    from .settings import make_suite
+
+    checker = Checker()
+    items = held_out(n)
+    plain = run_plain(model, items, s)
+    acc0 = _all_correct(plain.images, [p for p, _ in items], checker)
+    editors = {
+        "diffusion editor": None,
+        "referee editor": RefereeEditor(auditor, PixelDecoder(), None, RefereeSettings(steps=8, lr=LR, n_augment=4)),
+    }
+    lines = [
+        f"the loop on {n} held-out prompts, learned auditor and miner, N={s.n_candidates}: "
+        f"plain accuracy {acc0.mean():.3f}",
+        f"{'editor':<18} {'accuracy':>22} {'Δ vs plain':>22} {'winnable':>9} {'accepted':>9} "
+        f"{'D evals/img':>12} {'A images/img':>13} {'s/img':>7}",
+    ]
+    rows = []
+    for name, editor in editors.items():
+        labeller = LabellingAuditor(auditor, checker)
+        suite = make_suite(s, labeller, miner)
+        if editor is not None:
+            suite = replace(suite, editor=editor)
+        res = run_tipai(model, items, s, suite)
+        acc = _all_correct(res.images, [p for p, _ in items], checker)
+        labels = [lab for lab in labeller.labels if len(lab) > 1]
+        winnable = float(np.mean([any(bool(v) for v in lab[1:]) for lab in labels])) if labels else 0.0
+        row: dict = {
+            "editor": name,
+            "accuracy": interval(acc),
+            "d_accuracy": paired(acc.tolist(), acc0.tolist()),
+            "winnable": winnable,
+            "tournaments": res.tournaments,
+            "accepted": res.accepted,
+            "denoiser_evals_per_image": float(np.mean(res.evals)),
+            "auditor_images_per_image": float(np.mean(res.auditor_images)),
+            "seconds_per_image": res.seconds / n,
+        }
+        rows.append(row)
+        a, d = row["accuracy"], row["d_accuracy"]
+        lines.append(
+            f"{name:<18} {f'{a[0]:.3f} [{a[1]:.2f},{a[2]:.2f}]':>22} {f'{d[0]:+.3f} [{d[1]:+.2f},{d[2]:+.2f}]':>22} "
+            f"{winnable:>9.3f} {res.accepted:>4}/{res.tournaments:<4} {row['denoiser_evals_per_image']:>12.1f} "
+            f"{row['auditor_images_per_image']:>13.1f} {row['seconds_per_image']:>7.2f}"
+        )
+        log(lines[-1])
+    return "\n".join(lines), rows
