@@ -18,9 +18,10 @@ from comfy_api.latest import io
 
 from ..tipai_core.editing.referee import RefereeSettings, referee_refine
 from ..tipai_core.mining.masks import pixel_to_latent
+from . import defaults as D
 from .types import Auditor, image_from_core, image_to_core, mask_to_core
 from .ui_report import TEXT_KEY
-from .validation import as_validation, check_mask, check_widgets
+from .validation import as_validation, check_image, check_mask, check_widgets
 
 NODE = "TiPAI Referee Refine"
 _DECODERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -151,7 +152,9 @@ class TiPAIRefereeRefine(io.ComfyNode):
             if latent is not None:
                 z = latent["samples"].clone()
             else:
-                z = vae.encode(image_from_core(image_to_core(image, f"{NODE}: image"))).clone()
+                pixels = image_to_core(image, f"{NODE}: image")
+                check_image(NODE, "image", pixels, multiple_of=D.VAE_FACTOR)
+                z = vae.encode(image_from_core(pixels)).clone()
             factor = int(getattr(vae, "downscale_ratio", 8))
             lat_mask = None
             if mask is not None:

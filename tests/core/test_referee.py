@@ -113,3 +113,15 @@ def test_bad_inputs_are_refused_before_any_work():
 
     with pytest.raises(ValueError, match="no gradient"):
         referee_refine(z, "red", RednessReferee(), frozen)
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_regularisers_pull_back_towards_the_input(k):
+    z = _latent()
+    free = referee_refine(z, "red", RednessReferee(), decode, settings=RefereeSettings(steps=10, lr=0.2, n_augment=k))
+    held = referee_refine(
+        z, "red", RednessReferee(), decode,
+        settings=RefereeSettings(steps=10, lr=0.2, n_augment=k, l2_weight=50.0, tv_weight=1.0, ema=0.5),
+    )  # fmt: skip
+    assert (held.latent - z).abs().mean() < (free.latent - z).abs().mean()
+    assert set(held.history[0]) == {"referee", "tv", "l2"}

@@ -92,6 +92,7 @@ EXAMPLES = {
     "TiPAIKSampler": 70,
     "TiPAIPatchModel": 20,
     "TiPAISaveTournamentLog": 60,
+    "TiPAIRefereeRefine": 40,
 }
 # tiny runs: the most steps / candidates / regions a sampling case may use, whatever the schema allows
 MAX_STEPS, MAX_N, MAX_K, MAX_REFINE = 4, 2, 1, 2
@@ -858,6 +859,32 @@ def stage_patch_model(fz: Fuzz) -> None:
     )
 
 
+def stage_referee_refine(fz: Fuzz) -> None:
+    node_id = "TiPAIRefereeRefine"
+    ws = fz.widgets_of(node_id)
+    cls = fz.node(node_id)
+    overrides = {
+        "steps": st.integers(1, 2),
+        "augmentations": st.integers(0, 2),
+        "prompt": st.sampled_from(fs.VALID_PROMPTS),
+    }
+    edges = {w: fz.capped_edges(node_id, w, 2) for w in ("steps", "augmentations")}
+
+    @st.composite
+    def cases(draw):
+        values, targets = draw(fs.widget_case(ws, overrides, edges, keep=("prompt",), edge_share=3))
+        socks, labels, t2 = image_and_mask(draw, "mask", mask_optional=True)
+        socks["vae"], labels["vae"] = fz.sd["vae"], "tiny"
+        label, aud, edge = auditor_pick(fz, draw)
+        socks["auditor"], labels["auditor"] = aud, label
+        return fs.Case(node_id, values, socks, labels, targets + t2 + (("auditor",) if edge else ()))
+
+    base = {"steps": 1, "augmentations": 0, "prompt": fs.VALID_PROMPTS[0]}
+    socks = {"vae": fz.sd["vae"], "auditor": fz.auditor, "latent": fz.sd["latent"]}
+    explicit = [fs.Case(node_id, v, socks, {"latent": "tiny"}, t) for v, t in fs.sweep(ws, base, edges)]
+    fz.stage(node_id, cases(), lambda case: fz.run_case(node_id, case, lambda v, s: cls.execute(**v, **s)), explicit)
+
+
 def stage_save_log(fz: Fuzz) -> None:
     node_id = "TiPAISaveTournamentLog"
     ws = fz.widgets_of(node_id)
@@ -993,6 +1020,7 @@ def test_fuzz_every_tipai_node(comfy_inproc, sd, tiny_auditor, memory_cap, quiet
     stage_ksampler(fz)
     stage_patch_model(fz)
     stage_save_log(fz)
+    stage_referee_refine(fz)
 
     text, failures = summary(fz, time.monotonic() - t0)
     if os.environ.get("TIPAI_FUZZ_DUMP"):  # every outcome as JSON lines, for a closer look

@@ -109,3 +109,8 @@ def test_the_referee_backend_runs_in_the_tipai_ksampler(comfy_inproc, tiny_sd, a
         assert s["accepted"] == 0 and torch.equal(latent, plain)
     else:
         assert s["accepted"] == 0 or not torch.equal(latent, plain)
+
+
+def test_the_standalone_inpaint_points_to_the_refine_node_for_referee(comfy_inproc, sd):
+    with pytest.raises(ValueError, match="TiPAI Auditor Inpaint: the 'referee' backend .* TiPAI Referee Refine"):
+        comfy_inproc.node_class("TiPAIAuditorInpaint").execute("referee", 0, 2, "vae", model=sd["model"])

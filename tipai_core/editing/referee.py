@@ -193,7 +193,7 @@ def _referee_loss(image, prompt, auditor, aug, s: RefereeSettings, gen, res: Ref
     b = image.shape[0]
     if aug is None:
         loss = -auditor.similarity(image, prompt).mean()
-        loss.backward()
+        loss.backward(retain_graph=True)  # the regularisers back-propagate through z afterwards
         res.auditor_forwards += b
         res.auditor_backwards += b
         return {"referee": loss.detach()}
