@@ -29,6 +29,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from ..records.files import atomic_write
 from .zero_shot import PolicyClasses, class_directions, clipscore_faithfulness
 
 SCHEMA_VERSION = 1
@@ -180,12 +181,15 @@ def save_heads(heads: AuditorHeads, path: str | Path, metadata: dict[str, Any] |
     weights, config = heads_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in heads.state_dict().items()}
-    save_file(state, str(weights), metadata={"format": FORMAT_NAME, "schema_version": str(SCHEMA_VERSION)})
+    meta = {"format": FORMAT_NAME, "schema_version": str(SCHEMA_VERSION)}
     data = asdict(heads.config)
     data["classes"] = list(heads.classes)  # the order of the class axis of every tensor
     if metadata:
         data["extra"] = {**data.get("extra", {}), **metadata}
-    config.write_text(json.dumps(data, indent=2))  # no sort_keys: class order is meaningful
+    text = json.dumps(data, indent=2)  # no sort_keys: class order is meaningful
+    # each file whole or not at all: a killed trainer never leaves heads that half-load
+    atomic_write(weights, lambda t: save_file(state, str(t), metadata=meta))
+    atomic_write(config, text)
     return weights
 
 

@@ -67,3 +67,21 @@ def test_missing_heads_config_names_it(tiny_clip_file, tmp_path):
     path.with_suffix(".json").unlink()
     with pytest.raises(FileNotFoundError, match=r"h\.json"):
         load_heads(path, aud.backbone.identity())
+
+
+def test_a_failed_save_keeps_the_old_heads_and_leaves_no_temp(tiny_clip_file, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    aud = Auditor.from_files(tiny_clip_file, arch=TINY_ARCH)
+    path = save_heads(aud.heads, tmp_path / "heads.safetensors")
+    before = path.read_bytes(), path.with_suffix(".json").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    perturbed_heads(aud)
+    with pytest.raises(OSError, match="disk full"):
+        save_heads(aud.heads, path)
+    assert (path.read_bytes(), path.with_suffix(".json").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heads.json", "heads.safetensors"]
