@@ -14,7 +14,8 @@ z to a random σ, predict x̂0, and push z along w·(ε̂ - ε) with ε̂ = (z_�
 Only the inside of ``mask`` moves: ``z = where(m, z_0 + δ, z_0)``, so outside it the latent is the
 input's bit for bit, whatever the optimiser does. Adam on δ, with an EMA of the iterate as the
 result. Augmentations go through the auditor in micro-batches (memory is bounded by the
-micro-batch, not by K), and every step checks for interruption (``interrupt.check``). Costs count
+micro-batch, not by K; their gradients meet on the image, which goes back through the decoder once a
+step), and every step checks for interruption (``interrupt.check``). Costs count
 the decoder, auditor forward and backward passes and denoiser calls, since no denoiser call is the
 main cost here.
 """
@@ -198,7 +199,10 @@ def _referee_loss(image, prompt, auditor, aug, s: RefereeSettings, gen, res: Ref
         res.auditor_backwards += b
         return {"referee": loss.detach()}
     total = torch.zeros(())
-    views = image.repeat_interleave(s.n_augment, 0) if s.n_augment > 1 else image
+    # the views' gradients gather on a leaf copy of the image, micro-batch by micro-batch, and then go
+    # through the decoder once: its graph is walked once a step, whatever K and the micro-batch are
+    leaf = image.detach().requires_grad_(True)
+    views = leaf.repeat_interleave(s.n_augment, 0) if s.n_augment > 1 else leaf
     n = views.shape[0]
     # the augmentation draws come from our generator: the same seed gives the same refine
     state = torch.random.get_rng_state()
@@ -207,13 +211,13 @@ def _referee_loss(image, prompt, auditor, aug, s: RefereeSettings, gen, res: Ref
         for i in range(0, n, s.micro_batch):
             chunk = aug(views[i : i + s.micro_batch].clamp(0, 1))
             part = -auditor.similarity(chunk.clamp(0, 1), prompt).sum() / n
-            # keep the decoder graph for the next micro-batch; free the auditor's
-            part.backward(retain_graph=True)
+            part.backward(retain_graph=i + s.micro_batch < n)  # views' repeat is shared by the chunks
             total = total + part.detach()
             res.auditor_forwards += chunk.shape[0]
             res.auditor_backwards += chunk.shape[0]
     finally:
         torch.random.set_rng_state(state)
+    image.backward(leaf.grad, retain_graph=True)  # the regularisers back-propagate through z afterwards
     return {"referee": total}
 
 
