@@ -9,6 +9,7 @@ input LATENT is never touched. The algorithm is ``tipai_core.editing.referee``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import weakref
 
@@ -34,13 +35,9 @@ class GradDecoder:
         self.vae = vae
         if vae.first_stage_model not in _DECODERS:
             with torch.inference_mode(False):
-                module = copy.deepcopy(vae.first_stage_model)
-                for p in module.parameters():
-                    p.data = p.data.clone()
-                    p.requires_grad_(False)
-                for b_name, b in list(module.named_buffers()):
-                    parent = module.get_submodule(b_name.rsplit(".", 1)[0]) if "." in b_name else module
-                    setattr(parent, b_name.rsplit(".", 1)[-1], b.clone())
+                module = copy.deepcopy(vae.first_stage_model).requires_grad_(False)
+                for t in [*module.parameters(), *module.buffers()]:
+                    t.data = t.data.clone()  # a clone made here is an ordinary tensor
             _DECODERS[vae.first_stage_model] = module.eval()
         self.module = _DECODERS[vae.first_stage_model]
 
@@ -69,8 +66,6 @@ class InferenceFreeEditor:
         self.inner = inner
 
     def __call__(self, ctx, region_mask, actions):
-        import dataclasses
-
         with torch.inference_mode(False):
             ctx = dataclasses.replace(ctx, x=ctx.x.clone(), x0=ctx.x0.clone(), sigmas=ctx.sigmas.clone())
             return self.inner(ctx, region_mask.clone(), actions)
@@ -93,18 +88,18 @@ class TiPAIRefereeRefine(io.ComfyNode):
                 io.Latent.Input("latent", optional=True, tooltip="The latent to refine (or give an image)."),
                 io.Image.Input("image", optional=True, tooltip="An image to refine instead (encoded by the VAE)."),
                 io.Mask.Input("mask", optional=True, tooltip="Only this region moves (white); the rest stays."),
-                io.Int.Input("steps", default=40, min=1, max=1000, tooltip="Optimisation steps."),
-                io.Float.Input("lr", default=0.05, min=0.0001, max=10.0, step=0.001, tooltip="Adam step size."),
+                io.Int.Input("steps", default=D.REFINE_STEPS, min=1, max=1000, tooltip="Optimisation steps."),
+                io.Float.Input("lr", default=D.REFINE_LR, min=0.0001, max=10.0, step=0.001, tooltip="Adam step size."),
                 io.Int.Input(
                     "augmentations",
-                    default=8,
+                    default=D.REFINE_AUGMENTATIONS,
                     min=0,
                     max=64,
                     tooltip="K random augmentations per step (affine, perspective, colour jitter, erasing); 0: none.",
                 ),
                 io.Int.Input(
                     "micro_batch",
-                    default=4,
+                    default=D.REFINE_MICRO_BATCH,
                     min=1,
                     max=64,
                     tooltip="Augmented views per auditor pass: memory is bounded by this, not by K.",
@@ -137,8 +132,9 @@ class TiPAIRefereeRefine(io.ComfyNode):
         return as_validation(lambda: check_widgets(cls, given))
 
     @classmethod
-    def execute(cls, vae, auditor, prompt, latent=None, image=None, mask=None, steps=40, lr=0.05, augmentations=8,
-                micro_batch=4, tv_weight=0.0, l2_weight=0.0, ema=0.0, seed=0) -> io.NodeOutput:  # fmt: skip
+    def execute(cls, vae, auditor, prompt, latent=None, image=None, mask=None, steps=D.REFINE_STEPS,
+                lr=D.REFINE_LR, augmentations=D.REFINE_AUGMENTATIONS, micro_batch=D.REFINE_MICRO_BATCH,
+                tv_weight=0.0, l2_weight=0.0, ema=0.0, seed=0) -> io.NodeOutput:  # fmt: skip
         widgets = dict(steps=steps, lr=lr, augmentations=augmentations, micro_batch=micro_batch,
                        tv_weight=tv_weight, l2_weight=l2_weight, ema=ema, seed=seed, prompt=prompt)  # fmt: skip
         check_widgets(cls, widgets, required=True)
@@ -162,11 +158,10 @@ class TiPAIRefereeRefine(io.ComfyNode):
                 check_mask(NODE, "mask", m, (factor * z.shape[-2], factor * z.shape[-1]))
                 lat_mask = pixel_to_latent(m.float(), factor, "max").clone()
             bar = comfy.utils.ProgressBar(steps)
-            handle = auditor
-            handle.ready()
+            referee = auditor.ready()
             decoder = _ProgressDecoder(GradDecoder(vae), bar)
             try:
-                res = referee_refine(z.float(), prompt, handle.auditor, decoder, mask=lat_mask, settings=settings)
+                res = referee_refine(z.float(), prompt, referee, decoder, mask=lat_mask, settings=settings)
             except ValueError as exc:
                 raise ValueError(f"{NODE}: {exc}") from None
         out = {**(latent or {}), "samples": res.latent.to(z.dtype)}

@@ -216,7 +216,11 @@ class TiPAIKSampler(io.ComfyNode):
         image = image_to_core(vae.decode(out["samples"]), "TiPAI KSampler: the decoded result")
         boxed = draw_overlay(image, run.records, **readable_style(*image.shape[-2:]))
         text = summary_text(report)
-        ui = {"tipai_report": [report["summary"]], TEXT_KEY: [text], "images": _picture(image, boxed, run, "ksampler")}
+        ui = {
+            "tipai_report": [report["summary"]],
+            TEXT_KEY: [text],
+            "images": _picture(image, boxed, run, report, "ksampler"),
+        }
         return io.NodeOutput(out, report, image_from_core(boxed), text, ui=ui)
 
 
@@ -274,13 +278,13 @@ def _patch_run_finished(run: TiPAIRun, latent, settings: TiPAISettings, node_id,
     if run.records and latent is not None:
         image = image_to_core(settings.vae.decode(latent), "TiPAI Patch Model: the decoded result")
         boxed = draw_overlay(image, run.records, **readable_style(*image.shape[-2:]))
-        output["images"] = _picture(image, boxed, run, "patch")
+        output["images"] = _picture(image, boxed, run, report, "patch")
     show_on_node(node_id, output)
 
 
-def _picture(image, boxed, run: TiPAIRun, name: str) -> list[dict]:
+def _picture(image, boxed, run: TiPAIRun, report: dict, name: str) -> list[dict]:
     """The loop picture of the first image (result, overlay, every tournament's strip), saved for the UI."""
-    s = run_report(run)["summary"]
+    s = report["summary"]
     title = f"TiPAI: {s['audited_steps']} audited steps, {s['regions']} regions, {s['accepted']} accepted"
     page = loop_picture(image[0].cpu(), boxed[0].cpu(), run.strips, title)
     return save_preview(image_from_core(page[None]), f"tipai_{name}_loop")

@@ -26,7 +26,7 @@ import torch
 from ...diffusion.conditioning import Conditioning
 from ...editing.referee import RefereeSettings, referee_refine
 from ...worlds.shapes.checker import Checker
-from ...worlds.shapes.evaluate import held_out
+from ...worlds.shapes.evaluate import clause_accuracy, held_out
 from ...worlds.shapes.generate import generate, sigmas_for
 from ...worlds.shapes.model import PixelDecoder, ShapesDenoiser
 from ..bootstrap import interval, paired
@@ -54,7 +54,8 @@ def _scores(auditor, images: list[torch.Tensor], prompts: list[str]) -> np.ndarr
 
 
 def _all_correct(images: list[torch.Tensor], prompts: list[str], checker: Checker) -> np.ndarray:
-    return np.array([float(all(ok for _, ok in checker(img, p))) for img, p in zip(images, prompts)])
+    _, verdicts = clause_accuracy(images, prompts, checker)
+    return np.array([float(all(v)) for v in verdicts])
 
 
 def referee_table(model, auditor_a, auditor_b, n: int, steps: int, cfg: float, log=print) -> tuple[str, list[dict]]:
