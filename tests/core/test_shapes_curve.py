@@ -91,17 +91,29 @@ def test_development_held_out_and_calibration_sets_are_apart():
 def test_the_curve_runs_every_method_and_writes_a_plot(model, tmp_path):
     s = EvalSettings(n_prompts=2, n_steps=6, audit_first=2, audit_every=2, audit_skip_last=1, n_candidates=2)
     a, m = oracle_pieces(Checker())
-    c = CurveSettings(budgets=(1, 2), global_step=2, fk_every=2)
+    c = CurveSettings(budgets=(1, 2), global_step=2, fk_every=2, finals_step=2, finalists=1)
     out = run_curve(model, held_out(2), s, c, {"oracle": Pieces(a, m, "oracle")})
     methods = [(r["method"], r["budget"]) for r in out["rows"]]
-    assert methods == [("plain", 1), ("best-of-N", 2), ("fk", 2), ("tipai-global", 2), ("tipai-local", None)]
+    assert methods == [
+        ("plain", 1),
+        ("best-of-N", 2),
+        ("fk", 2),
+        ("tipai-global", 2),
+        ("tipai-finals", 2),
+        ("tipai-local", None),
+    ]
     by = {(r["method"], r["budget"]): r for r in out["rows"]}
     assert by[("plain", 1)]["evals_per_image"] == 6 and by[("best-of-N", 2)]["evals_per_image"] == 12
     assert by[("fk", 2)]["evals_per_image"] == 12
     assert by[("tipai-global", 2)]["evals_per_image"] <= 12
+    # finals at g = 2, m = 1: the plain run, N = 1 candidate of g + 1 = 3, one finalist of 6 - 2 - 1 = 3 steps
+    assert by[("tipai-finals", 2)]["evals_per_image"] == 12 and by[("tipai-finals", 2)]["size"] == 1
+    assert by[("tipai-finals", 2)]["tournaments"] == 2 * 2  # a preview and a final tournament per prompt
     for r in out["rows"]:
         assert r["ci"][0] <= r["accuracy"] <= r["ci"][1]
-    assert {c["vs"] for c in out["comparisons"]} == {"best-of-N", "fk"}
+    assert {(c["method"], c["vs"]) for c in out["comparisons"]} == {
+        (f, p) for f in ("tipai-global", "tipai-finals") for p in ("best-of-N", "fk")
+    }
     json.dumps(out, default=str)
     plot(out["rows"], "oracle", tmp_path / "curve.png", "test")
     assert (tmp_path / "curve.png").stat().st_size > 1000
@@ -118,7 +130,7 @@ def test_the_curve_command_on_a_given_model_file(tmp_path, capsys):
     argv += ["--budgets", "1,2", "--auditor", "oracle", "--steps", "6", "--out-dir", str(out)]
     assert eval_main(argv) == 0
     text = capsys.readouterr().out
-    assert f"base model from {folder}" in text and "TiPAI-global minus its peer" in text
+    assert f"base model from {folder}" in text and "TiPAI minus its peer" in text
     saved = json.loads((out / "curve.json").read_text())
     assert saved["n_held_out"] == 2 and {r["method"] for r in saved["rows"]} >= {"plain", "best-of-N", "fk"}
     assert (out / "curve-oracle.png").is_file() and (out / "curve.txt").read_text().startswith("judge")

@@ -13,6 +13,10 @@ every method uses the same judge for its choices):
   noise (d = g, jitter 1) and re-denoise to step g, at (g + 1) evals each; the auditor scores control and
   candidates on their x̂0 previews and the guard keeps the control unless a candidate beats it. N is the
   largest with ``n_steps + N·(g + 1) + 1 ≤ B·n_steps`` (the 1: the restart after an accepted edit);
+* ``tipai-finals-B``: the same preview tournament at step g, but nothing is accepted on previews:
+  the m candidates with the best preview S are finished (m·(n − g − 1) evals, their first step reuses
+  the editor's x̂0) and the judge compares them with the control on final images, the guard deciding
+  (``loop/finals.py``). N is the largest with ``n + N·(g + 1) + m·(n − g − 1) ≤ B·n``;
 * ``tipai-local``: the local repair loop of ``EvalSettings`` at its own compute (one point per judge).
 
 Accuracy is the share of prompts with every clause satisfied (the checker), with bootstrap 95%
@@ -29,6 +33,7 @@ from ...editing.diffusion_editor import DiffusionEditor
 from ...guard.tournament_guard import TournamentGuard
 from ...loop.audit_schedule import AuditSchedule
 from ...loop.audit_step import AuditSuite
+from ...loop.finals import FinalsPlan, finals_candidates
 from ...loop.fk_steering import FKSettings, resample_every
 from ...policy.actions import FixedKnobPolicy
 from ...worlds.shapes.checker import Checker
@@ -46,6 +51,8 @@ class CurveSettings:
     fk_lam: float = 10.0  # FK's temperature λ; tuned per judge on the development set
     fk_eta: float = 1.0  # FK's transitions: Euler-ancestral (η = 1), so resampled duplicates diverge
     fk_every: int = 5
+    finals_step: int = 8  # g of the finals' preview tournament; tuned per judge on the development set
+    finalists: int = 1  # m, the candidates finished for the final tournament; tuned with g
     local: bool = True  # also run the local loop (EvalSettings) at its own compute
 
     def __post_init__(self) -> None:
@@ -91,7 +98,7 @@ def fk_settings(s: EvalSettings, c: CurveSettings, k: int, lam: float) -> FKSett
 @dataclass
 class Point:
     judge: str
-    method: str  # family: plain, best-of-N, fk, tipai-global, tipai-local
+    method: str  # family: plain, best-of-N, fk, tipai-global, tipai-finals, tipai-local
     budget: int | None
     size: int  # N or k (candidates, particles, images)
     result: MethodResult
@@ -109,10 +116,12 @@ def judge_points(
     log=print,
     lam: float | None = None,
     g: int | None = None,
+    finals: tuple[int, int] | None = None,
 ) -> list[Point]:
-    """Every method of one judge at every budget."""
+    """Every method of one judge at every budget; ``finals`` is the (g, m) of tipai-finals."""
     lam = c.fk_lam if lam is None else lam
     g = c.global_step if g is None else g
+    gf, mf = (c.finals_step, c.finalists) if finals is None else finals
     points = [Point(judge, "plain", 1, 1, plain)]
     for b in c.budgets:
         if b < 2:
@@ -126,6 +135,11 @@ def judge_points(
             tg = run_tipai(model, items, s, global_suite(s, piece.auditor, g, n))
             tg.name = f"tipai-global-{n}@{g}"
             points.append(Point(judge, "tipai-global", b, n, tg))
+        nf = finals_candidates(b, s.n_steps, gf, mf) if gf <= s.n_steps - 2 else 0  # g needs a step after it
+        if nf >= 1:
+            tf = run_tipai(model, items, s, global_suite(s, piece.auditor, gf, nf), finals=FinalsPlan(gf, mf))
+            tf.name = f"tipai-finals-{nf}@{gf}m{mf}"
+            points.append(Point(judge, "tipai-finals", b, nf, tf))
         log(f"[{judge}] budget {b}x done")
     if c.local:
         tl = run_tipai(model, items, s, make_suite(s, piece.auditor, piece.miner, piece.policy, piece.guard))
@@ -181,19 +195,23 @@ def rows_of(points: list[Point], items, checker: Checker, n_steps: int) -> tuple
 
 
 def compare(correct: dict, judges: list[str], budgets: tuple[int, ...]) -> list[dict]:
-    """TiPAI-global − best-of-N and TiPAI-global − FK at each budget, paired over prompts."""
+    """Each TiPAI family (global, finals) − best-of-N and − FK at each budget, paired over prompts."""
     out = []
     for j in judges:
         for b in budgets:
-            t = correct.get((j, "tipai-global", b))
-            if t is None:
-                continue
-            for peer in ("best-of-N", "fk"):
-                other = correct.get((j, peer, b))
-                if other is not None:
-                    d, lo, hi = paired(t, other)
-                    out.append({"judge": j, "budget": b, "vs": peer, "diff": d, "ci": [lo, hi]})
+            for family in TIPAI_FAMILIES:
+                t = correct.get((j, family, b))
+                if t is None:
+                    continue
+                for peer in ("best-of-N", "fk"):
+                    other = correct.get((j, peer, b))
+                    if other is not None:
+                        d, lo, hi = paired(t, other)
+                        out.append({"judge": j, "budget": b, "method": family, "vs": peer, "diff": d, "ci": [lo, hi]})
     return out
+
+
+TIPAI_FAMILIES = ("tipai-global", "tipai-finals")
 
 
 def text_table(rows: list[dict], comparisons: list[dict]) -> str:
@@ -211,11 +229,11 @@ def text_table(rows: list[dict], comparisons: list[dict]) -> str:
             f"{r['seconds_per_image']:>6.3f} {acc:>6}"
         )
     if comparisons:
-        lines += ["", "TiPAI-global minus its peer at the same budget (paired over prompts, bootstrap 95% CI):"]
+        lines += ["", "TiPAI minus its peer at the same budget (paired over prompts, bootstrap 95% CI):"]
         for c in comparisons:
             lines.append(
-                f"  [{c['judge']}] {c['budget']}x vs {c['vs']:<9} {c['diff']:+.3f} "
-                f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
+                f"  [{c['judge']}] {c.get('method', 'tipai-global'):<12} {c['budget']}x vs {c['vs']:<9} "
+                f"{c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
             )
     return "\n".join(lines)
 
@@ -228,7 +246,14 @@ def plot(rows: list[dict], judge: str, path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    styles = {"plain": "kx", "best-of-N": "o-", "fk": "s-", "tipai-global": "D-", "tipai-local": "*"}
+    styles = {
+        "plain": "kx",
+        "best-of-N": "o-",
+        "fk": "s-",
+        "tipai-global": "D-",
+        "tipai-finals": "^-",
+        "tipai-local": "*",
+    }
     mine = [r for r in rows if r["judge"] == judge]
     for method, style in styles.items():
         pts = [r for r in mine if r["method"] == method]
@@ -261,9 +286,10 @@ def tune(
     budget: int = 4,
     global_steps: tuple[int, ...] = (5, 8, 10, 12),
     lams: tuple[float, ...] = (1.0, 10.0, 100.0),
+    finalists: tuple[int, ...] = (1, 2, 3),
 ) -> tuple[dict[str, dict], list[dict]]:
-    """On the development items: per judge, the global step g and FK's λ that score best at ``budget``.
-    Returns ({judge: {"global_step": g, "fk_lam": λ}}, the rows tried)."""
+    """On the development items: per judge, the global step g, the finals' (g, m) and FK's λ that
+    score best at ``budget``. Returns ({judge: {"global_step": g, "fk_lam": λ, "finals": (g, m)}}, the rows tried)."""
     checker = Checker()
     picks: dict[str, dict] = {}
     tried: list[dict] = []
@@ -285,13 +311,34 @@ def tune(
             tried.append(row)
             log(f"[dev {judge}] tipai-global g={g} N={n}: {acc:.3f} at {_mean(r.evals):.1f} evals/img")
             best_g = max(best_g, (g, acc), key=lambda t: t[1])
+        best_f: tuple[tuple[int, int] | None, float] = (None, -1.0)
+        for g in global_steps:
+            for m in finalists:
+                n = finals_candidates(budget, s.n_steps, g, m)
+                if n < 1:
+                    continue
+                r = run_tipai(model, items, s, global_suite(s, piece.auditor, g, n), finals=FinalsPlan(g, m))
+                acc = _mean(_verdicts(r.images, items, checker)[0])
+                tried.append(
+                    {
+                        "judge": judge,
+                        "method": "tipai-finals",
+                        "g": g,
+                        "m": m,
+                        "N": n,
+                        "accuracy": acc,
+                        "evals": _mean(r.evals),
+                    }
+                )
+                log(f"[dev {judge}] tipai-finals g={g} m={m} N={n}: {acc:.3f} at {_mean(r.evals):.1f} evals/img")
+                best_f = max(best_f, ((g, m), acc), key=lambda t: t[1])
         for lam in lams:
             r = run_fk(model, items, s, piece.auditor, fk_settings(s, c, budget, lam))
             acc = _mean(_verdicts(r.images, items, checker)[0])
             tried.append({"judge": judge, "method": "fk", "lam": lam, "k": budget, "accuracy": acc})
             log(f"[dev {judge}] fk k={budget} λ={lam}: {acc:.3f}")
             best_l = max(best_l, (lam, acc), key=lambda t: t[1])
-        picks[judge] = {"global_step": best_g[0], "fk_lam": best_l[0]}
+        picks[judge] = {"global_step": best_g[0], "fk_lam": best_l[0], "finals": best_f[0]}
     return picks, tried
 
 
@@ -339,7 +386,18 @@ def run_curve(
     for judge, piece in pieces.items():
         pk = (picks or {}).get(judge, {})
         points += judge_points(
-            model, items, s, c, judge, piece, plain, memo, log, lam=pk.get("fk_lam"), g=pk.get("global_step")
+            model,
+            items,
+            s,
+            c,
+            judge,
+            piece,
+            plain,
+            memo,
+            log,
+            lam=pk.get("fk_lam"),
+            g=pk.get("global_step"),
+            finals=tuple(pk["finals"]) if pk.get("finals") else None,
         )
     checker = Checker()
     # rows_of compares every point with the first, the plain run (one plain row per judge)

@@ -12,6 +12,7 @@ import torch
 from ...diffusion.conditioning import Conditioning
 from ...diffusion.sampler import sample
 from ...loop.audit_step import AuditSuite
+from ...loop.finals import FinalsPlan, sample_with_finals
 from ...loop.sampling import sample_with_audits
 from ...records.costs import Costs, CountingDenoiser
 from ...worlds.shapes.checker import Checker
@@ -87,8 +88,12 @@ class LabellingAuditor:
         return self.inner.score(images, prompt, mask)
 
 
-def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path | None = None) -> MethodResult:
-    """The loop on every item; with ``log_path`` its tournaments (with checker ``true_win``) go to JSONL."""
+def run_tipai(
+    model, items, s: EvalSettings, suite: AuditSuite, log_path: Path | None = None, finals: FinalsPlan | None = None
+) -> MethodResult:
+    """The loop on every item; with ``log_path`` its tournaments (with checker ``true_win``) go to JSONL.
+    With ``finals`` the loop is ``sample_with_finals``: a preview tournament at step g whose best m
+    candidates are finished and judged against the control on their final images."""
     labeller = suite.auditor if isinstance(suite.auditor, LabellingAuditor) else None
     den, sig = ShapesDenoiser(model), sigmas_for(model, s.n_steps, s.sigma_max)
     res = MethodResult("tipai", [], [], 0.0)
@@ -97,19 +102,15 @@ def run_tipai(model, items, s: EvalSettings, suite: AuditSuite, log_path: Path |
         if hasattr(suite.miner, "reset"):
             suite.miner.reset()  # drift and feature change start afresh in every run
         c = Costs()
-        out = sample_with_audits(
-            CountingDenoiser(den, c),
-            sig,
-            start_latent(model, sig, seed),
-            Conditioning(payload=prompt, cfg=s.cfg),
-            "eps",
-            prompt,
-            suite,
-            s.sampler,
-        )
+        x, cond = start_latent(model, sig, seed), Conditioning(payload=prompt, cfg=s.cfg)
+        if finals is None:
+            out = sample_with_audits(CountingDenoiser(den, c), sig, x, cond, "eps", prompt, suite, s.sampler)
+        else:
+            out = sample_with_finals(CountingDenoiser(den, c), sig, x, cond, "eps", prompt, suite, finals, s.sampler)
         res.images.append(_to_image(out.latent))
         res.auditor_images.append(out.costs.auditor_images)
-        res.decodes.append(out.costs.decoded_images + 1)  # the audit views and crops, and the final image
+        # the audit views and crops, and the final image (the finals decode it themselves)
+        res.decodes.append(out.costs.decoded_images + (1 if finals is None else 0))
         # c counts every call through the wrapper: the base steps, the editor's and the restarts
         res.calls.append(c.denoiser_calls)
         res.evals.append(c.denoiser_evals)
