@@ -1,7 +1,14 @@
 """Adapters from ComfyUI's sampler objects to tipai_core's protocols (``tipai_core/protocols.py``).
 
 - ``ComfyDenoiser``: the guider's model as ``Denoiser(x, σ, cond) -> x̂0``, with CFG as a
-  per-pixel map ``x̂0 = x̂0_u + w(p)·(x̂0_c - x̂0_u)``, so CFG inside a mask can differ.
+  per-pixel map ``x̂0 = x̂0_u + w(p)·(x̂0_c - x̂0_u)``, so CFG inside a mask can differ, and a
+  region prompt's branch inside the region's mask m: ``x̂0_c = (1 - m)·x̂0_c,base + m·x̂0_c,region``.
+  That is ComfyUI's own masked conditioning (ConditioningSetMask, strength 1, no area) with the
+  base prompt masked to 1 - m and the region prompt to m: ComfyUI sums each cond's output times
+  its mask and divides by the sum of the masks, here (1 - m) + m = 1.
+- ``ComfyRegionEncoder``: a region's text -> ``RegionConds``, encoded with the sampler's own CLIP
+  and processed by ``comfy.samplers.process_conds`` like the positive (so SDXL's pooled output and
+  size conds, and a flow model's guidance, come as ComfyUI makes them).
 - ``ComfyAuditDecoder``: model-space latent -> RGB audit view, through the VAE (TAESD when the
   checkpoint carries it) or the model's cheap latent-to-RGB factors.
 - ``parametrisation``: eps (``x = x0 + σ·ε``) or flow (``x = (1-σ)·x0 + σ·ε``) from model_sampling.
@@ -9,8 +16,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import comfy.model_management
 import comfy.model_sampling
+import comfy.sampler_helpers
 import comfy.samplers
 import folder_paths
 import torch
@@ -48,10 +59,82 @@ class ComfyDenoiser:
         positive, negative = conds.get("positive"), conds.get("negative")
         cfg = self.guider.cfg if cond is None else cond.cfg
         model = self.guider.inner_model
+        region = cond.region_payload if cond is not None and cond.region_mask is not None else None
+        branches = [positive] + ([region.conds] if isinstance(region, RegionConds) else [])
         if negative is None or (not isinstance(cfg, torch.Tensor) and float(cfg) == 1.0):
-            return comfy.samplers.calc_cond_batch(model, [positive], x, sigma, self.model_options)[0]
-        x0_c, x0_u = comfy.samplers.calc_cond_batch(model, [positive, negative], x, sigma, self.model_options)
-        return guided_x0(x0_u, x0_c, cond if cond is not None else Conditioning(cfg=cfg))
+            out = comfy.samplers.calc_cond_batch(model, branches, x, sigma, self.model_options)
+            if len(out) == 1:
+                return out[0]
+            m = cond.region_mask.to(out[0])  # type: ignore[union-attr]
+            return (1 - m) * out[0] + m * out[1]
+        out = comfy.samplers.calc_cond_batch(model, branches + [negative], x, sigma, self.model_options)
+        x0_region = out[1] if len(out) == 3 else None
+        return guided_x0(out[-1], out[0], cond if cond is not None else Conditioning(cfg=cfg), x0_region)
+
+
+# What a region's conditioning does not take over from the base positive: the base text's own tensors
+# and where and when the base applies. Everything else (a flow model's guidance, SDXL's sizes) it keeps.
+_NOT_INHERITED = frozenset(
+    {
+        "cross_attn",
+        "model_conds",
+        "uuid",
+        "pooled_output",
+        "area",
+        "mask",
+        "strength",
+        "mask_strength",
+        "set_area_to_bounds",
+        "control",
+        "gligen",
+        "hooks",
+        "timestep_start",
+        "timestep_end",
+        "start_percent",
+        "end_percent",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RegionConds:
+    """A region prompt's conditioning, processed by ComfyUI like the sampler's positive (``conds``)."""
+
+    text: str
+    conds: list
+
+
+class ComfyRegionEncoder:
+    """``region text -> RegionConds`` with the CLIP that encoded the sampler's positive; each text is
+    encoded once per run. The base positive's options (guidance, sizes) carry over to the region."""
+
+    def __init__(self, clip, guider, x: torch.Tensor, seed: int | None = None):
+        if clip is None:
+            raise ValueError("TiPAI: region prompts need the CLIP that encoded the positive prompt")
+        self.clip, self.guider, self.x, self.seed = clip, guider, x, seed
+        self.cache: dict[str, RegionConds] = {}
+
+    def __call__(self, text: str) -> RegionConds:
+        if text not in self.cache:
+            self.cache[text] = self._encode(text)
+        return self.cache[text]
+
+    def _encode(self, text: str) -> RegionConds:
+        if not text.strip():
+            raise ValueError("TiPAI: a region prompt is empty")
+        encoded = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(text))
+        base = (getattr(self.guider, "original_conds", None) or {}).get("positive") or [{}]
+        inherited = {k: v for k, v in base[0].items() if k not in _NOT_INHERITED}
+        raw: list[list[Any]] = [[c, {**inherited, **opts}] for c, opts in encoded]
+        model = self.guider.inner_model
+        processed = comfy.samplers.process_conds(
+            model,
+            self.x,
+            {"positive": comfy.sampler_helpers.convert_cond(raw)},
+            self.x.device,
+            seed=self.seed,
+        )
+        return RegionConds(text, processed["positive"])
 
 
 AUDIT_DECODERS = ("vae", "latent_rgb", "taesd")

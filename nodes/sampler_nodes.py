@@ -39,10 +39,17 @@ def _loop_inputs() -> list:
         Editor.Input("editor", optional=True, tooltip="From TiPAI Auditor Inpaint (defaults if left out)."),
         Guard.Input("guard", optional=True, tooltip="From TiPAI Tournament Guard (defaults if left out)."),
         Policy.Input("policy", optional=True, tooltip="From TiPAI TSPO Sampler (defaults if left out)."),
+        io.Clip.Input(
+            "clip",
+            optional=True,
+            tooltip="The CLIP that encoded the positive prompt. With it, a region's prompt (the Region Miner's "
+            "region_prompt, or its per-region words) conditions that region's candidates inside the mask; "
+            "without it, every region is edited under the base prompt.",
+        ),
     ]
 
 
-def _settings(prompt, vae, auditor, miner, editor, guard, policy) -> TiPAISettings:
+def _settings(prompt, vae, auditor, miner, editor, guard, policy, clip=None) -> TiPAISettings:
     return TiPAISettings(
         prompt=prompt,
         auditor=auditor,
@@ -51,6 +58,7 @@ def _settings(prompt, vae, auditor, miner, editor, guard, policy) -> TiPAISettin
         editor=editor or EditorSpec(),
         guard=guard or GuardSpec(),
         policy=policy or PolicySpec(),
+        clip=clip,
     )
 
 
@@ -199,12 +207,13 @@ class TiPAIKSampler(io.ComfyNode):
         editor=None,
         guard=None,
         policy=None,
+        clip=None,
     ) -> io.NodeOutput:
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
         )  # every widget, before any work
         _check_denoise(steps, denoise)
-        settings = _settings(prompt, vae, auditor, miner, editor, guard, policy)
+        settings = _settings(prompt, vae, auditor, miner, editor, guard, policy, clip)
         _check_user_mask(settings, latent_image, vae)
         patched, slot = patch_model(model, settings)
         out = comfy_nodes.common_ksampler(
@@ -255,12 +264,12 @@ class TiPAIPatchModel(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model, prompt, vae, auditor, miner=None, editor=None, guard=None, policy=None, save_log=False
+        cls, model, prompt, vae, auditor, miner=None, editor=None, guard=None, policy=None, save_log=False, clip=None
     ) -> io.NodeOutput:
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
         )  # every widget, before any work
-        settings = _settings(prompt, vae, auditor, miner, editor, guard, policy)
+        settings = _settings(prompt, vae, auditor, miner, editor, guard, policy, clip)
         patched, slot = patch_model(model, settings)
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         slot.on_finished = lambda run, latent: _patch_run_finished(run, latent, settings, node_id, save_log)

@@ -208,6 +208,7 @@ class TiPAISettings:
     editor: EditorSpec = field(default_factory=EditorSpec)
     guard: GuardSpec = field(default_factory=GuardSpec)
     policy: PolicySpec = field(default_factory=PolicySpec)
+    clip: Any = None  # encodes region prompts for the editor (None: regions are edited under the base prompt)
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():

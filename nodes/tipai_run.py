@@ -20,7 +20,7 @@ from ..tipai_core.mining.masks import check_user_mask
 from ..tipai_core.records.costs import Costs, editor_calls, restart_costs
 from ..tipai_core.records.tournament_picture import TournamentStrips
 from ..tipai_core.records.tournament_record import TournamentRecord
-from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, parametrisation
+from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, ComfyRegionEncoder, parametrisation
 from .progress import RunProgress
 from .sampler_hook import ModelInputs, install, make_sampler_wrapper
 from .settings import TiPAISettings
@@ -44,6 +44,7 @@ class TiPAIRun:
         self._in_audit = False
         self.warnings: list[str] = []
         self._miner = None  # built at the first audit (the auditor must be loaded), then reused
+        self._encoder = None  # the region prompts' encoder, built at the first audit that needs it
         self.progress = RunProgress(0, {})  # planned by start() once the schedule is known
         self.strips = TournamentStrips()  # small copies of each tournament's views, for the loop picture
         settings.miner.start_run()  # drift compares audits of this run only
@@ -102,6 +103,7 @@ class TiPAIRun:
                 crop_margin=self.s.editor.crop_margin,
                 seed=self.s.policy.seed,
                 on_tournament=self.strips,
+                region_encoder=self._region_encoder(view),
             )
             new_x, records = audit_step(
                 view.x,
@@ -129,6 +131,24 @@ class TiPAIRun:
             self.costs.add(restart_costs(view.x.shape[0]))
         return new_x
 
+    def _region_encoder(self, view):
+        """Region prompts condition the edit when the CLIP is connected (one encoder, one cache, per run)."""
+        if self.s.clip is None:
+            if self.s.miner.settings.region_prompt or self.s.miner.settings.region_prompts:
+                self._warn(
+                    "TiPAI: the regions carry prompts but no CLIP is connected, so every region is edited "
+                    "under the base prompt; connect the CLIP that encoded the positive prompt"
+                )
+            return None
+        if self._encoder is None:
+            self._encoder = ComfyRegionEncoder(self.s.clip, view.guider, view.x, view.seed)
+        return self._encoder
+
+    def _warn(self, msg: str) -> None:
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+            log.warning(msg)
+
     def _editor(self, auditor, model):
         if self.s.editor.backend != "referee":
             return self.s.editor.build()
@@ -144,9 +164,7 @@ class TiPAIRun:
             "and are logged but no edit is accepted (use euler, ddim, dpmpp_2m, uni_pc or another sampler "
             "that evaluates the model at each step's sigma)"
         )
-        if msg not in self.warnings:
-            self.warnings.append(msg)
-            log.warning(msg)
+        self._warn(msg)
         return ObservingGuard(self.s.guard.guard, msg)
 
     @property

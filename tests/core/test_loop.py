@@ -212,3 +212,62 @@ def test_batches_are_audited_per_image_and_stay_bit_identical_when_nothing_is_ac
     assert res.accepted_steps
     assert world.is_fixed(res.latent[0:1]) and world.is_fixed(res.latent[1:2])
     assert not world.is_fixed(plain[0:1]) and not world.is_fixed(plain[1:2])
+
+
+def test_a_region_text_is_encoded_and_conditions_only_that_regions_edit():
+    """``AuditSuite.region_encoder``: a region carrying a prompt is edited under that prompt's payload;
+    the candidates change inside the mask and stay the control outside it, bit for bit."""
+    world = make_world("eps")
+    sigmas = world_sigmas("eps")
+    seen: list = []
+
+    class Spy(DiffusionEditor):
+        def __call__(self, ctx, region_mask, actions):
+            res = super().__call__(ctx, region_mask, actions)
+            seen.append((ctx.region_payload, region_mask, res, ctx.x))
+            return res
+
+    def texts(view, prompt, user_mask=None, text="green"):
+        return [dataclasses.replace(r, prompt=text) for r in world.miner(view, prompt, user_mask)]
+
+    xs = {}
+
+    def grab(i, xi, x0i):
+        if i == 8:
+            xs.update(x=xi.clone(), x0=x0i.clone())
+
+    sample(world.denoiser, sigmas, initial_latent(world.shape, sigmas, "eps", seed=2), world.cond, "eps", callback=grab)
+    base = dataclasses.replace(world_suite(world, seed=5), guard=TournamentGuard(delta=1e9), editor=Spy())
+    encoded = {"green": torch.tensor([3.0, 0.0]), "red": torch.tensor([0.0, 3.0])}
+    runs = {}
+    for label, miner, enc in (
+        ("none", world.miner, None),
+        ("green", texts, encoded.__getitem__),
+        ("red", lambda v, p, u=None: texts(v, p, u, "red"), encoded.__getitem__),
+        ("blank", lambda v, p, u=None: texts(v, p, u, "  "), encoded.__getitem__),
+    ):
+        seen.clear()
+        suite = dataclasses.replace(base, miner=miner, region_encoder=enc)
+        audit_step(
+            xs["x"],
+            xs["x0"],
+            8,
+            sigmas,
+            denoiser=world.denoiser,
+            param="eps",
+            cond=world.cond,
+            prompt="p",
+            suite=suite,
+            region_payload=world.region_payload,
+        )
+        assert seen, "the miner must have found a region"
+        runs[label] = list(seen)
+    for label in ("none", "blank"):
+        assert all(p is world.region_payload for p, *_ in runs[label])
+    assert all(torch.equal(p, encoded["green"]) for p, *_ in runs["green"])
+    for (_, _, green, x), (_, _, red, _) in zip(runs["green"], runs["red"]):
+        for res in (green, red):  # outside each candidate's own (dilated) mask: the control, bit for bit
+            outside = (res.masks == 0).expand_as(res.latents)
+            assert torch.equal(res.latents[outside], x.expand_as(res.latents)[outside])
+        inside = ((green.masks > 0) & (red.masks > 0)).expand_as(green.latents)
+        assert not torch.equal(green.latents[inside], red.latents[inside])

@@ -7,6 +7,7 @@ batch, in named phases:
     (miner)            mine the suspect regions of the view (a global step: the whole image, one region)
     per region:
       policy_state     the state s the policy reads
+      (region text)    the region's prompt, encoded by ``suite.region_encoder``, conditions its edit
       draw_actions     π draws N actions (its own seeded generator)
       (editor)         A_g makes N candidates in one batch
       score_candidates compose their decoded crops into the view; A_s scores control + N in one call
@@ -76,6 +77,9 @@ class AuditSuite:
     # called with each tournament's record and its N+1 judged views [N+1, 3, H, W] (control first),
     # for whoever wants to show the tournament; it must not change them
     on_tournament: Callable[[TournamentRecord, torch.Tensor], None] | None = None
+    # a region's text (``Region.prompt``) -> the denoiser's region payload, so the candidates are
+    # conditioned on it inside the mask; None: every region is edited under the run's region payload
+    region_encoder: Callable[[str], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.n_candidates < 1:
@@ -175,6 +179,14 @@ def draw_actions(suite: AuditSuite, state: PolicyState, pseed: int) -> tuple[lis
     if len(actions) != n or logp.shape != (n,):
         raise ValueError(f"the policy returned {len(actions)} actions for N={n}")
     return actions, logp
+
+
+def region_text_payload(suite: AuditSuite, region: Region, default: Any) -> Any:
+    """The region prompt's conditioning when the region carries a text and the suite can encode it."""
+    text = region.prompt.strip() if isinstance(region.prompt, str) else ""
+    if not text or suite.region_encoder is None:
+        return default
+    return suite.region_encoder(text)
 
 
 def score_candidates(
@@ -312,9 +324,8 @@ def audit_step(
             state = policy_state(suite, sc, view, region, lat_mask, prompt, rc)
             pseed = policy_seed(suite.seed, step, b, r)
             actions, logp = draw_actions(suite, state, pseed)
-            ctx = EditContext(
-                CountingDenoiser(denoiser, rc), param, sigmas, step, xb, x0b, cond, region_payload, prompt
-            )
+            payload = region_text_payload(suite, region, region_payload)
+            ctx = EditContext(CountingDenoiser(denoiser, rc), param, sigmas, step, xb, x0b, cond, payload, prompt)
             res = suite.editor(ctx, lat_mask, actions)
             if res.costs is not None:  # what the editor spent besides denoiser calls (referee: auditor passes)
                 rc.add(res.costs)
