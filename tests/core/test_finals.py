@@ -134,3 +134,30 @@ def test_bad_plans_are_refused_before_any_work():
     with pytest.raises(ValueError, match="exceeds"):
         sample_with_finals(den, sigmas, x, world.cond, "eps", "p", global_suite(world, 2, 0.0), FinalsPlan(G, 3))
     assert calls.denoiser_calls == 0
+
+
+def test_two_looks_accept_only_finalists_that_also_won_their_preview():
+    world = make_world("eps")
+    sigmas = world_sigmas("eps")
+    suite = global_suite(world, 4, 0.0)
+    kinds = set()
+    for seed in range(8):
+        x = initial_latent(world.shape, sigmas, "eps", seed=seed)
+        one = sample_with_finals(world.denoiser, sigmas, x, world.cond, "eps", "p", suite, FinalsPlan(G, 2), "euler")
+        two = sample_with_finals(
+            world.denoiser, sigmas, x, world.cond, "eps", "p", suite, FinalsPlan(G, 2, preview_win=True), "euler"
+        )
+        preview, final = two.records
+        s_prev = preview.scores["S"]
+        won_preview = [s_prev[k] > s_prev[0] for k in final.region["finals_of"]]
+        if final.accepted:
+            assert won_preview[final.winner - 1]
+        # the same finals were judged; only the rule differs, so where every finalist won its preview
+        # the two decisions agree
+        assert one.records[1].scores == final.scores
+        if all(won_preview):
+            assert torch.equal(one.latent, two.latent)
+        elif not any(won_preview):
+            assert not final.accepted and two.accepted_steps == []
+        kinds.add((all(won_preview), any(won_preview)))
+    assert len(kinds) >= 2, f"the seeds must exercise the rule both ways, saw {kinds}"

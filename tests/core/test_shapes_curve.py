@@ -135,3 +135,37 @@ def test_the_curve_command_on_a_given_model_file(tmp_path, capsys):
     assert saved["n_held_out"] == 2 and {r["method"] for r in saved["rows"]} >= {"plain", "best-of-N", "fk"}
     assert (out / "curve-oracle.png").is_file() and (out / "curve.txt").read_text().startswith("judge")
     assert eval_main(["shapes", "--curve", "--model", str(folder), "--budgets", "0,2"]) == 2
+
+
+def test_tuning_tries_every_grid_point_and_picks_the_best_of_each_family(model):
+    """``tune`` on a development set: each family's pick is the argmax of the rows it tried."""
+    from tipai_core.eval.shapes.curve import tune
+    from tipai_core.worlds.shapes.evaluate import development_set
+
+    s = EvalSettings(n_prompts=2, n_steps=8, n_candidates=2)
+    a, m = oracle_pieces(Checker())
+    c = CurveSettings(budgets=(2,), fk_every=2)
+    picks, tried = tune(
+        model,
+        development_set(2),
+        s,
+        c,
+        {"oracle": Pieces(a, m, "oracle")},
+        log=lambda *_: None,
+        budget=4,
+        global_steps=(2, 3),
+        lams=(1.0,),
+        finalists=(1, 2),
+        finals_steps=(2, 3),
+    )
+    rows = [r for r in tried if r["judge"] == "oracle"]
+    finals = [r for r in rows if r["method"] == "tipai-finals" and not r.get("two_looks")]
+    assert {(r["g"], r["m"]) for r in finals} == {(2, 1), (2, 2), (3, 1), (3, 2)}
+    assert all(r["evals"] <= 4 * 8 for r in rows if "evals" in r)
+    best = max(finals, key=lambda r: r["accuracy"])
+    two = [r for r in rows if r.get("two_looks")]
+    assert len(two) == 1 and (two[0]["g"], two[0]["m"]) == (best["g"], best["m"])
+    g, mm, two_looks = picks["oracle"]["finals"]
+    assert (g, mm) == (best["g"], best["m"]) and two_looks == (two[0]["accuracy"] > best["accuracy"])
+    glob = [r for r in rows if r["method"] == "tipai-global"]
+    assert picks["oracle"]["global_step"] == max(glob, key=lambda r: r["accuracy"])["g"]

@@ -10,6 +10,7 @@ decision to the end ("coarse scales early, fine scales late"):
                 of m rows; their first step reuses the editor's x̂0 at σ_g, so it costs no call
     the end     the control (the plain trajectory, untouched) and the m finished images are judged
                 on their final images, and the guard keeps the control unless a finalist beats it
+                (with ``preview_win``, only a finalist whose preview also beat the control's may win)
 
 Evaluations per image: ``n + N·(g + 1) + m·(n − g − 1)`` for the renoise editor at d = g (n steps).
 With a guard that accepts nothing the result is the plain sampler's latent, bit for bit: the control
@@ -45,6 +46,8 @@ class FinalsPlan:
 
     step: int
     finalists: int = 1
+    # "two looks": a finalist may win the final tournament only if its preview also beat the control's
+    preview_win: bool = False
 
     def __post_init__(self) -> None:
         if self.step < 1:
@@ -69,6 +72,18 @@ def top_finalists(S: torch.Tensor, m: int) -> list[int]:
     s = S.double()
     order = sorted(range(s.numel()), key=lambda j: (-float(s[j]), j))
     return order[:m]
+
+
+def _two_looks(decision: GuardDecision, preview_S: torch.Tensor, keep_order: list[int]) -> GuardDecision:
+    """The final decision restricted to finalists whose preview S beat the control's preview S:
+    their utilities stay, the others' become 0, and the best remaining one wins if its u > 0."""
+    u = decision.utilities.clone()
+    for j, k in enumerate(keep_order):  # final row j + 1 is candidate k (preview row k + 1)
+        if not preview_S[k + 1] > preview_S[0]:
+            u[j + 1] = 0.0
+    best = 1 + int(torch.argmax(u[1:]))
+    accepted = bool(u[best] > 0)
+    return GuardDecision(best if accepted else 0, accepted, u, decision.delta, decision.tau_P, decision.tau_F)
 
 
 def finish_from(
@@ -101,6 +116,15 @@ def _batched(cond: Conditioning | None, m: int) -> Conditioning | None:
     return replace(cond, cfg=cond.cfg.expand(m, *cond.cfg.shape[1:]))
 
 
+def _check_plan(x: torch.Tensor, n_steps: int, plan: FinalsPlan, suite: AuditSuite) -> None:
+    if x.shape[0] != 1:
+        raise ValueError(f"sample_with_finals takes one image, x has batch {x.shape[0]}")
+    if not 1 <= plan.step <= n_steps - 2:
+        raise ValueError(f"the preview step g={plan.step} must lie in [1, {n_steps - 2}] for {n_steps} steps")
+    if plan.finalists > suite.n_candidates:
+        raise ValueError(f"finalists m={plan.finalists} exceeds the tournament's N={suite.n_candidates}")
+
+
 def sample_with_finals(
     denoiser: Denoiser,
     sigmas: torch.Tensor,
@@ -121,12 +145,7 @@ def sample_with_finals(
     param = Parametrisation.parse(param)
     n_steps = sigmas.numel() - 1
     g, m = plan.step, plan.finalists
-    if x.shape[0] != 1:
-        raise ValueError(f"sample_with_finals takes one image, x has batch {x.shape[0]}")
-    if not 1 <= g <= n_steps - 2:
-        raise ValueError(f"the preview step g={g} must lie in [1, {n_steps - 2}] for {n_steps} steps")
-    if m > suite.n_candidates:
-        raise ValueError(f"finalists m={m} exceeds the tournament's N={suite.n_candidates}")
+    _check_plan(x, n_steps, plan, suite)
     costs = Costs()
     records: list[TournamentRecord] = []
     held: dict = {}
@@ -162,7 +181,7 @@ def sample_with_finals(
             suite.on_tournament(rec, judged)
         idx = torch.tensor(keep)
         held.update(x=res.latents[idx], x0=res.x0[idx], actions=[actions[k] for k in keep], logp=logp[idx], seed=pseed)
-        held.update(region=region, lat_mask=lat_mask, state=state)
+        held.update(region=region, lat_mask=lat_mask, state=state, preview_S=scores.S.double(), keep=keep)
         return None  # the control trajectory goes on untouched: it stays the plain run
 
     control = sample(denoiser, sigmas, x, cond, param, sampler, preview)
@@ -185,6 +204,8 @@ def sample_with_finals(
     if len(scores) != m + 1:
         raise ValueError(f"the auditor returned {len(scores)} rows for a final tournament of {m + 1}")
     decision = suite.guard.select(scores, 1.0)
+    if plan.preview_win:
+        decision = _two_looks(decision, held["preview_S"], keep_order=held["keep"])
     costs.add(rc)
     pseed = held["seed"]
     final = make_record(

@@ -116,12 +116,14 @@ def judge_points(
     log=print,
     lam: float | None = None,
     g: int | None = None,
-    finals: tuple[int, int] | None = None,
+    finals: tuple | None = None,
 ) -> list[Point]:
-    """Every method of one judge at every budget; ``finals`` is the (g, m) of tipai-finals."""
+    """Every method of one judge at every budget; ``finals`` is the (g, m[, two_looks]) of tipai-finals."""
     lam = c.fk_lam if lam is None else lam
     g = c.global_step if g is None else g
-    gf, mf = (c.finals_step, c.finalists) if finals is None else finals
+    gf, mf, two = (
+        (c.finals_step, c.finalists, False) if finals is None else (*finals[:2], bool(finals[2:3] and finals[2]))
+    )
     points = [Point(judge, "plain", 1, 1, plain)]
     for b in c.budgets:
         if b < 2:
@@ -137,8 +139,9 @@ def judge_points(
             points.append(Point(judge, "tipai-global", b, n, tg))
         nf = finals_candidates(b, s.n_steps, gf, mf) if gf <= s.n_steps - 2 else 0  # g needs a step after it
         if nf >= 1:
-            tf = run_tipai(model, items, s, global_suite(s, piece.auditor, gf, nf), finals=FinalsPlan(gf, mf))
-            tf.name = f"tipai-finals-{nf}@{gf}m{mf}"
+            plan = FinalsPlan(gf, mf, preview_win=two)
+            tf = run_tipai(model, items, s, global_suite(s, piece.auditor, gf, nf), finals=plan)
+            tf.name = f"tipai-finals-{nf}@{gf}m{mf}" + ("x2" if two else "")
             points.append(Point(judge, "tipai-finals", b, nf, tf))
         log(f"[{judge}] budget {b}x done")
     if c.local:
@@ -287,9 +290,11 @@ def tune(
     global_steps: tuple[int, ...] = (5, 8, 10, 12),
     lams: tuple[float, ...] = (1.0, 10.0, 100.0),
     finalists: tuple[int, ...] = (1, 2, 3),
+    finals_steps: tuple[int, ...] = (5, 8),
 ) -> tuple[dict[str, dict], list[dict]]:
     """On the development items: per judge, the global step g, the finals' (g, m) and FK's λ that
-    score best at ``budget``. Returns ({judge: {"global_step": g, "fk_lam": λ, "finals": (g, m)}}, the rows tried)."""
+    score best at ``budget`` (the finals' "two looks" rule is tried at their best (g, m)).
+    Returns ({judge: {"global_step": g, "fk_lam": λ, "finals": (g, m, two_looks)}}, the rows tried)."""
     checker = Checker()
     picks: dict[str, dict] = {}
     tried: list[dict] = []
@@ -311,8 +316,8 @@ def tune(
             tried.append(row)
             log(f"[dev {judge}] tipai-global g={g} N={n}: {acc:.3f} at {_mean(r.evals):.1f} evals/img")
             best_g = max(best_g, (g, acc), key=lambda t: t[1])
-        best_f: tuple[tuple[int, int] | None, float] = (None, -1.0)
-        for g in global_steps:
+        best_f: tuple[tuple | None, float] = (None, -1.0)
+        for g in finals_steps:
             for m in finalists:
                 n = finals_candidates(budget, s.n_steps, g, m)
                 if n < 1:
@@ -331,7 +336,27 @@ def tune(
                     }
                 )
                 log(f"[dev {judge}] tipai-finals g={g} m={m} N={n}: {acc:.3f} at {_mean(r.evals):.1f} evals/img")
-                best_f = max(best_f, ((g, m), acc), key=lambda t: t[1])
+                best_f = max(best_f, ((g, m, False), acc), key=lambda t: t[1])
+        if best_f[0] is not None:  # the picked (g, m) with "two looks": a finalist must also win its preview
+            g, m, _ = best_f[0]
+            n = finals_candidates(budget, s.n_steps, g, m)
+            plan = FinalsPlan(g, m, preview_win=True)
+            r = run_tipai(model, items, s, global_suite(s, piece.auditor, g, n), finals=plan)
+            acc = _mean(_verdicts(r.images, items, checker)[0])
+            tried.append(
+                {
+                    "judge": judge,
+                    "method": "tipai-finals",
+                    "g": g,
+                    "m": m,
+                    "N": n,
+                    "two_looks": True,
+                    "accuracy": acc,
+                    "evals": _mean(r.evals),
+                }
+            )
+            log(f"[dev {judge}] tipai-finals g={g} m={m} N={n} two looks: {acc:.3f}")
+            best_f = max(best_f, ((g, m, True), acc), key=lambda t: t[1])
         for lam in lams:
             r = run_fk(model, items, s, piece.auditor, fk_settings(s, c, budget, lam))
             acc = _mean(_verdicts(r.images, items, checker)[0])
