@@ -127,12 +127,13 @@ def test_the_curve_command_on_a_given_model_file(tmp_path, capsys):
     folder = train(TrainConfig(model=TINY, batch=8, warmup=2), 2, tmp_path / "cache", log=lambda *_: None)
     out = tmp_path / "curve"
     argv = ["shapes", "--curve", "--model", str(folder), "--size", "16", "--n", "2", "--dev", "0"]
-    argv += ["--budgets", "1,2", "--auditor", "oracle", "--steps", "6", "--out-dir", str(out)]
+    argv += ["--budgets", "1,2", "--auditor", "oracle", "--steps", "6", "--out-dir", str(out), "--no-local"]
     assert eval_main(argv) == 0
     text = capsys.readouterr().out
     assert f"base model from {folder}" in text and "TiPAI minus its peer" in text
     saved = json.loads((out / "curve.json").read_text())
     assert saved["n_held_out"] == 2 and {r["method"] for r in saved["rows"]} >= {"plain", "best-of-N", "fk"}
+    assert "tipai-local" not in {r["method"] for r in saved["rows"]}  # --no-local
     assert (out / "curve-oracle.png").is_file() and (out / "curve.txt").read_text().startswith("judge")
     assert eval_main(["shapes", "--curve", "--model", str(folder), "--budgets", "0,2"]) == 2
 

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--budgets", default="1,2,4,8", help="multiples of the plain sampler's evaluations")
     curve.add_argument("--dev", type=int, default=48, help="development prompts to tune g and FK's λ on (0: defaults)")
     curve.add_argument("--out-dir", default="shapes_curve", help="table (txt, json) and one plot per judge go here")
+    curve.add_argument(
+        "--no-local", action="store_true", help="leave out the local repair loop's point (the slowest method)"
+    )
     ap.add_argument(
         "--model",
         default=None,
@@ -233,7 +236,7 @@ def curve_main(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: EvalS
 
     try:
         budgets = tuple(int(b) for b in args.budgets.split(","))
-        c = CurveSettings(budgets=budgets)
+        c = CurveSettings(budgets=budgets, local=not args.no_local)
     except ValueError as exc:
         print(f"error: --budgets: {exc}")
         return 2
