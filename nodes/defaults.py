@@ -27,6 +27,7 @@ MINER_WEIGHTS = {
 MINER_DETECTORS = "none"
 MINER_LATENT_ALIGN = True
 MINER_FEATHER = 4
+MINER_REGION_WORDS = False  # each region's prompt: the prompt words its Grad-CAM ties to it
 
 # TiPAI Auditor Inpaint
 EDITOR_BACKEND = "diffusion"

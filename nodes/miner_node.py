@@ -179,8 +179,16 @@ class TiPAIRegionMiner(io.ComfyNode):
                     "region_prompt",
                     default="",
                     optional=True,
-                    tooltip="Text recorded for every region in the report (yours or an LLM's). It does not "
-                    "condition the edit yet: the candidates use the prompt.",
+                    tooltip="The prompt of every region (yours, or TiPAI Region Prompt's). With the CLIP connected "
+                    "to the TiPAI KSampler or Patch Model, it conditions the candidates inside each region; it is "
+                    "always recorded in the report.",
+                ),
+                io.Boolean.Input(
+                    "region_words",
+                    default=D.MINER_REGION_WORDS,
+                    optional=True,
+                    tooltip="When region_prompt is empty: give each region the prompt's words that the auditor's "
+                    "Grad-CAM ties to it (e.g. 'blue square'), all words in one batched pass.",
                 ),
             ],
             outputs=[
@@ -277,6 +285,7 @@ class TiPAIRegionMiner(io.ComfyNode):
         latent_align: bool = D.MINER_LATENT_ALIGN,
         feather: int = D.MINER_FEATHER,
         region_prompt: str = "",
+        region_words: bool = D.MINER_REGION_WORDS,
     ) -> io.NodeOutput:
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
@@ -298,7 +307,16 @@ class TiPAIRegionMiner(io.ComfyNode):
             "text": text_weight,
         }
         settings = miner_settings(
-            k, threshold, min_area, max_area, merge_margin, weights, latent_align, feather, region_prompt or ""
+            k,
+            threshold,
+            min_area,
+            max_area,
+            merge_margin,
+            weights,
+            latent_align,
+            feather,
+            region_prompt or "",
+            bool(region_words),
         )
         um = None
         if user_mask is not None:

@@ -72,6 +72,7 @@ def miner_settings(
     latent_align: bool = D.MINER_LATENT_ALIGN,
     feather: int = D.MINER_FEATHER,
     region_prompt: str = "",
+    region_words: bool = D.MINER_REGION_WORDS,
 ) -> MinerSettings:
     """The Region Miner's inputs, in its own names, as the core's ``MinerSettings``."""
     w = {**D.MINER_WEIGHTS, **(weights or {})}
@@ -85,6 +86,7 @@ def miner_settings(
         latent_factor=8 if latent_align else None,
         feather_radius=feather,
         region_prompt=region_prompt.strip() or None,
+        region_prompts=bool(region_words),
     )
 
 

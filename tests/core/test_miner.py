@@ -164,3 +164,21 @@ def test_fusion_is_a_tempered_noisy_or():
     half = fuse({"a": torch.ones(1, 1, 2, 2), "b": b}, {"a": 1.0, "b": 2.0})
     assert float(half.min()) > 0.999  # one sure signal is enough, whatever its weight
     assert fuse({"a": a}, {"a": 0.0}) is None
+
+
+def test_word_cams_in_one_pass_equal_one_backward_per_word(auditor):
+    """``word_cams`` (the image repeated T times, one backward) gives each word's Grad-CAM exactly as
+    ``auditor_features`` does with one backward per word; it is what region prompts are chosen from."""
+    from tipai_core.mining.saliency import word_cams
+
+    words = prompt_words("a red field with a blue square")
+    img = red_with_blue()
+    batched = word_cams(auditor, img, words)
+    one_by_one = auditor_features(auditor, img, "a red field with a blue square", words).text_cams[0]
+    assert batched.shape == one_by_one.shape == (len(words), *one_by_one.shape[1:])
+    assert torch.allclose(batched, one_by_one, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(batched[words.index("red")], batched[words.index("blue")], atol=1e-3)
+    with pytest.raises(ValueError, match="one image"):
+        word_cams(auditor, img.expand(2, -1, -1, -1), words)
+    with pytest.raises(ValueError, match="non-empty"):
+        word_cams(auditor, img, [" "])

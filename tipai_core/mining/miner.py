@@ -47,6 +47,7 @@ from .saliency import (
     minmax_normalise,
     prompt_mismatch_map,
     upsample_grid,
+    word_cams,
 )
 
 log = logging.getLogger(__name__)
@@ -204,8 +205,9 @@ class RegionMiner:
     latent_factor: f of the latent grid; regions are snapped outward to f×f blocks when the view is a
       multiple of f (None: no snapping). feather_radius: pixels of the soft mask's edge.
     region_prompt: a text that replaces the Grad-CAM words as every region's prompt (user or LLM);
-      region_prompts=True fills each region's prompt with the prompt words its Grad-CAM ties to it (one
-      backward per prompt word). Off by default: nothing conditions the edit on them yet.
+      region_prompts=True fills each region's prompt with the prompt words its Grad-CAM ties to it (every
+      word's cam in one batched pass). Off by default; the editor is conditioned on a region's prompt
+      when the loop has a region encoder (``AuditSuite.region_encoder``).
     """
 
     def __init__(
@@ -359,9 +361,9 @@ class RegionMiner:
         words = prompt_words(prompt)
         if not words or self.auditor is None:
             return [None] * len(regions)
-        feats = auditor_features(self.auditor, view.to(self.auditor.device, self.auditor.dtype), prompt, words)
-        assert feats.text_cams is not None  # words is not empty, so there is one cam per word
-        cams = minmax_normalise(feats.text_cams.cpu()[0][:, None])  # [T,1,h,w]
+        # every word's Grad-CAM in one batched pass (not one backward per word)
+        wc = word_cams(self.auditor, view.to(self.auditor.device, self.auditor.dtype), words)
+        cams = minmax_normalise(wc.cpu()[:, None])  # [T,1,h,w]
         cams = F.interpolate(cams, size=tuple(view.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
         out: list[str | None] = []
         for r in regions:

@@ -185,6 +185,55 @@ def auditor_features(auditor, image: torch.Tensor, prompt: str, texts: Sequence[
     return AuditorFeatures(cam.detach(), z.detach().float(), score.float(), text_cams)
 
 
+def word_cams(auditor, image: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+    """Grad-CAM of S(text_t, image) for every text at once: ``[T, h, w]`` for one image ``[1, C, H, W]``.
+
+    One forward of the tower over the image repeated T times, row t scored against text t, and one
+    backward of Σ_t S_t: rows of a batch do not interact, so row t of the gradient is ∂S_t/∂a, the
+    same cam ``auditor_features`` computes with one backward per text.
+    """
+    _check_image(image)
+    if image.shape[0] != 1:
+        raise ValueError(f"word_cams takes one image, got a batch of {image.shape[0]}")
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise ValueError("word_cams needs at least one non-empty text")
+    layer = gradcam_layer(auditor)
+    held: list[torch.Tensor] = []
+
+    def grab(module, args):
+        a = args[0].detach().requires_grad_(True)
+        held.append(a)
+        return (a, *args[1:])
+
+    n = len(texts)
+    handle = layer.register_forward_pre_hook(grab)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            e_img, z = auditor.encode(image.clamp(0.0, 1.0).expand(n, *image.shape[1:]).clone())
+            if len(held) != 1:
+                raise RuntimeError(f"Grad-CAM: the hooked block ran {len(held)} times in one forward")
+            a = held[0]
+            feats = auditor.text_features(texts).clone()
+            interrupt.check()
+            s = auditor.heads.global_score(e_img, feats, z)
+            (g,) = torch.autograd.grad(s.sum(), a, allow_unused=True)
+            g = torch.zeros_like(a) if g is None else g
+            ag, gg = _as_grid(a.detach(), n).float(), _as_grid(g, n).float()
+            cams = (gg.mean(dim=(1, 2), keepdim=True) * ag).sum(-1)
+    except RuntimeError as err:
+        if "nference tensor" not in str(err):
+            raise
+        handle.remove()
+        with torch.no_grad():  # the same fallback as auditor_features: the patch-text match
+            _, z = auditor.encode(image.clamp(0.0, 1.0))
+            feats = auditor.text_features(texts).float()
+            cams = torch.einsum("hwd,td->thw", z[0].float(), feats.to(z.device))
+    finally:
+        handle.remove()
+    return cams.detach()
+
+
 def upsample_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """A patch map [B,h,w] -> [B,1,H,W] (bilinear), clamped to [0,1]."""
     return F.interpolate(grid[:, None].float(), size=size, mode="bilinear", align_corners=False).clamp(0.0, 1.0)
