@@ -51,6 +51,12 @@ VAE_FACTOR = 8
 # a million is a typo (1e-300 overflows it), so the TiPAI KSampler refuses it by name
 MAX_SCHEDULE_STEPS = 1_000_000
 
+# TiPAI Region Prompt (the local language model's rewrite of the prompt for one region)
+REGION_PROMPT_SEED = 0
+REGION_PROMPT_MAX_NEW_TOKENS = 32
+REGION_PROMPT_TEMPERATURE = 0.0  # greedy
+REGION_PROMPT_KEEP_LOADED = False  # unload after each run: the LLM never holds VRAM the diffusion model needs
+
 # TiPAI Tournament Guard
 GUARD_DELTA = 0.02
 GUARD_DELTA_MAX = 1000.0  # S is on the auditor's logit scale (about ±100): this much means "never accept"
@@ -72,6 +78,7 @@ POLICY_JITTER = (0.0, 0.3)
 POLICY_DILATION = (0, 1)
 POLICY_FEATHER = (1,)
 POLICY_EDITOR = "invert"  # "invert", "renoise" or "both"
+POLICY_REGION_TEXT = "region"  # inside the mask: "region" (its own prompt, when it has one), "base" or "both"
 
 
 def as_list_text(values: tuple) -> str:

@@ -1,8 +1,10 @@
-"""Model files of the pack: ``models/tipai/``, registered with ComfyUI's folder_paths.
+"""Model files of the pack: ``models/tipai/`` and ``models/LLM/``, registered with ComfyUI's folder_paths.
 
 Names are resolved only through folder_paths (never by joining user strings into paths), only
-safetensors, ONNX and JSON are listed, each list offers only files of its kind (``file_kind`` reads the
-kind from the file's own header), and a missing file names the folder and the file.
+safetensors, ONNX and JSON are listed in models/tipai, each list offers only files of its kind
+(``file_kind`` reads the kind from the file's own header), and a missing file names the folder and the
+file. models/LLM holds the local language model of TiPAI Region Prompt: ``.gguf`` files and
+transformers folders (config.json + safetensors).
 """
 
 from __future__ import annotations
@@ -40,6 +42,83 @@ def register() -> None:
         folder_paths.folder_names_and_paths[FOLDER] = (paths, set(exts) | EXTENSIONS)
     else:
         folder_paths.folder_names_and_paths[FOLDER] = ([default], set(EXTENSIONS))
+
+
+LLM_FOLDER = "LLM"  # the name other LLM node packs use too, so one models/LLM serves them all
+LLM_EXTENSIONS = {".gguf"}
+
+
+def register_llm() -> None:
+    """Add ``models/LLM`` for .gguf files (and keep what ComfyUI, extra_model_paths.yaml or another pack gave it;
+    a folder registered for every extension, an empty set, stays so)."""
+    default = os.path.join(folder_paths.models_dir, LLM_FOLDER)
+    if LLM_FOLDER in folder_paths.folder_names_and_paths:
+        paths, exts = folder_paths.folder_names_and_paths[LLM_FOLDER]
+        if default not in paths:
+            paths.append(default)
+        folder_paths.folder_names_and_paths[LLM_FOLDER] = (paths, set(exts) | LLM_EXTENSIONS if exts else set())
+    else:
+        folder_paths.folder_names_and_paths[LLM_FOLDER] = ([default], set(LLM_EXTENSIONS))
+
+
+def llm_folders() -> list[str]:
+    register_llm()
+    return list(folder_paths.get_folder_paths(LLM_FOLDER))
+
+
+def _is_llm_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json")) and any(
+        n.endswith(".safetensors") for n in os.listdir(path)
+    )
+
+
+def list_llm() -> list[str]:
+    """What TiPAI Region Prompt's ``llm`` offers: the .gguf files of models/LLM (sub-folders too), then its
+    sub-folders that hold a transformers model (config.json + safetensors) as ``<name>/``."""
+    register_llm()
+    files = sorted(n for n in folder_paths.get_filename_list(LLM_FOLDER) if n.lower().endswith(".gguf"))
+    found = []
+    for root in llm_folders():
+        if os.path.isdir(root):
+            for name in sorted(os.listdir(root)):
+                if os.path.isdir(os.path.join(root, name)) and _is_llm_folder(os.path.join(root, name)):
+                    found.append(name + "/")
+    return files + sorted(set(found))
+
+
+def resolve_llm(name: str) -> str:
+    """Full path of a ``list_llm`` choice, or a FileNotFoundError that names the folder and says what goes there."""
+    register_llm()
+    where = f"the models/{LLM_FOLDER} folder ({', '.join(llm_folders())})"
+    what = "a .gguf file or a transformers folder (config.json + safetensors)"
+    if not isinstance(name, str) or not name.strip():
+        raise FileNotFoundError(f"TiPAI: no language model chosen; put {what} in {where} and pick it")
+    if name.endswith("/"):
+        for root in llm_folders():
+            if os.path.isdir(root) and name[:-1] in os.listdir(root):  # a listed entry, never a joined path
+                path = os.path.join(root, name[:-1])
+                if os.path.isdir(path) and _is_llm_folder(path):
+                    return path
+    else:
+        if not name.lower().endswith(".gguf"):
+            raise FileNotFoundError(f"TiPAI: the language model '{name}' is not one the pack loads; it must be {what}")
+        path = folder_paths.get_full_path(LLM_FOLDER, name)
+        if path is not None:
+            return path
+    raise FileNotFoundError(
+        f"TiPAI: the language model '{name}' was not found in {where}. Put {what} there and refresh."
+    )
+
+
+def llm_fingerprint(name: str) -> str:
+    """What ComfyUI compares to re-run TiPAI Region Prompt: a model rewritten under the same name changes it."""
+    try:
+        path = resolve_llm(name)
+    except FileNotFoundError:
+        return str(name)
+    files = [path] if os.path.isfile(path) else [os.path.join(path, n) for n in sorted(os.listdir(path))]
+    stats = [(os.path.getmtime(f), os.path.getsize(f)) for f in files if os.path.isfile(f)]
+    return f"{name}:{stats}"
 
 
 def folders() -> list[str]:

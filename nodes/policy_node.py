@@ -59,6 +59,15 @@ class TiPAITSPOSampler(io.ComfyNode):
                     tooltip="Re-noise by DDIM inversion, by fresh noise, or draw either.",
                 ),
                 io.Combo.Input(
+                    "region_text",
+                    options=["region", "base", "both"],
+                    default=D.POLICY_REGION_TEXT,
+                    optional=True,
+                    tooltip="What conditions a candidate inside its mask: the region's own prompt (Region Miner's "
+                    "region_prompt or region_words, with the CLIP on the sampler), the base prompt, or either "
+                    "drawn per candidate so the tournament decides.",
+                ),
+                io.Combo.Input(
                     "policy_file",
                     options=model_files.list_kind("policy", optional=True),
                     default=model_files.NONE,
@@ -109,7 +118,17 @@ class TiPAITSPOSampler(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, n, seed, depths, cfg_inside, jitter, dilation, feather, editor, policy_file=model_files.NONE
+        cls,
+        n,
+        seed,
+        depths,
+        cfg_inside,
+        jitter,
+        dilation,
+        feather,
+        editor,
+        policy_file=model_files.NONE,
+        region_text=D.POLICY_REGION_TEXT,
     ) -> io.NodeOutput:
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
@@ -124,6 +143,12 @@ class TiPAITSPOSampler(io.ComfyNode):
                 raise ValueError(f"TiPAI TSPO Sampler: {exc}") from None
             return io.NodeOutput(PolicySpec(policy, n=n, seed=seed))
         policy = fixed_policy(
-            lists["depths"], lists["cfg_inside"], lists["jitter"], lists["dilation"], lists["feather"], editor
+            lists["depths"],
+            lists["cfg_inside"],
+            lists["jitter"],
+            lists["dilation"],
+            lists["feather"],
+            editor,
+            region_text,
         )
         return io.NodeOutput(PolicySpec(policy, n=n, seed=seed))

@@ -13,9 +13,11 @@ from .guard_node import TiPAITournamentGuard
 from .miner_node import TiPAIRegionMiner
 from .policy_node import TiPAITSPOSampler
 from .referee_node import TiPAIRefereeRefine
+from .region_prompt_node import TiPAIRegionPrompt
 from .sampler_nodes import TiPAIKSampler, TiPAIPatchModel, TiPAISaveTournamentLog
 
 model_files.register()
+model_files.register_llm()
 # the library's long loops (miner signals, Grad-CAM, tournaments, candidate groups) honour Cancel
 interrupt.set_check(comfy.model_management.throw_exception_if_processing_interrupted)
 
@@ -30,4 +32,5 @@ NODES: list = [
     TiPAIPatchModel,
     TiPAISaveTournamentLog,
     TiPAIRefereeRefine,
+    TiPAIRegionPrompt,
 ]

@@ -171,8 +171,10 @@ def fixed_policy(
     dilation: tuple = D.POLICY_DILATION,
     feather: tuple = D.POLICY_FEATHER,
     editor: str = D.POLICY_EDITOR,
+    region_text: str = D.POLICY_REGION_TEXT,
 ) -> FixedKnobPolicy:
-    """Each knob drawn uniformly from its list; editor "both" draws invert or renoise."""
+    """Each knob drawn uniformly from its list; editor "both" draws invert or renoise, region_text "both"
+    draws the region's own prompt or the base prompt."""
 
     def uniform(values):
         values = tuple(values)
@@ -186,6 +188,7 @@ def fixed_policy(
             "dilation": uniform(dilation),
             "feather": uniform(feather),
             "editor": uniform(("invert", "renoise") if editor == "both" else (editor,)),
+            "region_text": uniform(("region", "base") if region_text == "both" else (region_text,)),
         }
     )
 

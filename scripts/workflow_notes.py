@@ -44,12 +44,18 @@ and *Mask Composite* (previewed on the right).
 **How the mask works.** White (1) is the region to repair, black (0) is kept. To use your own: open
 *Load Image*, pick a picture, right-click it and choose *Open in MaskEditor*, paint the region, then wire
 its MASK output to *Region Miner* (user_mask) and *Set Latent Noise Mask* in place of the square. The
-painted (transparent) area becomes the region.
+painted (transparent) area becomes the region. Any node's MASK plugs in the same way: a segmentation
+node from another pack (SAM, for example) can pick the region for you.
+
+**The region's own prompt.** *Region Miner*'s `region_prompt` ("a blue square") says what the region
+should show. The checkpoint's CLIP is wired to the sampler's `clip` input, so the candidates are made
+with that text inside the mask and the whole prompt outside it. Leave `region_prompt` empty to use the
+whole prompt everywhere, or feed it from *TiPAI Region Prompt* to have a local language model write it.
 
 {MODELS}
 
-**What to change first.** The image and the mask; the prompt (it describes the whole image); denoise on
-the sampler (how much of the region may change).
+**What to change first.** The image and the mask; the prompt (it describes the whole image) and the
+region's prompt; denoise on the sampler (how much of the region may change).
 
 {LEGEND}
 """
@@ -102,6 +108,33 @@ bit for bit.
 will happily fool).
 """
 
+_INPAINT_LLM = f"""# TiPAI Inpaint Biases with a local language model
+
+**What it shows.** The four steps of Inpaint Biases. (1) The image: ComfyUI's own `input/example.png`.
+(2) Your region: a square from *Solid Mask* and *Mask Composite* (previewed). (3) *TiPAI
+Region Prompt*: a local language model rewrites the whole prompt into a short prompt for that region
+(its answer shows on *Preview Any*). (4) The TiPAI KSampler inpaints the region with that prompt (the
+checkpoint's CLIP is wired to its `clip`, so the text conditions the candidates inside the mask only),
+and the auditor and the guard decide whether the repair stays.
+
+**How the mask works.** White (1) is the region to repair, black (0) is kept. To use your own: open
+*Load Image*, pick a picture, right-click it and choose *Open in MaskEditor*, paint the region, then wire
+its MASK output to *Region Miner* (user_mask) and *Set Latent Noise Mask* in place of the square. Any
+node's MASK plugs in the same way, such as a SAM segmentation node from another pack.
+
+**The language model.** A `.gguf` file or a transformers folder (config.json + safetensors) in
+`models/LLM`; the workflow names SmolLM2-135M-Instruct (Q4_1 GGUF, about 90 MB). It is loaded through
+ComfyUI's memory management and unloaded after the run unless `keep_loaded` is on. Greedy by default,
+so the same inputs give the same text. Nothing is downloaded.
+
+{MODELS}
+
+**What to change first.** The image and the mask; the whole prompt; *region* on the Region Prompt node
+(what the region should show); denoise on the sampler.
+
+{LEGEND}
+"""
+
 # API twin stem -> (UI file name, note, {node id: title})
 WORKFLOWS: dict[str, tuple[str, str, dict[str, str]]] = {
     "tipai_txt2img": (
@@ -121,6 +154,22 @@ WORKFLOWS: dict[str, tuple[str, str, dict[str, str]]] = {
             "31": "Mask: the region",
             "32": "Your region (replace with your mask)",
             "34": "The region (white is repaired)",
+        },
+    ),
+    "tipai_inpaint_biases_llm": (
+        "TiPAI 6 - Inpaint Biases, a local LLM writes the region prompt",
+        _INPAINT_LLM,
+        {
+            "2": "Prompt (also what the auditor judges)",
+            "4": "Negative prompt",
+            "20": "Your image (ComfyUI's example.png)",
+            "29": "Scale to the model's size",
+            "30": "Mask: all kept",
+            "31": "Mask: the region",
+            "32": "Your region (replace with your mask)",
+            "34": "The region (white is repaired)",
+            "40": "The region's prompt, by the LLM",
+            "41": "What the LLM wrote",
         },
     ),
     "tipai_posthoc_repair": (

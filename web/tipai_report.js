@@ -4,7 +4,7 @@
 // moment the node is made, so the node's size does not change when a run ends.
 import { app } from "../../scripts/app.js";
 
-const NODES = new Set(["TiPAIKSampler", "TiPAIPatchModel", "TiPAISaveTournamentLog", "TiPAIRefereeRefine"]);
+const NODES = new Set(["TiPAIKSampler", "TiPAIPatchModel", "TiPAISaveTournamentLog", "TiPAIRefereeRefine", "TiPAIRegionPrompt"]);
 const WIDGET = "tipai_report";
 const PLACEHOLDER = "The TiPAI report of the run shows here after Run.";
 

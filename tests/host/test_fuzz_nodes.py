@@ -37,8 +37,9 @@ Every outcome is classified:
 
 Stages: the settings nodes (Miner, Inpaint without a model, Guard, TSPO) are cheap and get many
 cases; the settings objects that came out (a) then feed fewer TiPAI KSampler, Patch Model,
-standalone Miner/Inpaint and Auditor runs at 64x64, 1-4 steps, N <= 2, K = 1. Hypothesis runs with
-a fixed seed per stage, no database, no shrinking (outcomes are collected, not raised), so a run
+standalone Miner/Inpaint and Auditor runs at 64x64, 1-4 steps, N <= 2, K = 1; last, the Region Prompt
+runs the real SmolLM2-135M GGUF (``smollm2_llm``), loaded once and kept, at most 4 new tokens a case.
+Hypothesis runs with a fixed seed per stage, no database, no shrinking (outcomes are collected, not raised), so a run
 generates the same cases as long as the schemas do not change. ``-s`` prints the tables;
 ``TIPAI_FUZZ_DUMP=file`` writes every outcome as JSON lines; ``TIPAI_FUZZ_SCALE=0.2`` is a quick
 look (fewer generated cases, no sweep).
@@ -56,6 +57,7 @@ import os
 import re
 import resource
 import signal
+import sys
 import time
 import uuid
 import zlib
@@ -93,6 +95,7 @@ EXAMPLES = {
     "TiPAIPatchModel": 20,
     "TiPAISaveTournamentLog": 60,
     "TiPAIRefereeRefine": 40,
+    "TiPAIRegionPrompt": 30,
 }
 # tiny runs: the most steps / candidates / regions a sampling case may use, whatever the schema allows
 MAX_STEPS, MAX_N, MAX_K, MAX_REFINE = 4, 2, 1, 2
@@ -885,6 +888,38 @@ def stage_referee_refine(fz: Fuzz) -> None:
     fz.stage(node_id, cases(), lambda case: fz.run_case(node_id, case, lambda v, s: cls.execute(**v, **s)), explicit)
 
 
+def stage_region_prompt(fz: Fuzz, llm: str) -> None:
+    """The real language model (SmolLM2-135M, GGUF), loaded before the cases and kept: a load takes tens of seconds,
+    over the case limit, so keep_loaded is held on (ComfyUI turns every edge value but 0 into True; 0 is left out,
+    and the host test covers keep_loaded off) and a model released anyway is loaded again outside the limit. At
+    most 4 new tokens a case."""
+    node_id = "TiPAIRegionPrompt"
+    ws = fz.widgets_of(node_id)
+    cls = fz.node(node_id)
+    glue = sys.modules[cls.__module__]
+    overrides = {"max_new_tokens": st.integers(1, 4), "keep_loaded": st.just(True), "llm": st.just(llm)}
+    keep_edges = [v for v in fs.edge_values(next(w for w in ws if w.id == "keep_loaded")) if v != 0]
+    edges = {"max_new_tokens": fz.capped_edges(node_id, "max_new_tokens", 4), "keep_loaded": keep_edges}
+    base = {"llm": llm, "max_new_tokens": 2, "keep_loaded": True, "prompt": fs.VALID_PROMPTS[0]}
+
+    def handle(case):
+        if not glue._CACHE:  # load outside the time limit
+            cls.execute(llm, fs.VALID_PROMPTS[0], max_new_tokens=1, keep_loaded=True)
+        fz.run_case(node_id, case, lambda v, s: cls.execute(**v))
+
+    @st.composite
+    def cases(draw):
+        values, targets = draw(fs.widget_case(ws, overrides, edges, keep=("prompt",), edge_share=5))
+        return fs.Case(node_id, values, targets=targets)
+
+    explicit = [fs.Case(node_id, v, targets=t) for v, t in fs.sweep(ws, base, edges)]
+    try:
+        fz.stage(node_id, cases(), handle, explicit)
+    finally:
+        for path in list(glue._CACHE):
+            glue.release(path)
+
+
 def stage_save_log(fz: Fuzz) -> None:
     node_id = "TiPAISaveTournamentLog"
     ws = fz.widgets_of(node_id)
@@ -988,7 +1023,7 @@ def quiet_progress(comfy_inproc):
         comfy.utils.PROGRESS_BAR_ENABLED = before
 
 
-def test_fuzz_every_tipai_node(comfy_inproc, sd, tiny_auditor, memory_cap, quiet_progress):
+def test_fuzz_every_tipai_node(comfy_inproc, sd, tiny_auditor, smollm2_llm, memory_cap, quiet_progress):
     t0 = time.monotonic()
     auditor = comfy_inproc.node_class("TiPAIAuditorLoader").execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0)
     fz = Fuzz(comfy_inproc, sd, auditor.args[0])
@@ -1021,6 +1056,8 @@ def test_fuzz_every_tipai_node(comfy_inproc, sd, tiny_auditor, memory_cap, quiet
     stage_patch_model(fz)
     stage_save_log(fz)
     stage_referee_refine(fz)
+    # 4. the language model's rewrite (no image, no diffusion model)
+    stage_region_prompt(fz, smollm2_llm)
 
     text, failures = summary(fz, time.monotonic() - t0)
     if os.environ.get("TIPAI_FUZZ_DUMP"):  # every outcome as JSON lines, for a closer look

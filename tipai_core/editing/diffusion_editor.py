@@ -15,7 +15,7 @@ latent mask ``m_n = feather(dilate(region, dilation_n), feather_n)``:
 
 Finally one more call gives each candidate's x̂0 at σ_i, the audit view the auditor scores.
 Denoiser calls per region: ``d·(1 + refine_iters) + d + 1`` (invert) or ``d + 1`` (renoise),
-each on a batch of the candidates that share (editor, d).
+each on a batch of the candidates that share (editor, d, region text).
 """
 
 from __future__ import annotations
@@ -82,10 +82,10 @@ class DiffusionEditor:
         latents = x.new_empty((n, *x.shape[1:]))
         cand_x0 = x.new_empty((n, *x.shape[1:]))
 
-        groups: dict[tuple[str, int], list[int]] = {}
+        groups: dict[tuple[str, int, str], list[int]] = {}
         for j, a in enumerate(actions):
-            groups.setdefault((a.editor, a.depth), []).append(j)
-        for (kind, d), idx in groups.items():
+            groups.setdefault((a.editor, a.depth, a.region_text), []).append(j)
+        for (kind, d, text), idx in groups.items():
             interrupt.check()  # between candidate groups
             sel = torch.tensor(idx)
             m = masks[sel]
@@ -93,7 +93,8 @@ class DiffusionEditor:
             cfg_in = torch.tensor([a.cfg_inside for a in acts], dtype=x.dtype)
             emph = torch.tensor([a.emphasis for a in acts], dtype=x.dtype)
             base = ctx.cond if ctx.cond is not None else Conditioning()
-            cond_n = base.with_region(m, cfg_in, emph, ctx.region_payload)
+            # region_text "base": the base prompt inside the mask too, even where the region has its own
+            cond_n = base.with_region(m, cfg_in, emph, ctx.region_payload if text == "region" else None)
             jit = torch.tensor([a.jitter for a in acts], dtype=x.dtype).reshape(-1, 1, 1, 1)
             fresh = torch.stack([seeded_noise(a.seed, x) for a in acts])
             hi = i - d

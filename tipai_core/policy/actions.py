@@ -2,8 +2,9 @@
 
 An ``Action`` is a plain record (step 4 of the audited step): mask dilation and feather (latent pixels),
 CFG inside the mask, prompt emphasis of the regional conditioning, latent noise jitter, seed,
-inversion depth d, and the editor choice ("invert": DDIM inversion of d steps; "renoise": fresh
-noise at σ_{i-d}). TSPO's learned policy replaces ``FixedKnobPolicy`` through the same
+inversion depth d, the editor choice ("invert": DDIM inversion of d steps; "renoise": fresh
+noise at σ_{i-d}), and which text conditions the mask's inside (the region's own prompt or
+the base one). TSPO's learned policy replaces ``FixedKnobPolicy`` through the same
 ``protocols.Policy`` interface.
 """
 
@@ -21,6 +22,8 @@ EDITORS = ("invert", "renoise")
 # "local": the candidate edits the mined region; "global": the whole image (a coarse, early tournament whose
 # candidates are re-noised whole trajectories; with d = i they restart from σ_0 around the current x̂0)
 SCOPES = ("local", "global")
+# which text conditions the candidate inside the mask: the region's own prompt (when it has one), or the base prompt
+REGION_TEXTS = ("region", "base")
 SEED_RANGE = 2**31 - 1
 # the allowed range of every numeric knob: the one home of these rules (nodes and trainers read them)
 KNOB_RANGES: dict[str, tuple[float, float]] = {
@@ -51,6 +54,7 @@ class Action:
     depth: int = 1
     editor: str = "invert"
     scope: str = "local"
+    region_text: str = "region"
 
     def __post_init__(self) -> None:
         for name in KNOB_RANGES:
@@ -59,6 +63,8 @@ class Action:
             raise ValueError(f"editor must be one of {EDITORS}, got {self.editor!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.region_text not in REGION_TEXTS:
+            raise ValueError(f"region_text must be one of {REGION_TEXTS}, got {self.region_text!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,6 +122,7 @@ KNOBS = {
     "depth": int,
     "editor": str,
     "scope": str,
+    "region_text": str,
 }
 
 
