@@ -135,6 +135,18 @@ so the same inputs give the same text. Nothing is downloaded.
 {LEGEND}
 """
 
+# the mask workflows' shared node titles
+_INPAINT_TITLES = {
+    "2": "Prompt (also what the auditor judges)",
+    "4": "Negative prompt",
+    "20": "Your image (ComfyUI's example.png)",
+    "29": "Scale to the model's size",
+    "30": "Mask: all kept",
+    "31": "Mask: the region",
+    "32": "Your region (replace with your mask)",
+    "34": "The region (white is repaired)",
+}
+
 # API twin stem -> (UI file name, note, {node id: title})
 WORKFLOWS: dict[str, tuple[str, str, dict[str, str]]] = {
     "tipai_txt2img": (
@@ -145,29 +157,13 @@ WORKFLOWS: dict[str, tuple[str, str, dict[str, str]]] = {
     "tipai_inpaint_biases": (
         "TiPAI 2 - Inpaint Biases, your mask repaired and judged",
         _INPAINT,
-        {
-            "2": "Prompt (also what the auditor judges)",
-            "4": "Negative prompt",
-            "20": "Your image (ComfyUI's example.png)",
-            "29": "Scale to the model's size",
-            "30": "Mask: all kept",
-            "31": "Mask: the region",
-            "32": "Your region (replace with your mask)",
-            "34": "The region (white is repaired)",
-        },
+        _INPAINT_TITLES,
     ),
     "tipai_inpaint_biases_llm": (
         "TiPAI 6 - Inpaint Biases, a local LLM writes the region prompt",
         _INPAINT_LLM,
         {
-            "2": "Prompt (also what the auditor judges)",
-            "4": "Negative prompt",
-            "20": "Your image (ComfyUI's example.png)",
-            "29": "Scale to the model's size",
-            "30": "Mask: all kept",
-            "31": "Mask: the region",
-            "32": "Your region (replace with your mask)",
-            "34": "The region (white is repaired)",
+            **_INPAINT_TITLES,
             "40": "The region's prompt, by the LLM",
             "41": "What the LLM wrote",
         },

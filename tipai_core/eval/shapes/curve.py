@@ -279,6 +279,21 @@ def plot(rows: list[dict], judge: str, path, title: str) -> None:
     plt.close(fig)
 
 
+def _finals_row(model, items, s: EvalSettings, piece: Pieces, judge: str, budget: int, g: int, m: int,
+                two_looks: bool, checker: Checker, log) -> dict | None:  # fmt: skip
+    """One development run of tipai-finals at (g, m); None when the budget holds no m finalists."""
+    n = finals_candidates(budget, s.n_steps, g, m)
+    if n < 1:
+        return None
+    plan = FinalsPlan(g, m, preview_win=two_looks)
+    r = run_tipai(model, items, s, global_suite(s, piece.auditor, g, n), finals=plan)
+    acc = _mean(_verdicts(r.images, items, checker)[0])
+    log(f"[dev {judge}] tipai-finals g={g} m={m} N={n}{' two looks' if two_looks else ''}: {acc:.3f} "
+        f"at {_mean(r.evals):.1f} evals/img")  # fmt: skip
+    row = {"judge": judge, "method": "tipai-finals", "g": g, "m": m, "N": n, "accuracy": acc, "evals": _mean(r.evals)}
+    return {**row, "two_looks": True} if two_looks else row
+
+
 def tune(
     model: ShapesUNet,
     items,
@@ -319,44 +334,16 @@ def tune(
         best_f: tuple[tuple | None, float] = (None, -1.0)
         for g in finals_steps:
             for m in finalists:
-                n = finals_candidates(budget, s.n_steps, g, m)
-                if n < 1:
-                    continue
-                r = run_tipai(model, items, s, global_suite(s, piece.auditor, g, n), finals=FinalsPlan(g, m))
-                acc = _mean(_verdicts(r.images, items, checker)[0])
-                tried.append(
-                    {
-                        "judge": judge,
-                        "method": "tipai-finals",
-                        "g": g,
-                        "m": m,
-                        "N": n,
-                        "accuracy": acc,
-                        "evals": _mean(r.evals),
-                    }
-                )
-                log(f"[dev {judge}] tipai-finals g={g} m={m} N={n}: {acc:.3f} at {_mean(r.evals):.1f} evals/img")
-                best_f = max(best_f, ((g, m, False), acc), key=lambda t: t[1])
+                fr = _finals_row(model, items, s, piece, judge, budget, g, m, False, checker, log)
+                if fr is not None:
+                    tried.append(fr)
+                    best_f = max(best_f, ((g, m, False), float(fr["accuracy"])), key=lambda t: t[1])
         if best_f[0] is not None:  # the picked (g, m) with "two looks": a finalist must also win its preview
             g, m, _ = best_f[0]
-            n = finals_candidates(budget, s.n_steps, g, m)
-            plan = FinalsPlan(g, m, preview_win=True)
-            r = run_tipai(model, items, s, global_suite(s, piece.auditor, g, n), finals=plan)
-            acc = _mean(_verdicts(r.images, items, checker)[0])
-            tried.append(
-                {
-                    "judge": judge,
-                    "method": "tipai-finals",
-                    "g": g,
-                    "m": m,
-                    "N": n,
-                    "two_looks": True,
-                    "accuracy": acc,
-                    "evals": _mean(r.evals),
-                }
-            )
-            log(f"[dev {judge}] tipai-finals g={g} m={m} N={n} two looks: {acc:.3f}")
-            best_f = max(best_f, ((g, m, True), acc), key=lambda t: t[1])
+            fr = _finals_row(model, items, s, piece, judge, budget, g, m, True, checker, log)
+            if fr is not None:
+                tried.append(fr)
+                best_f = max(best_f, ((g, m, True), float(fr["accuracy"])), key=lambda t: t[1])
         for lam in lams:
             r = run_fk(model, items, s, piece.auditor, fk_settings(s, c, budget, lam))
             acc = _mean(_verdicts(r.images, items, checker)[0])
