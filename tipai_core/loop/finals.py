@@ -19,7 +19,7 @@ trajectory is the plain run, and the finalists run in their own batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -111,8 +111,6 @@ def _batched(cond: Conditioning | None, m: int) -> Conditioning | None:
     """The base conditioning for m rows (a tensor CFG map of batch 1 is repeated)."""
     if cond is None or not isinstance(cond.cfg, torch.Tensor) or cond.cfg.dim() < 4 or cond.cfg.shape[0] != 1:
         return cond
-    from dataclasses import replace
-
     return replace(cond, cfg=cond.cfg.expand(m, *cond.cfg.shape[1:]))
 
 

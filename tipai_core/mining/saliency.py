@@ -120,6 +120,18 @@ class AuditorFeatures:
     text_cams: torch.Tensor | None = None
 
 
+def _grab_into(held: list):
+    """A forward pre-hook that swaps the block's input for a fresh leaf (kept in ``held``), so the
+    gradient w.r.t. the tokens exists whatever requires_grad the weights have."""
+
+    def grab(module, args):
+        a = args[0].detach().requires_grad_(True)
+        held.append(a)
+        return (a, *args[1:])
+
+    return grab
+
+
 def auditor_features(auditor, image: torch.Tensor, prompt: str, texts: Sequence[str] = ()) -> AuditorFeatures:
     """Grad-CAM of S(prompt, image) at the last block's input tokens, in one forward of the tower and
     one backward per text (the prompt, then each of ``texts``); see the module docstring."""
@@ -127,16 +139,9 @@ def auditor_features(auditor, image: torch.Tensor, prompt: str, texts: Sequence[
     prompt = _check_prompt(prompt)
     layer = gradcam_layer(auditor)
     held: list[torch.Tensor] = []
-
-    def grab(module, args):
-        # a fresh leaf: the gradient w.r.t. the tokens, whatever requires_grad the weights have
-        a = args[0].detach().requires_grad_(True)
-        held.append(a)
-        return (a, *args[1:])
-
     b = image.shape[0]
     texts = list(texts)
-    handle = layer.register_forward_pre_hook(grab)
+    handle = layer.register_forward_pre_hook(_grab_into(held))
     try:
         # ComfyUI runs nodes under inference_mode; autograd needs it off here
         with torch.inference_mode(False), torch.enable_grad():
@@ -200,14 +205,8 @@ def word_cams(auditor, image: torch.Tensor, texts: Sequence[str]) -> torch.Tenso
         raise ValueError("word_cams needs at least one non-empty text")
     layer = gradcam_layer(auditor)
     held: list[torch.Tensor] = []
-
-    def grab(module, args):
-        a = args[0].detach().requires_grad_(True)
-        held.append(a)
-        return (a, *args[1:])
-
     n = len(texts)
-    handle = layer.register_forward_pre_hook(grab)
+    handle = layer.register_forward_pre_hook(_grab_into(held))
     try:
         with torch.inference_mode(False), torch.enable_grad():
             e_img, z = auditor.encode(image.clamp(0.0, 1.0).expand(n, *image.shape[1:]).clone())
