@@ -127,6 +127,23 @@ def test_region_prompt_holds_the_words_the_gradcam_ties_to_it(auditor):
     assert prompt_words("A red field, with a blue square and a red cat") == ["red", "field", "blue", "square", "cat"]
 
 
+def test_the_prompter_sees_the_gradcam_words_and_its_answer_replaces_them(auditor):
+    seen = []
+
+    def prompter(region, prompt):
+        seen.append((region.prompt, prompt))
+        return None if len(seen) > 1 else f"{region.prompt} again"
+
+    um = box_mask((256, 256), BLUE_BOX)
+    text = "a red field with a blue square"
+    (plain,) = RegionMiner(auditor, weights=AUDITOR_ONLY, k=0, region_prompts=True)(red_with_blue(), text, um)
+    miner = RegionMiner(auditor, weights=AUDITOR_ONLY, k=0, region_prompts=True, prompter=prompter)
+    (r,) = miner(red_with_blue(), text, um)
+    assert plain.prompt and seen == [(plain.prompt, text)] and r.prompt == f"{plain.prompt} again"
+    (r,) = miner(red_with_blue(), text, um)
+    assert r.prompt == plain.prompt  # None keeps the text chosen so far
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 37, 53), (1, 1, 64, 48), (1, 4, 80, 96), (1, 2, 33, 33)])
 def test_any_size_grey_and_alpha(auditor, shape):
     img = torch.rand(shape, generator=torch.Generator().manual_seed(1))

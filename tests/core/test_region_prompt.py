@@ -13,11 +13,13 @@ import importlib.util
 import json
 import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
 from tipai_core import interrupt
+from tipai_core.mining.regions import Region
 from tipai_core.prompting.llm import load_causal_lm
 from tipai_core.prompting.region_prompt import (
     MAX_NEW_TOKENS,
@@ -28,6 +30,7 @@ from tipai_core.prompting.region_prompt import (
     parse_hints,
     refine_region_prompt,
 )
+from tipai_core.prompting.region_refiner import RegionRefiner
 from tipai_core.prompting.vocabulary import (
     WordConstraint,
     check_words,
@@ -151,6 +154,23 @@ def test_an_answer_without_usable_text_is_a_value_error(smol, one_thread):
     # one token cannot finish this word, and an unfinished word is dropped: nothing is left
     with pytest.raises(ValueError, match="no usable text"):
         _gen(smol, allowed_words=["zqxjvkbwpf"], max_new_tokens=1)
+
+
+@needs_weights
+def test_the_refiner_rewrites_each_hint_once_and_keeps_the_phrase_on_an_empty_answer(smol, one_thread):
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:5, 2:5] = 1
+    region = Region.from_mask(mask)
+    refiner = RegionRefiner(smol.model, smol.tokenizer, allowed_words=SHAPES_WORDS, max_new_tokens=6)
+    text = refiner(replace(region, prompt="blue square"), PROMPT)
+    want = _gen(smol, hints=("blue square",), allowed_words=SHAPES_WORDS, max_new_tokens=6).text
+    assert text == want and in_vocabulary(text, SHAPES_WORDS)
+    assert refiner(replace(region, prompt=" blue square "), PROMPT) == text  # the same hint: from the cache
+    assert (refiner.calls, refiner.written, refiner.empty) == (2, 1, 0)
+    none = RegionRefiner(smol.model, smol.tokenizer, allowed_words=["zqxjvkbwpf"], max_new_tokens=1)
+    assert none(region, PROMPT) is None and none.empty == 1  # the miner then keeps its own phrase
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        RegionRefiner(smol.model, smol.tokenizer, max_new_tokens=0)
 
 
 @needs_weights

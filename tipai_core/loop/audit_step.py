@@ -238,6 +238,7 @@ def tournament_record(
             "score": float(region.score),
             "audit_scale": float(sc.scale),
             "view_factor": sc.factor,
+            "prompt": region.prompt,  # its own text (None: none); conditions candidates with region_text "region"
         },
         state=state.to_dict(),
         actions=[a.to_dict() for a in actions],

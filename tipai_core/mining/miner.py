@@ -208,6 +208,9 @@ class RegionMiner:
       region_prompts=True fills each region's prompt with the prompt words its Grad-CAM ties to it (every
       word's cam in one batched pass). Off by default; the editor is conditioned on a region's prompt
       when the loop has a region encoder (``AuditSuite.region_encoder``).
+    prompter: ``prompter(region, prompt) -> text | None``, called last on every region, whose ``prompt``
+      holds the text chosen so far (the Grad-CAM words, the fixed region prompt or None); its answer
+      replaces that text, None keeps it (``prompting.region_refiner.RegionRefiner``: a local LLM).
     """
 
     def __init__(
@@ -431,9 +434,9 @@ class RegionMiner:
                 texts = self._word_prompts(view, prompt, regions)
             else:
                 texts = [None] * len(regions)
-            if self.prompter is not None:
-                texts = [self.prompter(r, prompt) or t for r, t in zip(regions, texts)]
             regions = [replace(r, prompt=t) for r, t in zip(regions, texts)]
+            if self.prompter is not None:  # it sees the text chosen so far (for example the Grad-CAM words)
+                regions = [replace(r, prompt=self.prompter(r, prompt) or r.prompt) for r in regions]
         self.last = MiningResult(maps, fused, dets, regions, dict(self.messages))
         return regions
 

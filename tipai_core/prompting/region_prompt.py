@@ -54,6 +54,10 @@ _LABEL = re.compile(r"^\s*(region prompt|prompt|answer|phrase)\s*:\s*", re.IGNOR
 _QUOTES = " \t\"'`“”‘’«»"
 
 
+class EmptyAnswer(ValueError):
+    """The model wrote nothing usable (every other ValueError here is a bad argument)."""
+
+
 @dataclass(frozen=True)
 class RegionPrompt:
     """The rewrite: ``text`` (p_R), the model's ``raw`` answer, how many tokens it wrote and why it stopped
@@ -256,7 +260,7 @@ def generate_region_prompt(
     raw = tokenizer.decode(new, skip_special_tokens=True)
     text = finish(raw, words) if words is not None else clean(raw)
     if not text:
-        raise ValueError(
+        raise EmptyAnswer(
             f"the language model answered with no usable text ({raw!r} after {n} tokens); try another seed, "
             "a higher max_new_tokens or a clearer region description"
         )

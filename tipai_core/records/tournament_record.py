@@ -8,7 +8,8 @@ lists over the tournament have N + 1 with index 0 = the control C_0.
     step, n_steps  audited step i of n; t = i / n; sigma = σ_i
     batch_index    which image of the sampler's batch
     region         {index, bbox [y0,x0,y1,x1] and area in audit-view pixels, latent_bbox,
-                    score (saliency mass), audit_scale, view_factor (view pixels per latent pixel)}
+                    score (saliency mass), audit_scale, view_factor (view pixels per latent pixel),
+                    prompt (the region's own text or null; absent in older logs)}
     state          the PolicyState the policy saw (actions.PolicyState)
     actions        N Action dicts (dilation, feather, cfg_inside, emphasis, jitter, seed, depth, editor)
     log_probs      N floats, log π(a_n | state) under the policy that drew them (behaviour policy)

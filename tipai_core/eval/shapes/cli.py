@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ...records.files import atomic_write
 from ...worlds.shapes.checker import Checker
 from ...worlds.shapes.generate import SAMPLE_SIGMA_MAX
 from ...worlds.shapes.model import ShapesUNet
@@ -91,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="referee inversion of the plain samples: the optimised auditor's rise, the checker, and a second "
         "auditor of another seed (trained into the cache when missing)",
+    )
+    region = ap.add_argument_group("Inpaint Biases: which text conditions a mined region's edit (--region-text)")
+    region.add_argument(
+        "--region-text",
+        action="store_true",
+        help="the learned local loop with the base prompt, the parsed phrase (an upper bound), the auditor's "
+        "phrase and the LLM's phrase inside each region (eval/shapes/region_text_table.py)",
+    )
+    region.add_argument(
+        "--llm",
+        default=None,
+        help="a local causal LM (a .gguf file or a transformers folder) for the LLM arm; without it, no LLM arm",
     )
     return ap
 
@@ -181,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         return curve_main(args, model, meta, s, t0)
     if args.referee:
         return referee_main(args, model, t0)
+    if args.region_text:
+        return region_text_main(args, model, s, t0)
     pieces: dict = {}
     if args.auditor in ("oracle", "both"):
         pieces["oracle"] = oracle_pieces(Checker())
@@ -194,12 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"total {time.time() - t0:.0f}s; grid: {args.png}")
     if args.json:
-        Path(args.json).write_text(
+        atomic_write(
+            Path(args.json),
             json.dumps(
                 {"settings": s.__dict__, "rows": rows, "model": meta["recipe"], "model_step": meta["step"]},
                 indent=1,
                 default=str,
-            )
+            ),
         )
     return 0
 
@@ -225,7 +241,26 @@ def referee_main(args: argparse.Namespace, model: ShapesUNet, t0: float) -> int:
     print("\n" + text + "\n\n" + t_text)
     print(f"total {time.time() - t0:.0f}s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"refine": rows, "tournaments": t_rows, "n": args.n}, indent=1))
+        atomic_write(Path(args.json), json.dumps({"refine": rows, "tournaments": t_rows, "n": args.n}, indent=1))
+    return 0
+
+
+def region_text_main(args: argparse.Namespace, model: ShapesUNet, s: EvalSettings, t0: float) -> int:
+    """``--region-text``: see ``region_text_table.py``."""
+    from ...prompting.llm import load_causal_lm
+    from ...worlds.shapes.auditor import auditor_dir, load_auditor
+    from ...worlds.shapes.evaluate import held_out
+    from .region_text_table import region_text_table
+
+    lm = load_causal_lm(args.llm) if args.llm else None  # a missing or corrupt file is named before any run
+    folder = auditor_dir(args.cache)
+    auditor = load_auditor(folder)
+    print(f"learned auditor {folder}; language model {args.llm or '(none: the LLM arm is left out)'}")
+    text, out = region_text_table(model, s, auditor, held_out(args.n), lm)
+    print(text)
+    print(f"total {time.time() - t0:.0f}s")
+    if args.json:
+        atomic_write(Path(args.json), json.dumps(out, indent=1))
     return 0
 
 
@@ -260,8 +295,8 @@ def curve_main(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: EvalS
     result["loop_quality"] = quality
     result["n_held_out"], result["n_development"] = args.n, args.dev
     print(result["text"])
-    (out / "curve.txt").write_text(result["text"] + "\n")
-    (out / "curve.json").write_text(json.dumps(result, indent=1, default=str))
+    atomic_write(out / "curve.txt", result["text"] + "\n")
+    atomic_write(out / "curve.json", json.dumps(result, indent=1, default=str))
     for judge in pieces:
         title = f"ShapesWorld, {args.n} held-out prompts, {judge} judge"
         plot(result["rows"], judge, out / f"curve-{judge}.png", title)

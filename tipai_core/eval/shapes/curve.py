@@ -36,6 +36,7 @@ from ...loop.audit_step import AuditSuite
 from ...loop.finals import FinalsPlan, finals_candidates
 from ...loop.fk_steering import FKSettings, resample_every
 from ...policy.actions import FixedKnobPolicy
+from ...records.files import atomic_write
 from ...worlds.shapes.checker import Checker
 from ...worlds.shapes.evaluate import clause_accuracy
 from ...worlds.shapes.model import PixelDecoder, ShapesUNet
@@ -275,7 +276,7 @@ def plot(rows: list[dict], judge: str, path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))  # a killed run leaves no half a PNG
     plt.close(fig)
 
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -94,7 +96,7 @@ def oracle_pieces(checker: Checker):
 # still changing). On 32 calibration prompts (``--diagnose``) the share of tournaments holding a true
 # winner was 3.0% with the default fusion, 8.7% with Grad-CAM alone, 6.1% with the prompt-mismatch map
 # alone, and 1.3% with regions capped at 12% of the image.
-LEARNED_MINER = {
+LEARNED_MINER: dict[str, Any] = {
     "weights": {"gradcam": 1.0, "drift": 0.0, "feature_change": 0.0, "risk": 0.0},
     "k": 2,
     "threshold": 0.5,
@@ -102,11 +104,18 @@ LEARNED_MINER = {
 }
 
 
+def learned_miner(auditor, *, region_prompts: bool = False, prompter: Callable | None = None):
+    """The learned loop's Grad-CAM RegionMiner (``LEARNED_MINER``), with or without the region words."""
+    from ...mining.miner import RegionMiner
+
+    return RegionMiner(
+        auditor, **LEARNED_MINER, latent_factor=1, feather_radius=1, region_prompts=region_prompts, prompter=prompter
+    )
+
+
 def learned_pieces(folder):
     """(auditor, miner): the trained tiny open_clip + Stage A heads, and the Grad-CAM RegionMiner."""
-    from ...mining.miner import RegionMiner
     from ...worlds.shapes.auditor import load_auditor
 
     auditor = load_auditor(folder)
-    miner = RegionMiner(auditor, **LEARNED_MINER, latent_factor=1, feather_radius=1, region_prompts=False)
-    return auditor, miner
+    return auditor, learned_miner(auditor)

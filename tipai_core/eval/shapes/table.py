@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ...records.files import atomic_write
 from ...worlds.shapes.checker import Checker
 from ...worlds.shapes.evaluate import clause_accuracy, held_out, save_grid
 from ...worlds.shapes.model import ShapesUNet
@@ -116,11 +117,12 @@ def evaluate(
     text, rows = table(results, items, checker, plain)
     if png:
         save_grid(cols, png, outlines=outl, labels=[r.name for r in results])
-        Path(png).with_suffix(".txt").write_text(
+        atomic_write(
+            Path(png).with_suffix(".txt"),
             "columns: "
             + " | ".join(r.name for r in results)
             + " (accepted regions outlined in magenta)\n"
             + "\n".join(p for p, _ in items)
-            + "\n"
+            + "\n",
         )
     return text, rows

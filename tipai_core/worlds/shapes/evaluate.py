@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...records.files import atomic_write
 from .checker import Checker
 from .grammar import CLAUSE_TYPES, describe, sample_spec
 
@@ -96,7 +97,7 @@ def save_grid(
             draw.text((x, 1), first, fill=(255, 255, 255))
             if rest:
                 draw.text((x, 13), "[" + rest, fill=(255, 255, 255))
-    image.save(path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def plain_accuracy(model, n: int = 64, steps: int = 20, cfg: float = 3.0, png: str | None = None) -> dict[str, float]:
