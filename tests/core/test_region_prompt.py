@@ -82,6 +82,17 @@ def test_the_q4_1_gguf_loads_as_a_dequantised_llama_with_a_chat_template(smol):
     assert smol.model.dtype == torch.float32 and not smol.model.training
     assert 130e6 * 4 < smol.nbytes() < 140e6 * 4  # 135 M parameters in float32, tied embeddings counted once
     assert smol.tokenizer.chat_template and smol.tokenizer.eos_token == "<|im_end|>"
+    _gguf_is_itself_again()
+
+
+def _gguf_is_itself_again():
+    """The loader reads a GGUF's metadata once per load by standing in for two of gguf's names; after a load,
+    failed or not, they are gguf's own again."""
+    import gguf
+    from gguf.gguf_reader import GGUFReader
+    from gguf.tensor_mapping import get_tensor_name_map
+
+    assert gguf.GGUFReader is GGUFReader and gguf.get_tensor_name_map is get_tensor_name_map
 
 
 @needs_weights
@@ -291,6 +302,7 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
             dst.write(src.read(size))
         with pytest.raises(ValueError, match=f"cannot load the language model .*truncated_{size}.gguf: "):
             load_causal_lm(truncated)
+    _gguf_is_itself_again()
     (tmp_path / "folder").mkdir()
     with pytest.raises(FileNotFoundError, match=r"folder.config\.json is missing"):
         load_causal_lm(tmp_path / "folder")

@@ -18,7 +18,10 @@ transformers is imported inside the loader, so importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,32 @@ def check_gguf(path: Path) -> None:
         raise ValueError(f"{path} is a GGUF file, and reading it needs the 'gguf' package: pip install gguf") from None
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """transformers reads a GGUF file three times for one load (config, tokenizer, weights), each a full
+    parse of its metadata (a 49k-word vocabulary takes seconds), and builds gguf's tensor-name map once per
+    module. Within this block both are made once: the reader of a path is kept and reused (it is only
+    read from), and the name map is memoised by its arguments. This halves a SmolLM2 GGUF's load on a CPU
+    (``benchmarks/bench_region_prompt.py``). Both names are restored on exit."""
+    import gguf
+
+    real_reader, real_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple, Any] = {}
+
+    def reader(path, *args, **kwargs):
+        key = (str(Path(path).resolve()), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = real_reader(path, *args, **kwargs)
+        return readers[key]
+
+    names = vars(gguf)  # the module's own namespace: a function stands in for a class here, on purpose
+    names["GGUFReader"], names["get_tensor_name_map"] = reader, functools.lru_cache(maxsize=None)(real_map)
+    try:
+        yield
+    finally:
+        names["GGUFReader"], names["get_tensor_name_map"] = real_reader, real_map
+
+
 def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> LocalLM:
     """Load a local causal LM from a transformers folder or a ``.gguf`` file, on the CPU, in ``dtype``.
 
@@ -120,8 +149,9 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> Loca
 
     common = dict(local_files_only=True, trust_remote_code=False, **extra)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **common)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **common)
+        with _gguf_parsed_once() if kind == "gguf" else contextlib.nullcontext():
+            tokenizer = AutoTokenizer.from_pretrained(where, **common)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **common)
     except Exception as exc:  # noqa: BLE001
         # a truncated GGUF fails deep inside the reader (ValueError, IndexError, struct.error, ...), an unknown
         # architecture with ValueError or KeyError: say which file and why, whatever the reader raised
