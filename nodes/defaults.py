@@ -79,6 +79,7 @@ POLICY_DILATION = (0, 1)
 POLICY_FEATHER = (1,)
 POLICY_EDITOR = "invert"  # "invert", "renoise" or "both"
 POLICY_REGION_TEXT = "region"  # inside the mask: "region" (its own prompt, when it has one), "base" or "both"
+POLICY_EMPHASIS = (1.0,)  # e: guidance inside the mask scaled by 1 + m·(e − 1); 1 leaves it as it is
 
 
 def as_list_text(values: tuple) -> str:

@@ -13,6 +13,7 @@ from .types import Policy
 from .validation import as_validation, check_widgets, number_list
 
 NODE = "TiPAI TSPO Sampler"
+EMPHASIS_TEXT = D.as_list_text(D.POLICY_EMPHASIS)  # the default list as its widget shows it
 
 
 class TiPAITSPOSampler(io.ComfyNode):
@@ -75,6 +76,13 @@ class TiPAITSPOSampler(io.ComfyNode):
                     tooltip="A learned policy π_θ(a|s) (<name>.safetensors + <name>.json) in models/tipai. "
                     "When set, it replaces the fixed knob lists above.",
                 ),
+                io.String.Input(
+                    "emphasis",
+                    default=EMPHASIS_TEXT,
+                    optional=True,
+                    tooltip="Prompt emphasis e inside the mask: the guidance there is scaled by 1 + m·(e − 1) "
+                    "(1: as outside). With a region prompt, e > 1 leans harder on it. Drawn per candidate.",
+                ),
             ],
             outputs=[
                 Policy.Output(
@@ -96,6 +104,7 @@ class TiPAITSPOSampler(io.ComfyNode):
         "jitter": ("jitter", float),
         "dilation": ("dilation", int),
         "feather": ("feather", int),
+        "emphasis": ("emphasis", float),
     }
 
     @classmethod
@@ -109,10 +118,19 @@ class TiPAITSPOSampler(io.ComfyNode):
         return out
 
     @classmethod
-    def validate_inputs(cls, n=None, seed=None, depths=None, cfg_inside=None, jitter=None, dilation=None, feather=None):
+    def validate_inputs(
+        cls, n=None, seed=None, depths=None, cfg_inside=None, jitter=None, dilation=None, feather=None, emphasis=None
+    ):
         return as_validation(
             lambda: cls.check(
-                n, seed, depths=depths, cfg_inside=cfg_inside, jitter=jitter, dilation=dilation, feather=feather
+                n,
+                seed,
+                depths=depths,
+                cfg_inside=cfg_inside,
+                jitter=jitter,
+                dilation=dilation,
+                feather=feather,
+                emphasis=emphasis,
             )
         )
 
@@ -129,12 +147,20 @@ class TiPAITSPOSampler(io.ComfyNode):
         editor,
         policy_file=model_files.NONE,
         region_text=D.POLICY_REGION_TEXT,
+        emphasis=EMPHASIS_TEXT,
     ) -> io.NodeOutput:
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
         )  # every widget, before any work
         lists = cls.check(
-            n, seed, depths=depths, cfg_inside=cfg_inside, jitter=jitter, dilation=dilation, feather=feather
+            n,
+            seed,
+            depths=depths,
+            cfg_inside=cfg_inside,
+            jitter=jitter,
+            dilation=dilation,
+            feather=feather,
+            emphasis=emphasis,
         )
         if policy_file and policy_file != model_files.NONE:
             try:
@@ -150,5 +176,6 @@ class TiPAITSPOSampler(io.ComfyNode):
             lists["feather"],
             editor,
             region_text,
+            lists["emphasis"],
         )
         return io.NodeOutput(PolicySpec(policy, n=n, seed=seed))

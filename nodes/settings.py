@@ -172,6 +172,7 @@ def fixed_policy(
     feather: tuple = D.POLICY_FEATHER,
     editor: str = D.POLICY_EDITOR,
     region_text: str = D.POLICY_REGION_TEXT,
+    emphasis: tuple = D.POLICY_EMPHASIS,
 ) -> FixedKnobPolicy:
     """Each knob drawn uniformly from its list; editor "both" draws invert or renoise, region_text "both"
     draws the region's own prompt or the base prompt."""
@@ -189,6 +190,7 @@ def fixed_policy(
             "feather": uniform(feather),
             "editor": uniform(("invert", "renoise") if editor == "both" else (editor,)),
             "region_text": uniform(("region", "base") if region_text == "both" else (region_text,)),
+            "emphasis": uniform(emphasis),
         }
     )
 

@@ -44,6 +44,8 @@ CASES = [
     ("10.cfg_inside", "inf", "TiPAI TSPO Sampler: cfg_inside must be a finite number in [0.0, 100.0]"),
     ("10.cfg_inside", "1e9", "TiPAI TSPO Sampler: cfg_inside must be a finite number in [0.0, 100.0]"),
     ("10.cfg_inside", "1,,2", "TiPAI TSPO Sampler: cfg_inside has an empty entry"),
+    ("10.emphasis", "nan", "TiPAI TSPO Sampler: emphasis must be a finite number"),
+    ("10.emphasis", "1.0, 11", "TiPAI TSPO Sampler: emphasis must be a finite number in [0.0, 10.0]"),
     ("9.audit_scales", "nan", "TiPAI Tournament Guard: audit_scales must be a finite number"),
     ("9.audit_scales", "1e9", "TiPAI Tournament Guard: audit_scales must be a finite number in [0.125, 4.0]"),
     ("9.audit_scales", "0.3", "TiPAI Tournament Guard: audit_scales times the VAE factor 8 must be whole numbers"),

@@ -258,6 +258,21 @@ def _api_workflow() -> dict:
     return json.loads(path.read_text())
 
 
+def test_the_tspo_sampler_draws_emphasis_from_its_list(node):
+    import torch
+
+    from tipai_core.policy.actions import PolicyState
+
+    spec = node("TiPAITSPOSampler").execute(32, 0, "1", "3.0", "0.0", "0", "1", "invert", emphasis="1.0, 2.5").args[0]
+    assert spec.policy.knobs["emphasis"] == ((1.0, 2.5), (0.5, 0.5))
+    state = PolicyState(step=4, n_steps=10, t=0.4, sigma=1.0, region_area=0.1, region_score=1.0, audit_scale=1.0,
+                        max_depth=4)  # fmt: skip
+    actions, _ = spec.policy.propose(state, 32, torch.Generator().manual_seed(0))
+    assert {a.emphasis for a in actions} == {1.0, 2.5}  # both drawn, nothing else
+    # left out (a workflow saved before the widget): emphasis 1, the guidance inside as outside
+    assert policy(node).policy.knobs["emphasis"] == ((1.0,), (1.0,))
+
+
 def test_missing_auditor_file_names_the_folder(comfy_inproc, tiny_checkpoint, tiny_auditor):
     g = _api_workflow()
     g["6"]["inputs"]["backbone"] = "no_such_auditor.safetensors"
