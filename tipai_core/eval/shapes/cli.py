@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="first, on N calibration prompts, which of the learned auditor and miner limits the loop",
     )
+    ap.add_argument(
+        "--loop-judge",
+        action="store_true",
+        help="the learned judge is Stage A trained on the loop's own previews and final images of training "
+        "prompts, labelled by the checker (eval/shapes/loop_judge.py; trained into the cache when missing)",
+    )
     ap.add_argument("--target", type=float, default=0.9, help="Stage C: Pr[true win | margin ≥ δ] to reach")
     ap.add_argument(
         "--auditor",
@@ -134,12 +140,16 @@ def learned_rows(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: Eva
     folder = auditor_dir(args.cache)
     if not (folder / "heads.safetensors").is_file() or heads_pairs(folder) != args.pairs:
         train_auditor(folder, size=args.size, pairs=args.pairs)  # the backbone is reused when present
+    if args.loop_judge:
+        from .loop_judge import LoopJudgeSettings, train_loop_judge
+
+        folder = train_loop_judge(model, meta, folder, s, LoopJudgeSettings())
     metrics = json.loads((folder / "heads.metrics.json").read_text())
     print(
         f"learned auditor {folder}: held-out pair-AUC {metrics['trained']['pair_auc']:.3f} "
         f"(zero-shot {metrics['zero_shot']['pair_auc']:.3f}), "
         f"patch pair-AUC {metrics['trained']['patch_pair_auc']:.3f}, "
-        f"on held-out {metrics.get('pairs', 'fresh')} pairs"
+        f"on held-out {'loop' if args.loop_judge else metrics.get('pairs', 'fresh')} pairs"
     )
     auditor, miner = learned_pieces(folder)
     rows = {"learned": Pieces(auditor, miner, "learned")}

@@ -24,6 +24,7 @@ from .grammar import CLAUSE_TYPES, describe, sample_spec
 EVAL_STREAM = 2
 CALIBRATION_STREAM = 4
 DEVELOPMENT_STREAM = 6
+TRAINING_STREAM = 8
 
 
 def _prompt_set(n: int, stream: int, first_seed: int) -> list[tuple[str, int]]:
@@ -38,6 +39,14 @@ def held_out(n: int) -> list[tuple[str, int]]:
 def calibration_set(n: int) -> list[tuple[str, int]]:
     """n (prompt, sampling seed) pairs for Stage C and TSPO, disjoint in draws from ``held_out``."""
     return _prompt_set(n, CALIBRATION_STREAM, 30_000)
+
+
+def training_set(n: int, first: int = 0) -> list[tuple[str, int]]:
+    """Items ``first .. first + n - 1`` of the stream that training data of the loop's own images comes from
+    (``eval/shapes/loop_judge.py``), disjoint in draws and seeds from every evaluation set."""
+    return [
+        (describe(sample_spec(random.Random(i * 7919 + TRAINING_STREAM))), 70_000 + i) for i in range(first, first + n)
+    ]
 
 
 def development_set(n: int) -> list[tuple[str, int]]:
