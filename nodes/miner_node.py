@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from ..tipai_core.records.overlay import mask_overlay
 from . import defaults as D
+from . import model_files
 from .settings import AuditorHandle, MinerSpec, miner_settings
 from .types import Auditor, Miner, image_from_core, image_to_core, mask_from_core, mask_to_core
 from .validation import as_validation, check_mask, check_widgets
@@ -21,6 +22,16 @@ DETECTOR_CHOICES = {
     "nsfw+text": ("nsfw", "text"),
     "all": ("nsfw", "age", "text"),
 }
+
+
+def llm_path(name: str) -> str | None:
+    """The region_llm's file (None for "none"), or the node's error naming the input and the folder."""
+    if name == model_files.NONE:
+        return None
+    try:
+        return model_files.resolve_llm(name)
+    except FileNotFoundError as exc:
+        raise ValueError(f"TiPAI Region Miner: region_llm: {exc}") from None
 
 
 class TiPAIRegionMiner(io.ComfyNode):
@@ -190,6 +201,15 @@ class TiPAIRegionMiner(io.ComfyNode):
                     tooltip="When region_prompt is empty: give each region the prompt's words that the auditor's "
                     "Grad-CAM ties to it (e.g. 'blue square'), all words in one batched pass.",
                 ),
+                io.Combo.Input(
+                    "region_llm",
+                    options=[model_files.NONE, *model_files.list_llm()],
+                    default=model_files.NONE,
+                    optional=True,
+                    tooltip="A local language model (a .gguf file or transformers folder in models/LLM) that "
+                    "rewrites each region's prompt (region_prompt or the Grad-CAM words as its hint) during the "
+                    "TiPAI run, greedy, once per phrase; loaded for the run and unloaded after it.",
+                ),
             ],
             outputs=[
                 Miner.Output(
@@ -242,7 +262,13 @@ class TiPAIRegionMiner(io.ComfyNode):
         age_weight=None,
         text_weight=None,
         feather=None,
+        region_llm=None,
     ):
+        if region_llm is not None:
+            try:
+                llm_path(region_llm)
+            except ValueError as exc:
+                return str(exc)
         values = dict(
             k=k,
             threshold=threshold,
@@ -286,6 +312,7 @@ class TiPAIRegionMiner(io.ComfyNode):
         feather: int = D.MINER_FEATHER,
         region_prompt: str = "",
         region_words: bool = D.MINER_REGION_WORDS,
+        region_llm: str = model_files.NONE,
     ) -> io.NodeOutput:
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
@@ -326,7 +353,7 @@ class TiPAIRegionMiner(io.ComfyNode):
                 raise ValueError(f"TiPAI Region Miner: user_mask: {exc}") from None
             if not bool(um.isfinite().all()):
                 raise ValueError("TiPAI Region Miner: user_mask contains NaN or inf values")
-        spec = MinerSpec(settings, um, DETECTOR_CHOICES[detectors])
+        spec = MinerSpec(settings, um, DETECTOR_CHOICES[detectors], llm=llm_path(region_llm))
         if image is None:
             return io.NodeOutput(spec, torch.zeros(1, 64, 64), torch.zeros(1, 64, 64, 3))
         if auditor is None:

@@ -95,6 +95,7 @@ class MinerSpec:
     settings: MinerSettings = field(default_factory=miner_settings)
     user_mask: torch.Tensor | None = None  # [B or 1, 1, H, W] pixel mask, always a region
     detectors: tuple[str, ...] = ()  # "nsfw", "age", "text"
+    llm: str | None = None  # region_llm's file: a language model rewrites each region's prompt during the run
     # the previous audit's Grad-CAM and tokens, for drift; start_run() clears it
     memory: AuditMemory = field(default_factory=AuditMemory, repr=False, compare=False)
 
@@ -106,7 +107,7 @@ class MinerSpec:
         """A new sampling run: drift and feature change start again from 0."""
         self.memory.reset()
 
-    def build(self, auditor) -> RegionMiner:
+    def build(self, auditor, prompter=None) -> RegionMiner:
         dets = {}
         if self.detectors:
             from ..tipai_core.mining.detectors import build_detectors, providers_for
@@ -115,7 +116,7 @@ class MinerSpec:
             dets = build_detectors(
                 list(self.detectors), providers_for(comfy.model_management.get_torch_device()), folders()
             )
-        return RegionMiner(auditor, self.settings, detectors=dets, memory=self.memory)
+        return RegionMiner(auditor, self.settings, detectors=dets, memory=self.memory, prompter=prompter)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+import comfy.model_management
 import comfy.utils
 import torch
 
@@ -20,6 +21,7 @@ from ..tipai_core.mining.masks import check_user_mask
 from ..tipai_core.records.costs import Costs, editor_calls, restart_costs
 from ..tipai_core.records.tournament_picture import TournamentStrips
 from ..tipai_core.records.tournament_record import TournamentRecord
+from . import defaults as D
 from .comfy_adapters import ComfyAuditDecoder, ComfyDenoiser, ComfyRegionEncoder, parametrisation
 from .progress import RunProgress
 from .sampler_hook import ModelInputs, install, make_sampler_wrapper
@@ -45,6 +47,7 @@ class TiPAIRun:
         self.warnings: list[str] = []
         self._miner = None  # built at the first audit (the auditor must be loaded), then reused
         self._encoder = None  # the region prompts' encoder, built at the first audit that needs it
+        self._llm_path: str | None = None  # the region_llm this run loaded, released by close()
         self.progress = RunProgress(0, {})  # planned by start() once the schedule is known
         self.strips = TournamentStrips()  # small copies of each tournament's views, for the loop picture
         settings.miner.start_run()  # drift compares audits of this run only
@@ -88,7 +91,7 @@ class TiPAIRun:
             model = view.guider.inner_model
             decoder = ComfyAuditDecoder(self.s.vae, model, self.s.editor.decoder)
             if self._miner is None:
-                self._miner = self.s.miner.build(auditor)
+                self._miner = self.s.miner.build(auditor, self._refiner())
             step = view.step
             suite = AuditSuite(
                 decoder=decoder,
@@ -130,6 +133,34 @@ class TiPAIRun:
             self.accepted.append(view.step)
             self.costs.add(restart_costs(view.x.shape[0]))
         return new_x
+
+    def _refiner(self):
+        """The Region Miner's region_llm as the miner's prompter: loaded (through ComfyUI's model management)
+        at the run's first audit, one cache of rewrites per run, released by ``close``."""
+        path = self.s.miner.llm
+        if path is None:
+            return None
+        from ..tipai_core.prompting.region_refiner import RegionRefiner
+        from .region_prompt_node import _CACHE, loaded
+
+        kept = path in _CACHE  # a Region Prompt node's kept model: used, and left as it was
+        try:
+            entry = loaded(path)
+        except (ValueError, FileNotFoundError) as exc:
+            raise type(exc)(f"TiPAI Region Miner: region_llm: {exc}") from None
+        self._llm_path = None if kept else path
+        comfy.model_management.load_models_gpu([entry.patcher], force_full_load=True)
+        return RegionRefiner(
+            entry.lm.model, entry.lm.tokenizer, seed=D.REGION_PROMPT_SEED, max_new_tokens=D.REGION_PROMPT_MAX_NEW_TOKENS
+        )
+
+    def close(self) -> None:
+        """The run is over (done, failed or cancelled): the language model it loaded leaves memory."""
+        if self._llm_path is not None:
+            from .region_prompt_node import release
+
+            release(self._llm_path)
+            self._llm_path = None
 
     def _region_encoder(self, view):
         """Region prompts condition the edit when the CLIP is connected (one encoder, one cache, per run)."""
@@ -201,6 +232,7 @@ class _RunSlot:
             return out
         finally:
             # whatever happens (an error, a Cancel), the next run starts clean
+            run.close()
             self.run, self.last = None, run
 
     def apply_model(self, executor, *args, **kwargs):

@@ -12,6 +12,7 @@ import weakref
 
 import psutil
 import pytest
+import torch
 
 PROMPT = "a red circle left of a blue square"
 NODE_ID = "TiPAIRegionPrompt"
@@ -202,3 +203,51 @@ def test_a_missing_file_and_an_empty_prompt_give_the_nodes_error(
         node.execute(llm, prompt, "the blue square", "", 0, 24, 0.0, False)
     assert message in str(err.value)
     assert not glue._CACHE  # nothing was loaded
+
+
+def test_the_miners_region_llm_rewrites_each_regions_words_in_the_run_and_leaves(
+    comfy_inproc, glue, smollm2_llm, tiny_sd, tiny_auditor
+):
+    """In a TiPAI KSampler run, region_llm rewrites each mined region's text (here the miner's region_prompt; the
+    Grad-CAM words with region_words) as its hint, with the real SmolLM2: every record's region prompt is the
+    library's rewrite of what the same run gives the region without it (the guard accepts nothing, so both runs
+    mine the same regions, and the image is the same); after the run the model is gone."""
+    from tipai_core.prompting.region_prompt import generate_region_prompt
+    from tipai_core.prompting.region_refiner import RegionRefiner
+
+    node = comfy_inproc.node_class
+    prompt = "a red circle left of a blue square"
+    sd = tiny_sd(prompt)
+    auditor = node("TiPAIAuditorLoader").execute(tiny_auditor, "tipai-tiny-vit", "none", "none", 1.0).args[0]
+    guard = node("TiPAITournamentGuard").execute(1000.0, 0.0, 0.0, 0.0, 0.0, 1.0, 3, 3, 1, "1.0").args[0]
+    policy = node("TiPAITSPOSampler").execute(2, 0, "1", "5.0", "0.0", "0", "1", "invert").args[0]
+
+    def run(region_llm):
+        miner = node("TiPAIRegionMiner").execute(2, 0.6, 0.02, 0.5, 2, 1.0, 1.0, region_prompt="the blue square",
+                                                 region_llm=region_llm).args[0]  # fmt: skip
+        out = node("TiPAIKSampler").execute(sd["model"], 3, 6, 5.0, "euler", "normal", sd["pos"], sd["neg"],
+                                            sd["latent"], 1.0, prompt, sd["vae"], auditor, miner, None, guard,
+                                            policy)  # fmt: skip
+        return out.args[0]["samples"], [r["region"]["prompt"] for r in out.args[1]["records"]]
+
+    plain, words = run("none")
+    latent, texts = run(smollm2_llm)
+    assert words and set(words) == {"the blue square"} and len(texts) == len(words) and torch.equal(latent, plain)
+    assert not glue._CACHE and _llm_patchers() == []  # released with the run
+    from tipai_core.prompting.llm import load_causal_lm
+
+    lm = load_causal_lm(glue.model_files.resolve_llm(smollm2_llm))
+    limit = RegionRefiner(lm.model, lm.tokenizer).max_new_tokens
+    want = [
+        generate_region_prompt(lm.model, lm.tokenizer, prompt, hints=(w,) if w else (), max_new_tokens=limit).text
+        for w in words
+    ]
+    assert texts == want
+    # a region_llm that is not there is the miner's own error, naming the input: at validation (where ComfyUI
+    # does not check a combo's options) with the folder, at execute with the choices
+    miner = node("TiPAIRegionMiner")
+    assert miner.validate_inputs(region_llm="gone.gguf").startswith(
+        "TiPAI Region Miner: region_llm: TiPAI: the language model 'gone.gguf' was not found in the models/LLM folder"
+    )
+    with pytest.raises(ValueError, match=r"TiPAI Region Miner: region_llm must be one of \['none', "):
+        miner.execute(2, 0.6, 0.02, 0.5, 2, 1.0, 1.0, region_llm="gone.gguf")
