@@ -121,18 +121,8 @@ class TiPAITSPOSampler(io.ComfyNode):
     def validate_inputs(
         cls, n=None, seed=None, depths=None, cfg_inside=None, jitter=None, dilation=None, feather=None, emphasis=None
     ):
-        return as_validation(
-            lambda: cls.check(
-                n,
-                seed,
-                depths=depths,
-                cfg_inside=cfg_inside,
-                jitter=jitter,
-                dilation=dilation,
-                feather=feather,
-                emphasis=emphasis,
-            )
-        )
+        lists = dict(depths=depths, cfg_inside=cfg_inside, jitter=jitter, dilation=dilation, feather=feather)
+        return as_validation(lambda: cls.check(n, seed, **lists, emphasis=emphasis))
 
     @classmethod
     def execute(
@@ -152,16 +142,8 @@ class TiPAITSPOSampler(io.ComfyNode):
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
         )  # every widget, before any work
-        lists = cls.check(
-            n,
-            seed,
-            depths=depths,
-            cfg_inside=cfg_inside,
-            jitter=jitter,
-            dilation=dilation,
-            feather=feather,
-            emphasis=emphasis,
-        )
+        given = locals()  # (a comprehension has locals of its own)
+        lists = cls.check(n, seed, **{name: given[name] for name in cls.LISTS})
         if policy_file and policy_file != model_files.NONE:
             try:
                 policy = PolicyNet.load(model_files.resolve(policy_file, "TSPO policy"))
