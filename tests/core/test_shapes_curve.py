@@ -92,7 +92,10 @@ def test_the_curve_runs_every_method_and_writes_a_plot(model, tmp_path):
     s = EvalSettings(n_prompts=2, n_steps=6, audit_first=2, audit_every=2, audit_skip_last=1, n_candidates=2)
     a, m = oracle_pieces(Checker())
     c = CurveSettings(budgets=(1, 2), global_step=2, fk_every=2, finals_step=2, finalists=1)
-    out = run_curve(model, held_out(2), s, c, {"oracle": Pieces(a, m, "oracle")})
+    partials: list[dict] = []
+    out = run_curve(model, held_out(2), s, c, {"oracle": Pieces(a, m, "oracle")}, partial=partials.append)
+    # one report after the 2x budget, before the local loop: its rows are the final table's first rows, as measured
+    assert len(partials) == 1 and partials[0]["rows"] == out["rows"][:5] and partials[0]["comparisons"]
     methods = [(r["method"], r["budget"]) for r in out["rows"]]
     assert methods == [
         ("plain", 1),
@@ -135,6 +138,7 @@ def test_the_curve_command_on_a_given_model_file(tmp_path, capsys):
     assert saved["n_held_out"] == 2 and {r["method"] for r in saved["rows"]} >= {"plain", "best-of-N", "fk"}
     assert "tipai-local" not in {r["method"] for r in saved["rows"]}  # --no-local
     assert (out / "curve-oracle.png").is_file() and (out / "curve.txt").read_text().startswith("judge")
+    assert (out / "curve.partial.txt").read_text().startswith("judge")  # written after each budget
     assert eval_main(["shapes", "--curve", "--model", str(folder), "--budgets", "0,2"]) == 2
 
 

@@ -300,7 +300,12 @@ def curve_main(args: argparse.Namespace, model: ShapesUNet, meta: dict, s: EvalS
         picks, tried = tune(model, development_set(args.dev), s, c, pieces)
         print(f"development set ({args.dev} prompts): picks {picks}")
     quality = loop_quality(model, s, c, pieces, picks, args.dev, out)
-    result = run_curve(model, held_out(args.n), s, c, pieces, picks)
+
+    def partial(r: dict) -> None:  # what a run cut off later still leaves
+        atomic_write(out / "curve.partial.txt", r["text"] + "\n")
+        atomic_write(out / "curve.partial.json", json.dumps(r, indent=1, default=str))
+
+    result = run_curve(model, held_out(args.n), s, c, pieces, picks, partial=partial)
     result.update({"development": tried, "model": meta.get("recipe"), "model_step": meta.get("step")})
     result["loop_quality"] = quality
     result["n_held_out"], result["n_development"] = args.n, args.dev

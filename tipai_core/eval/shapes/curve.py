@@ -27,6 +27,7 @@ plain image's. ``compare`` gives TiPAI − best-of-N and TiPAI − FK at each bu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ...editing.diffusion_editor import DiffusionEditor
@@ -118,8 +119,10 @@ def judge_points(
     lam: float | None = None,
     g: int | None = None,
     finals: tuple | None = None,
+    budget_done: Callable[[list[Point]], None] | None = None,
 ) -> list[Point]:
-    """Every method of one judge at every budget; ``finals`` is the (g, m[, two_looks]) of tipai-finals."""
+    """Every method of one judge at every budget; ``finals`` is the (g, m[, two_looks]) of tipai-finals.
+    ``budget_done`` sees this judge's points so far after each budget."""
     lam = c.fk_lam if lam is None else lam
     g = c.global_step if g is None else g
     gf, mf, two = (
@@ -145,6 +148,8 @@ def judge_points(
             tf.name = f"tipai-finals-{nf}@{gf}m{mf}" + ("x2" if two else "")
             points.append(Point(judge, "tipai-finals", b, nf, tf))
         log(f"[{judge}] budget {b}x done")
+        if budget_done is not None:
+            budget_done(points)
     if c.local:
         tl = run_tipai(model, items, s, make_suite(s, piece.auditor, piece.miner, piece.policy, piece.guard))
         tl.name = "tipai-local"
@@ -390,36 +395,52 @@ def run_curve(
     pieces: dict[str, Pieces],
     picks: dict[str, dict] | None = None,
     log=print,
+    partial: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Every judge's points on ``items``; returns {"rows", "comparisons", "text", "settings"}."""
+    """Every judge's points on ``items``; returns {"rows", "comparisons", "text", "settings"}.
+    ``partial`` gets the same dict after each budget of each judge, so a run cut off later keeps what it measured."""
     t0 = time.time()
     plain = run_plain(model, items, s)
     memo: dict = {}
     points: list[Point] = []
-    for judge, piece in pieces.items():
-        pk = (picks or {}).get(judge, {})
-        points += judge_points(
-            model,
-            items,
-            s,
-            c,
-            judge,
-            piece,
-            plain,
-            memo,
-            log,
-            lam=pk.get("fk_lam"),
-            g=pk.get("global_step"),
-            finals=tuple(pk["finals"]) if pk.get("finals") else None,
-        )
     checker = Checker()
-    # rows_of compares every point with the first, the plain run (one plain row per judge)
-    rows, correct = rows_of(points, items, checker, s.n_steps)
-    comparisons = compare(correct, list(pieces), c.budgets)
-    return {
-        "rows": rows,
-        "comparisons": comparisons,
-        "text": text_table(rows, comparisons),
-        "settings": {"eval": asdict(s), "curve": asdict(c), "picks": picks or {}},
-        "seconds": time.time() - t0,
-    }
+
+    def summary(pts: list[Point], judges: list[str]) -> dict:
+        # rows_of compares every point with the first, the plain run (one plain row per judge)
+        rows, correct = rows_of(pts, items, checker, s.n_steps)
+        comparisons = compare(correct, judges, c.budgets)
+        return {
+            "rows": rows,
+            "comparisons": comparisons,
+            "text": text_table(rows, comparisons),
+            "settings": {"eval": asdict(s), "curve": asdict(c), "picks": picks or {}},
+            "seconds": time.time() - t0,
+        }
+
+    done: list[str] = []
+    for judge, piece in pieces.items():
+
+        def budget_done(ps: list[Point], judge: str = judge) -> None:
+            if partial is not None:
+                partial(summary(points + ps, [*done, judge]))
+
+        pk = (picks or {}).get(judge, {})
+        points.extend(
+            judge_points(
+                model,
+                items,
+                s,
+                c,
+                judge,
+                piece,
+                plain,
+                memo,
+                log,
+                lam=pk.get("fk_lam"),
+                g=pk.get("global_step"),
+                finals=tuple(pk["finals"]) if pk.get("finals") else None,
+                budget_done=budget_done,
+            )
+        )
+        done.append(judge)
+    return summary(points, done)
