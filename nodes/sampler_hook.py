@@ -139,8 +139,9 @@ def make_sampler_wrapper(
                     # the callback shows (its step + 1) of its total: hand it the run's own count
                     value, grand = progress(step, total) if progress is not None else (step + 1, total)
                     callback(value - 1, denoised, x, grand)
-                # i == 0 is step 0 (x̂0 is pure noise) or, after a restart, the step just audited.
-                if i == 0 or not audited_steps(step, total):
+                # i == 0 is step 0 (x̂0 is pure noise) or, after a restart, the step just audited; dpm_fast and
+                # dpm_adaptive count steps of their own, which can run past the schedule's end
+                if i == 0 or step >= total or not audited_steps(step, total):
                     return
                 stats.audited_steps.append(step)
                 state = inputs.state_at(sigmas[step], x) if inputs is not None else None
