@@ -98,16 +98,21 @@ def write_checkpoint(comfy_dir: Path, path: Path) -> Path:
     return path
 
 
-def is_current(path: Path) -> bool:
+def has_recipe(path: Path, recipe: str) -> bool:
+    """The file is a safetensors file whose metadata names ``recipe`` (the generated test models' cache key)."""
     from safetensors import safe_open
 
     if not path.is_file():
         return False
     try:
         with safe_open(str(path), "pt") as f:
-            return (f.metadata() or {}).get("tipai_recipe") == RECIPE
+            return (f.metadata() or {}).get("tipai_recipe") == recipe
     except Exception:  # a truncated or foreign file is simply rebuilt
         return False
+
+
+def is_current(path: Path) -> bool:
+    return has_recipe(path, RECIPE)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import math
 import sys
 from pathlib import Path
 
+from tiny_checkpoint import has_recipe  # scripts/ is on the path, as a script and under pytest
+
 SEED = 20261204
 RECIPES = {"sdxl": "tiny-sdxl-vega-v1", "sd3": "tiny-sd3-v1"}
 FILES = {"sdxl": "tipai_tiny_sdxl.safetensors", "sd3": "tipai_tiny_sd3.safetensors"}
@@ -114,22 +116,10 @@ def taesd_state_dicts(channels: int) -> tuple[dict, dict]:
     return _random(t.taesd_encoder, gen), _random(t.taesd_decoder, gen)
 
 
-def _current(path: Path, recipe: str) -> bool:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return False
-    try:
-        with safe_open(str(path), "pt") as f:
-            return (f.metadata() or {}).get("tipai_recipe") == recipe
-    except Exception:  # a truncated or foreign file is simply rebuilt
-        return False
-
-
 def _write(path: Path, tensors_of, recipe: str) -> None:
     from safetensors.torch import save_file
 
-    if _current(path, recipe):
+    if has_recipe(path, recipe):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
