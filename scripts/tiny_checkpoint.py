@@ -41,7 +41,8 @@ UNET = dict(
 )
 
 
-def _fill(name: str, shape: tuple[int, ...], gen):
+def fill(name: str, shape: tuple[int, ...], gen):
+    """One random tensor of the generated test models (scripts/tiny_families.py draws its weights here too)."""
     import torch
 
     if name.endswith("position_ids"):
@@ -82,7 +83,7 @@ def build_state_dict(comfy_dir: Path) -> dict:
     gen = torch.Generator().manual_seed(SEED)
     out = {}
     for name in sorted(shapes):
-        t = _fill(name, shapes[name], gen)
+        t = fill(name, shapes[name], gen)
         out[name] = t if name.endswith("position_ids") else t.to(torch.float16)
     return out
 

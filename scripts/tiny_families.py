@@ -12,7 +12,7 @@ the conditioning tensors themselves, of the shapes the family's text encoders gi
   (2.6B parameters at full width); Segmind Vega, an SDXL distillation ComfyUI runs through the same
   SDXL model class, latent format and conditioning (pooled CLIP-G output and the six size conds: the
   2816-wide ``adm``), is detected at [0, 0, 1, 1, 2, 2]. With every level at 320 channels and no middle
-  block that is about 90M parameters. Its VAE is ``taesdxl`` (4 latent channels).
+  block that is 104M parameters (209 MB in fp16). Its VAE is ``taesdxl`` (4 latent channels).
 - **sd3**: an MMDiT of depth 1 (hidden size 64, one head): SD3 is detected from 16 input channels and
   the joint blocks, whatever the depth. Conditioning: a 4096-wide context (CLIP-L, CLIP-G and T5
   concatenated) and a 2048-wide pooled output. Its VAE is ``taesd3`` (16 latent channels).
@@ -28,11 +28,10 @@ safetensors metadata and is rewritten only when that differs, through a temporar
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
-from tiny_checkpoint import has_recipe  # scripts/ is on the path, as a script and under pytest
+from tiny_checkpoint import fill, has_recipe  # scripts/ is on the path, as a script and under pytest
 
 SEED = 20261204
 RECIPES = {"sdxl": "tiny-sdxl-vega-v1", "sd3": "tiny-sd3-v1"}
@@ -73,18 +72,8 @@ SD3_MMDIT = dict(
 )
 
 
-def _fill(shape: tuple[int, ...], name: str, gen):
-    import torch
-
-    if len(shape) >= 2:
-        return torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
-    if name.endswith("bias"):
-        return torch.zeros(shape)
-    return torch.ones(shape)  # norm weights
-
-
 def _random(module, gen) -> dict:
-    return {k: _fill(tuple(v.shape), k, gen).half() for k, v in sorted(module.state_dict().items())}
+    return {k: fill(k, tuple(v.shape), gen).half() for k, v in sorted(module.state_dict().items())}
 
 
 def diffusion_state_dict(family: str) -> dict:
