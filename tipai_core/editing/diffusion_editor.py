@@ -46,6 +46,20 @@ def seeded_noise(seed: int, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(like.shape[1:], generator=gen, dtype=like.dtype).to(like.device)
 
 
+def check_actions(actions: Sequence[Action], i: int) -> None:
+    """At least one action, each of a diffusion kind and with d no deeper than the steps above step i."""
+    if len(actions) < 1:
+        raise ValueError(f"N must be >= 1, got {len(actions)} actions")
+    for a in actions:
+        if a.editor == "learned":
+            raise ValueError(
+                "an action asks for the learned editor; the diffusion editor cannot make it (route the "
+                "candidates with editing.routing.RoutedEditor and a LearnedEditor)"
+            )
+        if a.depth > i:
+            raise ValueError(f"d={a.depth} is larger than the steps left to re-noise above step {i} ({i})")
+
+
 class DiffusionEditor:
     """The editor A_g as described in the module docstring; ``refine_iters`` sharpens the inversion."""
 
@@ -67,11 +81,7 @@ class DiffusionEditor:
         check_mask_matches(region_mask, x, "region_mask")
         if not (region_mask > 0).any():
             raise ValueError("region_mask is all zero: nothing to edit")
-        if len(actions) < 1:
-            raise ValueError(f"N must be >= 1, got {len(actions)} actions")
-        for a in actions:
-            if a.depth > i:
-                raise ValueError(f"d={a.depth} is larger than the steps left to re-noise above step {i} ({i})")
+        check_actions(actions, i)
         if not ctx.sigmas[i] > 0:
             raise ValueError(f"cannot edit at sigma 0 (step {i})")
 

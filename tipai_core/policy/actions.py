@@ -3,7 +3,8 @@
 An ``Action`` is a plain record (step 4 of the audited step): mask dilation and feather (latent pixels),
 CFG inside the mask, prompt emphasis of the regional conditioning, latent noise jitter, seed,
 inversion depth d, the editor choice ("invert": DDIM inversion of d steps; "renoise": fresh
-noise at σ_{i-d}), and which text conditions the mask's inside (the region's own prompt or
+noise at σ_{i-d}; "learned": the trained editor network, which needs the loop's routing editor),
+and which text conditions the mask's inside (the region's own prompt or
 the base one). TSPO's learned policy replaces ``FixedKnobPolicy`` through the same
 ``protocols.Policy`` interface.
 """
@@ -18,7 +19,7 @@ import torch
 
 from ..mining.masks import MAX_RADIUS
 
-EDITORS = ("invert", "renoise")
+EDITORS = ("invert", "renoise", "learned")  # "learned": the trained network A_g (learned_editor.py)
 # "local": the candidate edits the mined region; "global": the whole image (a coarse, early tournament whose
 # candidates are re-noised whole trajectories; with d = i they restart from σ_0 around the current x̂0)
 SCOPES = ("local", "global")

@@ -28,6 +28,8 @@ class Costs:
     decoded_images: int = 0
     auditor_calls: int = 0
     auditor_images: int = 0
+    editor_calls: int = 0  # forwards of a learned editor's network (each on a batch of candidates)
+    editor_images: int = 0  # the candidate rows of those forwards
 
     def __add__(self, other: "Costs") -> "Costs":
         return Costs(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
@@ -43,11 +45,14 @@ class Costs:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Costs":
-        return cls(**{f.name: int(d[f.name]) for f in fields(cls)})
+        return cls(**{f.name: int(d.get(f.name, 0)) for f in fields(cls)})  # logs from before a field read 0
 
 
 def editor_calls(editor: str, d: int, refine_iters: int = 0) -> int:
-    """Denoiser calls of the diffusion editor for one (editor, d) group: ``d·(1 + r)·[invert] + d + 1``."""
+    """Denoiser calls for one (editor, d) group: ``d·(1 + r)·[invert] + d + 1`` for the diffusion editor;
+    1 for the learned editor (its audit call: its own network's forwards are ``Costs.editor_calls``)."""
+    if editor == "learned":
+        return 1
     return (d * (1 + refine_iters) if editor == "invert" else 0) + d + 1
 
 

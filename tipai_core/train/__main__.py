@@ -10,6 +10,7 @@ import sys
 
 STAGES = {
     "scorer": "Stage A: train the auditor heads on DETONATE-format preference pairs",
+    "editor": "Stage B1: train the learned local editor on DETONATE-format preference pairs",
     "tspo": "Stage B3: train the candidate policy from tournament logs",
     "calibrate": "Stage C: fit δ, τ_P(t), τ_F(t) on held-out tournaments",
 }

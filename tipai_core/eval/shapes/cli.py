@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="referee inversion of the plain samples: the optimised auditor's rise, the checker, and a second "
         "auditor of another seed (trained into the cache when missing)",
     )
+    ap.add_argument(
+        "--learned-editor",
+        action="store_true",
+        help="Stage B1: train the learned editor on in-place pairs (into the cache when missing) and run the "
+        "loop with it against the diffusion editor (editor_table.py)",
+    )
     region = ap.add_argument_group("Inpaint Biases: which text conditions a mined region's edit (--region-text)")
     region.add_argument(
         "--region-text",
@@ -204,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         return curve_main(args, model, meta, s, t0)
     if args.referee:
         return referee_main(args, model, t0)
+    if args.learned_editor:
+        return learned_editor_main(args, model, t0)
     if args.region_text:
         return region_text_main(args, model, s, t0)
     pieces: dict = {}
@@ -252,6 +260,31 @@ def referee_main(args: argparse.Namespace, model: ShapesUNet, t0: float) -> int:
     print(f"total {time.time() - t0:.0f}s")
     if args.json:
         atomic_write(Path(args.json), json.dumps({"refine": rows, "tournaments": t_rows, "n": args.n}, indent=1))
+    return 0
+
+
+def learned_editor_main(args: argparse.Namespace, model: ShapesUNet, t0: float) -> int:
+    """``--learned-editor``: see ``editor_table.py``."""
+    from ...worlds.shapes.auditor import auditor_dir, heads_pairs, train_auditor
+    from .editor_table import editor_table, ensure_editor
+
+    folder = auditor_dir(args.cache)
+    if not (folder / "heads.safetensors").is_file() or heads_pairs(folder) != args.pairs:
+        train_auditor(folder, size=args.size, pairs=args.pairs)
+    path = ensure_editor(folder, args.size)
+    metrics = json.loads(path.with_suffix(".metrics.json").read_text())
+    print(f"learned editor {path}")
+    for tag in ("before", "after", "ceiling"):
+        print(f"  validation {tag:<8} " + "  ".join(f"{k}={v:+.4f}" for k, v in metrics[tag].items()))
+    s = EvalSettings(
+        n_prompts=args.n, n_steps=args.steps, cfg=args.cfg, n_candidates=args.candidates, sigma_max=args.sigma_max
+    )
+    auditor, miner = learned_pieces(folder)
+    text, rows = editor_table(model, s, auditor, miner, path, args.n)
+    print("\n" + text)
+    print(f"total {time.time() - t0:.0f}s")
+    if args.json:
+        atomic_write(Path(args.json), json.dumps({"validation": metrics, "tournaments": rows, "n": args.n}, indent=1))
     return 0
 
 

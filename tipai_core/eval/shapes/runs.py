@@ -109,6 +109,7 @@ def run_tipai(
             out = sample_with_finals(CountingDenoiser(den, c), sig, x, cond, "eps", prompt, suite, finals, s.sampler)
         res.images.append(_to_image(out.latent))
         res.auditor_images.append(out.costs.auditor_images)
+        res.editor_images.append(out.costs.editor_images)
         # the audit views and crops, and the final image (the finals decode it themselves)
         res.decodes.append(out.costs.decoded_images + (1 if finals is None else 0))
         # c counts every call through the wrapper: the base steps, the editor's and the restarts

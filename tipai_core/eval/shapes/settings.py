@@ -58,6 +58,7 @@ class MethodResult:
     # the judge's share of the compute, per image: auditor images scored and images decoded
     auditor_images: list[int] = field(default_factory=list)
     decodes: list[int] = field(default_factory=list)
+    editor_images: list[int] = field(default_factory=list)  # candidate rows through a learned editor's net
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,6 +31,9 @@ VAL_SEED = 1_000_000
 PAIR_KINDS: dict[str, Callable[[int, int], tuple[str, torch.Tensor, torch.Tensor]]] = {
     "audit": audit_pair,
     "fresh": pair,
+    # "local": in-place edits only (the same region differs, the rest is equal), degraded alike: what the
+    # learned editor trains on (chosen = the region as the prompt wants it)
+    "local": partial(audit_pair, p_local=1.0),
 }
 
 
