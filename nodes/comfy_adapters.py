@@ -157,6 +157,27 @@ def load_taesd(latent_format) -> TAESD:
     return _TAESD_CACHE[path]
 
 
+def model_family(model) -> str:
+    """The base model family, named by its latent format's class ('sd15', 'sdxl', 'sd3', 'flux', ...)."""
+    return type(model.latent_format).__name__.lower()
+
+
+class VAESpace:
+    """The learned editor's RGB space for a ComfyUI model: a model-space latent -> RGB ``[B, 3, H, W]`` in
+    [0, 1] through the VAE's decoder, and RGB -> a model-space latent through its encoder."""
+
+    def __init__(self, vae, model):
+        self.vae, self.model = vae, model
+
+    def to_rgb(self, latent: torch.Tensor) -> torch.Tensor:
+        img = self.vae.decode(self.model.process_latent_out(latent.float()))  # model space -> VAE space -> RGB
+        return img.reshape(-1, *img.shape[-3:]).movedim(-1, 1).float().clamp(0, 1).to(latent.device)
+
+    def from_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
+        z = self.vae.encode(rgb.clamp(0, 1).movedim(1, -1).float())  # [B, H, W, 3], as ComfyUI's VAE takes it
+        return self.model.process_latent_in(z.float()).to(rgb.device)
+
+
 class ComfyAuditDecoder:
     """``AuditDecoder``: a model-space latent (or a crop) -> RGB ``[B, 3, f·h, f·w]`` in [0, 1].
 

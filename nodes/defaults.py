@@ -31,7 +31,10 @@ MINER_REGION_WORDS = False  # each region's prompt: the prompt words its Grad-CA
 
 # TiPAI Auditor Inpaint
 EDITOR_BACKEND = "diffusion"
-EDITOR_BACKENDS = ("diffusion", "referee")
+# "learned": every candidate from the learned editor file (Stage B1); "mixed": each candidate from the editor
+# its action's editor knob names (the policy's "learned" choice, else the diffusion editor)
+EDITOR_BACKENDS = ("diffusion", "referee", "learned", "mixed")
+LEARNED_STRENGTH = 1.0  # the learned editor's noise strength s inside the region (1: the design's pure noise)
 # the referee backend's refine per candidate (the knob d multiplies the steps)
 REFEREE_STEPS = 8
 REFEREE_LR = 0.05
@@ -77,7 +80,15 @@ POLICY_CFG_INSIDE = (3.0, 5.0, 7.0)
 POLICY_JITTER = (0.0, 0.3)
 POLICY_DILATION = (0, 1)
 POLICY_FEATHER = (1,)
-POLICY_EDITOR = "invert"  # "invert", "renoise" or "both"
+POLICY_EDITOR = "invert"  # one of POLICY_EDITORS
+# which editor each candidate is drawn from: "both" = invert or renoise; "all" = invert, renoise or learned
+POLICY_EDITORS = {
+    "invert": ("invert",),
+    "renoise": ("renoise",),
+    "both": ("invert", "renoise"),
+    "learned": ("learned",),
+    "all": ("invert", "renoise", "learned"),
+}
 POLICY_REGION_TEXT = "region"  # inside the mask: "region" (its own prompt, when it has one), "base" or "both"
 POLICY_EMPHASIS = (1.0,)  # e: guidance inside the mask scaled by 1 + m·(e − 1); 1 leaves it as it is
 

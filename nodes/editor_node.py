@@ -15,6 +15,7 @@ from ..tipai_core.editing.region_edit import edit_region
 from ..tipai_core.mining.masks import pixel_to_latent
 from . import defaults as D
 from .comfy_adapters import AUDIT_DECODERS, ComfyDenoiser, parametrisation
+from .model_files import NONE, list_kind
 from .settings import AuditorHandle, EditorSpec, GuardSpec, PolicySpec
 from .types import Auditor, Editor, Guard, Policy, image_from_core, image_to_core, mask_to_core
 from .validation import as_validation, check_image, check_mask, check_widgets
@@ -34,8 +35,11 @@ def standalone_candidates(
     steps: int,
     scheduler: str,
     cfg: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images [N+1, 3, H, W] with the unedited image first, pixel mask [1, 1, H, W])."""
+    auditor: AuditorHandle | None = None,
+    prompt: str = "",
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(images [N+1, 3, H, W] with the unedited image first, pixel mask [1, 1, H, W], and what the editor
+    made in the model's latent space: ``{"z": the encoded image, "res": the RegionEdit}``)."""
     pixels = image_to_core(image, f"{NODE}: image")[:1]
     m = mask_to_core(mask)[:1]
     check_image(NODE, "image", pixels, multiple_of=D.VAE_FACTOR)
@@ -51,6 +55,10 @@ def standalone_candidates(
     def edit(model_k, x, sigmas_, extra_args=None, callback=None, disable=None):
         guider = model_k.inner_model
         z = model_k.latent_image.to(x)
+        if spec.uses_learned:
+            editor = spec.build(auditor.ready() if auditor is not None else None, model=guider.inner_model, vae=vae)
+        else:
+            editor = spec.build()
         res = edit_region(
             ComfyDenoiser(guider, extra_args["model_options"]),
             parametrisation(guider.inner_model.model_sampling),
@@ -61,9 +69,10 @@ def standalone_candidates(
             policy.n,
             policy.seed,
             cond=Conditioning(cfg=float(guider.cfg)),
-            editor=spec.build(),
+            editor=editor,
+            prompt=prompt,
         )
-        found["res"] = res
+        found["res"], found["z"] = res, z
         return torch.cat([z, res.candidates])
 
     out = comfy.sample.sample_custom(
@@ -78,7 +87,7 @@ def standalone_candidates(
         seed=policy.seed,
     )
     decoded = vae.decode(out)
-    return image_to_core(decoded.reshape(-1, *decoded.shape[-3:]), f"{NODE}: the decoded candidates"), m
+    return image_to_core(decoded.reshape(-1, *decoded.shape[-3:]), f"{NODE}: the decoded candidates"), m, found
 
 
 class TiPAIAuditorInpaint(io.ComfyNode):
@@ -99,7 +108,9 @@ class TiPAIAuditorInpaint(io.ComfyNode):
                     tooltip="'diffusion': the training-free diffusion editor on your own model. 'referee': each "
                     "candidate optimises the region's x̂0 against the auditor (referee inversion, with "
                     "augmentations; the knob d scales its steps). 'referee' works inside the TiPAI KSampler "
-                    "and Patch Model; on its own, use TiPAI Referee Refine.",
+                    "and Patch Model; on its own, use TiPAI Referee Refine. 'learned': every candidate from the "
+                    "learned_editor file. 'mixed': each candidate from the editor its policy action names "
+                    "(TiPAI TSPO Sampler's editor 'learned' or 'all').",
                 ),
                 io.Int.Input(
                     "refine_iters",
@@ -162,6 +173,15 @@ class TiPAIAuditorInpaint(io.ComfyNode):
                     optional=True,
                     tooltip="Standalone: the text the auditor checks the candidates against.",
                 ),
+                io.Combo.Input(
+                    "learned_editor",
+                    options=list_kind("editor", optional=True),
+                    default=NONE,
+                    optional=True,
+                    tooltip="The learned editor file (models/tipai, from python -m tipai_core.train editor) for the "
+                    "'learned' and 'mixed' backends: one batched forward per region instead of d re-denoising "
+                    "steps. It needs the auditor it was trained with, and a model of its family.",
+                ),
             ],
             outputs=[
                 Editor.Output(
@@ -206,11 +226,13 @@ class TiPAIAuditorInpaint(io.ComfyNode):
         auditor: AuditorHandle | None = None,
         guard: GuardSpec | None = None,
         prompt: str = "",
+        learned_editor: str = NONE,
     ) -> io.NodeOutput:
         check_widgets(
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
         )  # every widget, before any work
-        spec = EditorSpec(backend, refine_iters, crop_margin, audit_decoder)
+        spec = EditorSpec(backend, refine_iters, crop_margin, audit_decoder, learned_editor or NONE)
+        spec.check_learned(NODE)
         standalone = [model, positive, negative, vae, image, mask]
         if backend == "referee" and any(v is not None for v in standalone):
             raise ValueError(
@@ -224,8 +246,27 @@ class TiPAIAuditorInpaint(io.ComfyNode):
             names = ["model", "positive", "negative", "vae", "image", "mask"]
             missing = [n for n, v in zip(names, standalone) if v is None]
             raise ValueError(f"TiPAI Auditor Inpaint: standalone use needs {', '.join(missing)} connected too")
-        images, m = standalone_candidates(
-            model, positive, negative, vae, image, mask, spec, policy or PolicySpec(), steps, scheduler, cfg
+        if spec.uses_learned:
+            if auditor is None or not (prompt or "").strip():
+                raise ValueError(
+                    f"TiPAI Auditor Inpaint: backend {backend!r} on its own needs the auditor and the prompt "
+                    "(the auditor's text features of the prompt condition the learned editor)"
+                )
+            spec.check_for(NODE, model, auditor)
+        images, m, _ = standalone_candidates(
+            model,
+            positive,
+            negative,
+            vae,
+            image,
+            mask,
+            spec,
+            policy or PolicySpec(),
+            steps,
+            scheduler,
+            cfg,
+            auditor,
+            prompt,
         )
         best, table = images[:1], []
         if auditor is not None:

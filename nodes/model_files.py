@@ -17,6 +17,7 @@ from functools import lru_cache
 import folder_paths
 
 from ..tipai_core.auditor.heads import FORMAT_NAME as HEADS_FORMAT
+from ..tipai_core.editing.learned_file import EDITOR_FORMAT
 from ..tipai_core.guard.calibration_file import CALIBRATION_SCHEMA
 from ..tipai_core.policy.policy_net import POLICY_SCHEMA
 
@@ -27,7 +28,7 @@ EXTENSIONS = {".safetensors", ".onnx", ".json"}
 NONE = "none"
 # What a file in models/tipai is, read from its own header (never from its name), so that each list
 # offers only files of its kind: a backbone is never offered as heads, a policy's JSON never as calibration.
-KINDS = ("backbone", "heads", "lpips", "policy", "calibration")
+KINDS = ("backbone", "heads", "lpips", "policy", "calibration", "editor")
 _MAX_JSON_BYTES = 4 << 20  # calibration files are a few kB; a bigger JSON is not one
 _LPIPS_PREFIXES = ("features.", "net.", "lin", "scaling_layer.")  # torchvision features.* or lpips-format
 
@@ -135,6 +136,8 @@ def _safetensors_kind(path: str) -> str | None:
         return "heads"
     if meta.get("schema") == POLICY_SCHEMA:
         return "policy"
+    if meta.get("format") == EDITOR_FORMAT:
+        return "editor"
     if keys and all(k.startswith(_LPIPS_PREFIXES) for k in keys):
         return "lpips"
     return "backbone"

@@ -55,9 +55,11 @@ class TiPAITSPOSampler(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "editor",
-                    options=["invert", "renoise", "both"],
+                    options=list(D.POLICY_EDITORS),
                     default=D.POLICY_EDITOR,
-                    tooltip="Re-noise by DDIM inversion, by fresh noise, or draw either.",
+                    tooltip="Re-noise by DDIM inversion, by fresh noise, or draw either ('both'); 'learned': the "
+                    "learned editor file of TiPAI Auditor Inpaint (backend 'mixed' or 'learned'); 'all': any of "
+                    "the three.",
                 ),
                 io.Combo.Input(
                     "region_text",

@@ -215,6 +215,7 @@ class TiPAIKSampler(io.ComfyNode):
         _check_denoise(steps, denoise)
         settings = _settings(prompt, vae, auditor, miner, editor, guard, policy, clip)
         _check_user_mask(settings, latent_image, vae)
+        settings.editor.check_for("TiPAI KSampler", model, auditor)
         patched, slot = patch_model(model, settings)
         out = comfy_nodes.common_ksampler(
             patched, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=denoise
@@ -270,6 +271,7 @@ class TiPAIPatchModel(io.ComfyNode):
             cls, {k: v for k, v in locals().items() if k != "cls"}, required=True
         )  # every widget, before any work
         settings = _settings(prompt, vae, auditor, miner, editor, guard, policy, clip)
+        settings.editor.check_for("TiPAI Patch Model", model, auditor)
         patched, slot = patch_model(model, settings)
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         slot.on_finished = lambda run, latent: _patch_run_finished(run, latent, settings, node_id, save_log)

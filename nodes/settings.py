@@ -7,7 +7,9 @@ unconnected" and "wired at its defaults" are one object, by construction.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import comfy.model_management
@@ -16,12 +18,16 @@ import torch
 
 from ..tipai_core.diffusion.schedules import Schedule
 from ..tipai_core.editing.diffusion_editor import DiffusionEditor
+from ..tipai_core.editing.learned_editor import LearnedEditor
+from ..tipai_core.editing.learned_file import load_editor
 from ..tipai_core.editing.referee_editor import RefereeEditor
+from ..tipai_core.editing.routing import RoutedEditor
 from ..tipai_core.guard.tournament_guard import TournamentGuard
 from ..tipai_core.loop.audit_schedule import AuditSchedule
 from ..tipai_core.mining.miner import AuditMemory, MinerSettings, RegionMiner
 from ..tipai_core.policy.actions import FixedKnobPolicy
 from . import defaults as D
+from .model_files import NONE, resolve
 
 # the Region Miner's weight inputs (without "_weight") -> the miner's signal names
 MINER_WEIGHT_SIGNALS = {
@@ -119,17 +125,87 @@ class MinerSpec:
         return RegionMiner(auditor, self.settings, detectors=dets, memory=self.memory, prompter=prompter)
 
 
+@lru_cache(maxsize=8)
+def _editor_file(path: str, mtime: float, size: int):  # keyed by mtime and size: a retrained file re-reads
+    return load_editor(path)
+
+
+def learned_editor_file(path: str):
+    """(net, identity) of a learned editor file, loaded once per version of the file."""
+    st = os.stat(path)
+    return _editor_file(path, st.st_mtime, st.st_size)
+
+
+def learned_editor(path: str, auditor, model, vae) -> LearnedEditor:
+    """The file's editor for this ComfyUI model: refused for another model family or another text encoder,
+    its RGB space reached through the VAE (decode, and encode back into the model's space)."""
+    from .comfy_adapters import VAESpace, model_family
+
+    net, identity = learned_editor_file(path)
+    identity.check_family(model_family(model))
+    identity.check_text_encoder(auditor.backbone.identity())
+    space = VAESpace(vae, model)
+    net = net.to(comfy.model_management.get_torch_device())
+    return LearnedEditor(
+        net,
+        identity,
+        lambda p: auditor.text_features([p])[0],
+        to_space=space.to_rgb,
+        from_space=space.from_rgb,
+        strength=D.LEARNED_STRENGTH,
+    )
+
+
 @dataclass
 class EditorSpec:
     backend: str = D.EDITOR_BACKEND
     refine_iters: int = D.EDITOR_REFINE_ITERS
     crop_margin: int = D.EDITOR_CROP_MARGIN
     decoder: str = D.EDITOR_DECODER
+    learned: str = NONE  # the learned editor file in models/tipai ("learned" and "mixed" backends)
 
-    def build(self, auditor=None, decoder=None, prompt: str = ""):
-        """The editor A_g. ``referee`` needs the auditor, a decoder with gradients and the prompt."""
+    @property
+    def uses_learned(self) -> bool:
+        return self.backend in ("learned", "mixed")
+
+    def check_learned(self, node: str) -> None:
+        """Before any work: the learned backends need a learned editor file that loads."""
+        if not self.uses_learned:
+            return
+        if self.learned in (None, "", NONE):
+            raise ValueError(
+                f"{node}: backend {self.backend!r} needs a learned_editor file (python -m tipai_core.train editor "
+                "writes one; put it in models/tipai)"
+            )
+        learned_editor_file(resolve(self.learned, "learned editor"))
+
+    def check_for(self, node: str, model, auditor) -> None:
+        """Before sampling: a learned editor file fits this model's family and this auditor's text encoder."""
+        if not self.uses_learned:
+            return
+        from .comfy_adapters import model_family
+
+        self.check_learned(node)
+        _, identity = learned_editor_file(resolve(self.learned, "learned editor"))
+        try:
+            identity.check_family(model_family(model.model))
+            if auditor is not None:
+                identity.check_text_encoder(auditor.ready().backbone.identity())
+        except ValueError as exc:
+            raise ValueError(f"{node}: {self.learned}: {exc}") from None
+
+    def build(self, auditor=None, decoder=None, prompt: str = "", model=None, vae=None):
+        """The editor A_g. ``referee`` needs the auditor, a decoder with gradients and the prompt; ``learned`` and
+        ``mixed`` the auditor (its text features condition the editor), the model (its family and latent space)
+        and the VAE (the editor works in RGB)."""
         if self.backend == "diffusion":
             return DiffusionEditor(refine_iters=self.refine_iters)
+        if self.uses_learned:
+            if auditor is None or model is None or vae is None:
+                raise ValueError(f"the {self.backend!r} editor backend needs the auditor, the model and the VAE")
+            learned = learned_editor(resolve(self.learned, "learned editor"), auditor, model, vae)
+            force = "learned" if self.backend == "learned" else None
+            return RoutedEditor(DiffusionEditor(refine_iters=self.refine_iters), learned, force=force)
         if self.backend == "referee":
             if auditor is None or decoder is None or not prompt.strip():
                 raise ValueError("the 'referee' editor backend needs the auditor, the VAE and a non-empty prompt")
@@ -189,7 +265,7 @@ def fixed_policy(
             "jitter": uniform(jitter),
             "dilation": uniform(dilation),
             "feather": uniform(feather),
-            "editor": uniform(("invert", "renoise") if editor == "both" else (editor,)),
+            "editor": uniform(D.POLICY_EDITORS[editor]),
             "region_text": uniform(("region", "base") if region_text == "both" else (region_text,)),
             "emphasis": uniform(emphasis),
         }

@@ -181,6 +181,8 @@ class TiPAIRun:
             log.warning(msg)
 
     def _editor(self, auditor, model):
+        if self.s.editor.uses_learned:
+            return self.s.editor.build(auditor, model=model, vae=self.s.vae)
         if self.s.editor.backend != "referee":
             return self.s.editor.build()
         from .referee_node import ModelSpaceGradDecoder

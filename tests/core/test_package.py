@@ -37,7 +37,7 @@ def test_train_cli_lists_stages_and_rejects_unknown():
     ok = subprocess.run([sys.executable, "-m", "tipai_core.train", "--help"], cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0
     listed = [line.split()[0] for line in ok.stdout.split("stages:", 1)[1].splitlines() if line.strip()]
-    assert listed == ["scorer", "tspo", "calibrate"]  # only stages that exist
+    assert listed == ["scorer", "editor", "tspo", "calibrate"]  # only stages that exist
     for stage in listed:  # every listed stage starts and explains itself
         helped = subprocess.run(
             [sys.executable, "-m", "tipai_core.train", stage, "--help"],

@@ -99,6 +99,7 @@ def test_report_summary_steps_and_records():
         "extra_model_evals": 60,
         "decodes": 7,
         "auditor_calls": 3,
+        "editor_images": 0,
         "base_model_calls": 20,
         "extra_call_ratio": 21 / 20,
         "seconds": 1.5,

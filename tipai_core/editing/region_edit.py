@@ -40,9 +40,12 @@ def edit_region(
     n: int,
     seed: int,
     cond: Conditioning | None = None,
-    editor: DiffusionEditor | None = None,
+    editor=None,
+    prompt: str = "",
 ) -> RegionEdit:
-    """N candidates for ``region_mask [1, 1, h, w]`` of the clean latent ``z [1, C, h, w]``."""
+    """N candidates for ``region_mask [1, 1, h, w]`` of the clean latent ``z [1, C, h, w]``; ``editor`` any
+    ``protocols.Editor`` (the diffusion editor by default), ``prompt`` the text it edits toward (the learned
+    editor reads it)."""
     param = Parametrisation.parse(param)
     check_latent(z, "z")
     if z.shape[0] != 1:
@@ -71,7 +74,7 @@ def edit_region(
     editor = editor or DiffusionEditor()
     # x̂0 at σ_i of the control: the denoiser's own, so that the editor's outside projection is consistent
     x0 = denoiser(x, sigmas[i], cond)
-    res = editor(EditContext(denoiser, param, sigmas, i, x, x0, cond), region_mask.to(z.dtype), actions)
+    res = editor(EditContext(denoiser, param, sigmas, i, x, x0, cond, prompt=prompt), region_mask.to(z.dtype), actions)
     m = res.masks
     candidates = torch.where(m == 0, z, m * res.x0 + (1 - m) * z)
     return RegionEdit(candidates, m, actions, logp)

@@ -14,6 +14,7 @@ Schema ``tipai.report/1`` (a JSON-serialisable dict; bump the version on any inc
                      extra_model_evals  costs.denoiser_evals (their batch rows)
                      decodes         costs.decode_calls
                      auditor_calls   costs.auditor_calls
+                     editor_images   costs.editor_images (candidate rows through a learned editor's net)
                      base_model_calls  the sampler's own denoiser calls
                      extra_call_ratio  extra_model_calls / base_model_calls (None when base is 0)
                      seconds         wall time or None}
@@ -138,6 +139,7 @@ def build_report(
         "extra_model_evals": int(costs.denoiser_evals),
         "decodes": int(costs.decode_calls),
         "auditor_calls": int(costs.auditor_calls),
+        "editor_images": int(costs.editor_images),  # candidate rows through a learned editor's network
         "base_model_calls": int(base_model_calls),
         # the overhead the audits add over the plain run; undefined without a base run
         "extra_call_ratio": extra_calls / base_model_calls if base_model_calls > 0 else None,
