@@ -274,6 +274,13 @@ def test_inside_cfg_guides_against_the_null_branch():
     want = torch.where(hard > 0, null + 2.0 * (cond - null), view)
     assert torch.allclose(strong.x0, want, atol=1e-6)
     assert torch.allclose(plain.x0, torch.where(hard > 0, cond, view), atol=1e-6)
+    both = ed(
+        ctx,
+        region(),
+        [Action(editor="learned", seed=1, cfg_inside=5.0), Action(editor="learned", seed=1, cfg_inside=10.0)],
+    )
+    assert both.costs == Costs(editor_calls=2, editor_images=3)  # the null branch on the guided row only
+    assert torch.allclose(both.x0[:1], plain.x0, atol=1e-6) and torch.allclose(both.x0[1:], strong.x0, atol=1e-6)
 
 
 def test_routing_sends_each_action_to_its_editor_in_order():

@@ -5,7 +5,8 @@ For a region of the control at step i (x at σ_i, its x̂0, audit view v = to_sp
 1. each candidate n gets its action mask ``m_n`` (dilation, feather, as the diffusion editor's) and
    its own noise ε_n from the action's seed; inside the hard mask h_n = [m_n > 0] the view is replaced
    by ``√(1 − s²)·v + s·ε_n`` (s = ``strength``; 1 is the design's pure noise);
-2. one batched forward of the network for all N (two with guidance): ``Î = Î_∅ + w_n·(Î_p − Î_∅)``,
+2. one batched forward of the network for all N (and one of the null branch for the candidates that are
+   guided): ``Î = Î_∅ + w_n·(Î_p − Î_∅)``,
    w_n = cfg_inside / the base CFG, so an action whose inside CFG equals the base CFG takes the plain
    conditional prediction, and a higher one pushes further toward the prompt;
 3. back in the model's space, ``ẑ_n = from_space(Î)``; the candidate's x̂0 is ``m_n·ẑ_n + (1 − m_n)·x̂0``
@@ -14,8 +15,8 @@ For a region of the control at step i (x at σ_i, its x̂0, audit view v = to_sp
 4. with ``audit_call`` (the default) one denoiser call on the N candidates gives their x̂0 at σ_i, the
    audit view the auditor judges, as for the diffusion editor (without it, the view is x̂0_n itself).
 
-Cost per region: 1 denoiser call (audit_call) on N rows, and 1 or 2 editor forwards on N rows
-(``Costs.editor_calls`` / ``editor_images``), against d + 1 (renoise) or 2d + 1 (invert) calls for the
+Cost per region: 1 denoiser call (audit_call) on N rows, and 1 or 2 editor forwards on N rows plus one
+row per guided candidate (``Costs.editor_calls`` / ``editor_images``), against d + 1 (renoise) or 2d + 1 (invert) calls for the
 diffusion editor. The knobs it reads: dilation, feather, cfg_inside and seed; depth, jitter, emphasis and
 region_text do not apply to it (the records still log them).
 """
@@ -51,12 +52,16 @@ def editor_input(
 
 
 def guided(net: EditorNet, x: torch.Tensor, hard: torch.Tensor, text: torch.Tensor, t: torch.Tensor, w: torch.Tensor):
-    """(Î [B, C, H, W], forwards): ``Î_∅ + w·(Î_p − Î_∅)``; one forward when every w is 1."""
+    """(Î [B, C, H, W], forwards, rows): ``Î_∅ + w·(Î_p − Î_∅)``; the null branch runs only on the rows whose
+    w is not 1 (a second forward on those rows), so a candidate at the base CFG costs one row."""
     cond = net(x, hard, text, t)
-    if bool((w == 1).all()):
-        return cond, 1
-    null = net(x, hard, None, t)
-    return null + w.reshape(-1, 1, 1, 1).to(cond) * (cond - null), 2
+    idx = torch.nonzero(w != 1).flatten()
+    if len(idx) == 0:
+        return cond, 1, len(x)
+    null = net(x[idx], hard[idx], None, t[idx])
+    out = cond.clone()
+    out[idx] = null + w[idx].reshape(-1, 1, 1, 1).to(cond) * (cond[idx] - null)
+    return out, 2, len(x) + len(idx)
 
 
 class LearnedEditor:
@@ -119,14 +124,14 @@ class LearnedEditor:
             text = self.text_features(ctx.prompt).to(p).reshape(1, -1).expand(n, -1)
             base_cfg = float(ctx.cond.cfg) if ctx.cond is not None and float(ctx.cond.cfg) > 0 else 1.0
             w = torch.tensor([a.cfg_inside / base_cfg for a in actions], device=p.device, dtype=p.dtype)
-            pred, forwards = guided(self.net, xin, hard, text, t, w)
+            pred, forwards, rows = guided(self.net, xin, hard, text, t, w)
             z_hat = pred if self.from_space is None else self.from_space(pred)
             z_hat = z_hat.to(x)
         a, _ = ctx.param.coefficients(float(ctx.sigmas[i]))
         x0_n = torch.where(masks == 0, x0, masks * z_hat + (1 - masks) * x0)
         latents = torch.where(masks == 0, x, x + a * (x0_n - x0))
         cand_x0 = ctx.denoiser(latents, ctx.sigmas[i], ctx.cond) if self.audit_call else x0_n
-        costs = Costs(editor_calls=forwards, editor_images=forwards * n)
+        costs = Costs(editor_calls=forwards, editor_images=rows)
         return EditResult(latents, cand_x0, masks, costs=costs)
 
 
