@@ -32,11 +32,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _fill(module, gen) -> None:
+    """Every value set as the tiny test checkpoints draw theirs (ComfyUI builds without init: memory as found)."""
     import torch
 
+    sys.path.insert(0, str(REPO / "scripts"))
+    from tiny_checkpoint import fill
+
     with torch.no_grad():
-        for p in module.parameters():  # ComfyUI builds without init: every value is set here
-            p.copy_(torch.randn(p.shape, generator=gen) / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0 * p)
+        for name, p in module.named_parameters():
+            p.copy_(fill(name, tuple(p.shape), gen))
+        for name, b in module.named_buffers():
+            b.copy_(fill(name, tuple(b.shape), gen).to(b.dtype))
     module.eval().requires_grad_(False)
 
 
@@ -46,10 +52,15 @@ def _real_models(gen):
     from comfy.ldm.models.autoencoder import AutoencoderKL
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
+    import comfy.ops
+
+    # the SD1.5 UNet as ComfyUI detects it from a checkpoint: 4 levels, 2 blocks each, attention on the first three
     unet = UNetModel(
-        image_size=32, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
-        num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, transformer_depth=1, context_dim=768,
-        use_linear_in_transformer=False, adm_in_channels=None,
+        image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[2, 2, 2, 2],
+        channel_mult=(1, 2, 4, 4), num_heads=8, num_head_channels=-1, transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+        transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=1,
+        context_dim=768, use_spatial_transformer=True, use_linear_in_transformer=False, legacy=False,
+        operations=comfy.ops.disable_weight_init,
     )  # fmt: skip
     _fill(unet, gen)
     ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
@@ -171,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     import host
 
     comfy = str(host.host_dir() / "ComfyUI")
-    print(f"{'size':<5} {'editor':<14} {'s/group':>8} {'cand/s':>8} {'D evals':>8} {'peak MiB':>9} {'x diffusion d=1':>16}")
+    print(
+        f"{'size':<5} {'editor':<14} {'s/group':>8} {'cand/s':>8} {'D evals':>8} {'peak MiB':>9} {'x diffusion d=1':>16}"
+    )
     for size in args.sizes.split(","):
         base = {"size": size, "n": args.n, "threads": args.threads, "comfy": comfy}
         ref = None

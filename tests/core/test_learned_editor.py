@@ -324,3 +324,18 @@ def test_the_backend_refuses_bad_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ed(ctx, region(), [Action()])  # t = 0.5 inside the default band: no warning
+
+
+def test_tspo_prices_a_learned_candidate_at_its_one_audit_row():
+    """A policy whose editor knob holds "learned" trades it against the diffusion kinds at their costs."""
+    from tipai_core.policy.policy_net import PolicyNet, feature_names
+    from tipai_core.policy.tspo import candidate_cost, expected_cost
+
+    assert candidate_cost(3, "learned") == 1.0 and candidate_cost(3, "renoise") == 4.0
+    assert candidate_cost(3, "invert") == 7.0
+    pol = PolicyNet({"editor": ("renoise", "learned"), "depth": (1, 3)}, n_classes=1)
+    feats = torch.zeros(2, len(feature_names(1)))
+    table = pol.log_probs_table(feats)
+    pe, pd = table["editor"].exp(), table["depth"].exp()
+    want = pd[:, 0] * (pe[:, 0] * 2 + pe[:, 1] * 1) + pd[:, 1] * (pe[:, 0] * 4 + pe[:, 1] * 1)
+    assert torch.allclose(expected_cost(pol, table), want)

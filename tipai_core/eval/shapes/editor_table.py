@@ -1,8 +1,9 @@
 """``python -m tipai_core.eval shapes --learned-editor``: Stage B1's editor against the diffusion editor.
 
 1. Pairs: in-place edits of the world (``PAIR_KINDS["local"]``: one region differs, the rest is equal,
-   most degraded like mid-sampling previews), from the pair stream's training seeds, with every pair
-   whose prompt is among the held-out prompts dropped, so the editor never sees an evaluation prompt.
+   most degraded alike like mid-sampling previews), from the pair stream's training seeds, with every
+   pair whose prompt is among the held-out prompts dropped (the editor never sees an evaluation prompt)
+   and every pair that differs on more than ``MAX_EDIT_AREA`` of the image (no in-place edit existed).
 2. The editor is trained by the real trainer (``train.editor.train_editor``, what ``python -m
    tipai_core.train editor`` runs) against the learned auditor, into ``<cache>/shapes/editor-<key>/``;
    a folder that holds its file is reused.
@@ -35,6 +36,7 @@ from ...worlds.shapes.model import PixelDecoder, to_model_space
 from ..bootstrap import interval, paired
 
 N_PAIRS, N_VAL, EPOCHS = 3000, 400, 12
+MAX_EDIT_AREA = 0.4  # a pair whose images differ on more of the image is the fresh-layout fallback
 HELD_OUT_GUARD = 512  # pairs whose prompt is among the first 512 held-out prompts are dropped
 
 
@@ -76,7 +78,8 @@ def editor_pairs(folder: Path, size: int) -> tuple[Path, Path]:
             rows = []
             for seed in seeds:
                 prompt, good, bad = make(seed, size)
-                if prompt in banned or torch.equal(good, bad):
+                differ = float(((good - bad).abs().amax(0) > 0).float().mean())
+                if prompt in banned or not 0 < differ <= MAX_EDIT_AREA:  # held out, or no local edit
                     continue
                 rows.append({"Prompt": prompt, "Chosen": good, "Rejected": bad, "Category": "local"})
                 if len(rows) == n:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import torch
 
 from .clip import ARCH, CONFIG_DIR, train_clip
-from .dataset import audit_pair, pair
+from .dataset import audit_pair, edit_pair, pair
 from .grammar import parse
 
 VAL_SEED = 1_000_000
@@ -31,9 +30,9 @@ VAL_SEED = 1_000_000
 PAIR_KINDS: dict[str, Callable[[int, int], tuple[str, torch.Tensor, torch.Tensor]]] = {
     "audit": audit_pair,
     "fresh": pair,
-    # "local": in-place edits only (the same region differs, the rest is equal), degraded alike: what the
-    # learned editor trains on (chosen = the region as the prompt wants it)
-    "local": partial(audit_pair, p_local=1.0),
+    # "local": in-place edits only, degraded by one draw for both (they differ only in the edited region):
+    # what the learned editor trains on (chosen = the region as the prompt wants it)
+    "local": edit_pair,
 }
 
 

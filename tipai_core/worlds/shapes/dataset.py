@@ -118,6 +118,21 @@ def degrade(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return (out + noise).clamp(0, 1)
 
 
+def edit_pair(seed: int, size: int = DEFAULT_SIZE, p_degrade: float = 0.7) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """An in-place edit (``local_pair_scenes``), degraded with probability ``p_degrade`` by one draw applied to
+    both images alike, noise included, so that they differ only where the edit is: what the learned editor
+    trains on (the rejected image's region repainted as the chosen one's). The rare fresh-layout fallback
+    of ``local_pair_scenes`` differs everywhere; a caller that needs a local edit filters it out."""
+    rng = _rng(seed, 7)
+    prompt, (good, bad) = local_pair_scenes(seed)
+    g, b = render(good, size), render(bad, size)
+    if rng.random() < p_degrade:
+        twin = random.Random()
+        twin.setstate(rng.getstate())
+        g, b = degrade(g[None], rng)[0], degrade(b[None], twin)[0]
+    return prompt, g, b
+
+
 def audit_pair(
     seed: int, size: int = DEFAULT_SIZE, p_local: float = 0.5, p_degrade: float = 0.7
 ) -> tuple[str, torch.Tensor, torch.Tensor]:
