@@ -48,11 +48,10 @@ def _fill(module, gen) -> None:
 
 def _real_models(gen):
     """(denoiser, to_rgb, from_rgb) of a random SD1.5: ComfyUI's UNet (eps) and VAE."""
+    import comfy.ops
     import torch
     from comfy.ldm.models.autoencoder import AutoencoderKL
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    import comfy.ops
 
     # the SD1.5 UNet as ComfyUI detects it from a checkpoint: 4 levels, 2 blocks each, attention on the first three
     unet = UNetModel(
@@ -183,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
     comfy = str(host.host_dir() / "ComfyUI")
     print(
-        f"{'size':<5} {'editor':<14} {'s/group':>8} {'cand/s':>8} {'D evals':>8} {'peak MiB':>9} {'x diffusion d=1':>16}"
+        f"{'size':<5} {'editor':<14} {'s/group':>8} {'cand/s':>8} {'D evals':>8} {'peak MiB':>9} "
+        f"{'x diffusion d=1':>16}"
     )
     for size in args.sizes.split(","):
         base = {"size": size, "n": args.n, "threads": args.threads, "comfy": comfy}

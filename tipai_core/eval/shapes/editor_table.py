@@ -25,7 +25,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ...editing.learned_editor import LearnedEditor
 from ...editing.learned_file import load_editor
