@@ -17,8 +17,8 @@ For a region of the control at step i (x at σ_i, its x̂0, audit view v = to_sp
 
 Cost per region: 1 denoiser call (audit_call) on N rows, and 1 or 2 editor forwards on N rows plus one
 row per guided candidate (``Costs.editor_calls`` / ``editor_images``), against d + 1 (renoise) or
-2d + 1 (invert) calls for the diffusion editor. The knobs it reads: dilation, feather, cfg_inside and seed; depth, jitter, emphasis and
-region_text do not apply to it (the records still log them).
+2d + 1 (invert) calls for the diffusion editor. The knobs it reads: dilation, feather, cfg_inside and
+seed; depth, jitter, emphasis and region_text do not apply to it (the records still log them).
 """
 
 from __future__ import annotations
