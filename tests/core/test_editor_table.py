@@ -44,6 +44,7 @@ def test_the_pairs_are_in_place_edits_without_held_out_prompts(tmp_path, monkeyp
         assert row.prompt not in banned
         differ = (row.chosen - row.rejected).abs().amax(0) > 0
         assert 0 < float(differ.float().mean()) <= et.MAX_EDIT_AREA  # one region differs, the rest is equal
+        assert bool((row.mask[0] > 0.5)[differ].all())  # the mask covers the edit
 
 
 def test_the_table_runs_the_learned_editor_against_the_diffusion_editor(pieces, tmp_path, monkeypatch):

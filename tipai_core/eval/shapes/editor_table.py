@@ -4,6 +4,7 @@
    most degraded alike like mid-sampling previews), from the pair stream's training seeds, with every
    pair whose prompt is among the held-out prompts dropped (the editor never sees an evaluation prompt)
    and every pair that differs on more than ``MAX_EDIT_AREA`` of the image (no in-place edit existed).
+   Each pair's Mask is the edit's own pixels dilated by one: the world knows the region exactly.
 2. The editor is trained by the real trainer (``train.editor.train_editor``, what ``python -m
    tipai_core.train editor`` runs) against the learned auditor, into ``<cache>/shapes/editor-<key>/``;
    a folder that holds its file is reused.
@@ -25,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ...editing.learned_editor import LearnedEditor
 from ...editing.learned_file import load_editor
@@ -80,7 +82,10 @@ def editor_pairs(folder: Path, size: int) -> tuple[Path, Path]:
                 differ = float(((good - bad).abs().amax(0) > 0).float().mean())
                 if prompt in banned or not 0 < differ <= MAX_EDIT_AREA:  # held out, or no local edit
                     continue
-                rows.append({"Prompt": prompt, "Chosen": good, "Rejected": bad, "Category": "local"})
+                # the edit's own pixels, one pixel wider: the pair's Mask (the trainer's region)
+                edit = ((good - bad).abs().amax(0, keepdim=True) > 0).float()
+                mask = torch.nn.functional.max_pool2d(edit[None], 3, stride=1, padding=1)[0]
+                rows.append({"Prompt": prompt, "Chosen": good, "Rejected": bad, "Category": "local", "Mask": mask})
                 if len(rows) == n:
                     break
             write_pairs_parquet(path, rows)
@@ -90,7 +95,7 @@ def editor_pairs(folder: Path, size: int) -> tuple[Path, Path]:
 
 def editor_key(auditor_folder: Path) -> str:
     heads = (Path(auditor_folder) / "heads.safetensors").read_bytes()
-    recipe = json.dumps({"pairs": N_PAIRS, "val": N_VAL, "epochs": EPOCHS, "kind": "local", "v": 1})
+    recipe = json.dumps({"pairs": N_PAIRS, "val": N_VAL, "epochs": EPOCHS, "kind": "local", "mask": "edit+1", "v": 2})
     return hashlib.sha256(heads + recipe.encode()).hexdigest()[:12]
 
 
@@ -115,6 +120,7 @@ def ensure_editor(auditor_folder: Path, size: int, log=print) -> Path:
             heads=str(Path(auditor_folder) / "heads.safetensors"),
             out=str(out),
             family="shapes",
+            image_size=size,  # the world's own size: the loop's views are what the editor sees
             epochs=EPOCHS,
             device="cpu",
         ),
