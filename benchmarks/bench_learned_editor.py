@@ -11,6 +11,7 @@ and makes the N candidates of one region once to warm up, then again to measure:
     diffusion d=k   the training-free editor, renoise at depth k: (k + 1) denoiser calls on the N rows
     learned         the learned editor: the control's view decoded once, one batched forward of the net,
                     the N predictions encoded back, one denoiser call on the N rows (its audit view)
+    learned, taesd  the same with TAESD's decoder and encoder as the RGB round trip (real size only)
 
 Sizes: ``tiny`` is ShapesWorld (pixel space, 3x24x24, the world's UNet; the view is the latent itself) and
 ``real`` is SD1.5 at 512 px (a 4x64x64 latent, ComfyUI's full UNet, ~860 M parameters, and its full VAE,
@@ -46,8 +47,8 @@ def _fill(module, gen) -> None:
     module.eval().requires_grad_(False)
 
 
-def _real_models(gen):
-    """(denoiser, to_rgb, from_rgb) of a random SD1.5: ComfyUI's UNet (eps) and VAE."""
+def _real_models(gen, spec_taesd: bool = False):
+    """(denoiser, to_rgb, from_rgb) of a random SD1.5: ComfyUI's UNet (eps) and VAE (or TAESD)."""
     import comfy.ops
     import torch
     from comfy.ldm.models.autoencoder import AutoencoderKL
@@ -85,6 +86,20 @@ def _real_models(gen):
             out = vae.encode(rgb * 2 - 1)
             z = out[0] if isinstance(out, tuple) else out
             return (z[:, :4] if z.shape[1] == 8 else z) * 0.18215
+
+    if spec_taesd:
+        from comfy.taesd.taesd import TAESD
+
+        taesd = TAESD(latent_channels=4)
+        _fill(taesd, gen)
+
+        def to_rgb(z):  # noqa: F811 - TAESD instead of the VAE: ComfyUI's preview decoder and its encoder
+            with torch.no_grad():
+                return ((taesd.decode(z) + 1) / 2).clamp(0, 1)
+
+        def from_rgb_plain(rgb):  # noqa: F811
+            with torch.no_grad():
+                return taesd.encode(rgb * 2 - 1)
 
     return denoiser, to_rgb, from_rgb_plain, 4, 64
 
@@ -128,7 +143,10 @@ def _child(spec: dict) -> dict:
     from tipai_core.protocols import EditContext
 
     gen = torch.Generator().manual_seed(0)
-    denoiser, to_rgb, from_rgb, channels, h = (_real_models if spec["size"] == "real" else _tiny_models)(gen)
+    if spec["size"] == "real":
+        denoiser, to_rgb, from_rgb, channels, h = _real_models(gen, spec.get("rgb") == "taesd")
+    else:
+        denoiser, to_rgb, from_rgb, channels, h = _tiny_models(gen)
     sig = torch.linspace(8.0, 0.0, 21)
     i = 10
     x = torch.randn(1, channels, h, h, generator=gen) * float(sig[i])
@@ -188,10 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes.split(","):
         base = {"size": size, "n": args.n, "threads": args.threads, "comfy": comfy}
         ref = None
-        for mode, d in (("diffusion", 1), ("diffusion", 2), ("diffusion", 3), ("learned", 0)):
-            r = _run({**base, "mode": mode, "d": d})
+        cases = [("diffusion", 1, ""), ("diffusion", 2, ""), ("diffusion", 3, ""), ("learned", 0, "vae")]
+        if size == "real":
+            cases.append(("learned", 0, "taesd"))
+        for mode, d, rgb in cases:
+            r = _run({**base, "mode": mode, "d": d, "rgb": rgb})
             ref = ref or r["seconds"]
-            name = f"diffusion d={d}" if mode == "diffusion" else "learned"
+            name = f"diffusion d={d}" if mode == "diffusion" else ("learned" if rgb != "taesd" else "learned, taesd")
             print(
                 f"{size:<5} {name:<14} {r['seconds']:>8.3f} {args.n / r['seconds']:>8.2f} {r['evals']:>8} "
                 f"{r['peak_mib']:>9.0f} {r['seconds'] / ref:>16.2f}",
