@@ -157,6 +157,26 @@ def load_taesd(latent_format) -> TAESD:
     return _TAESD_CACHE[path]
 
 
+def load_taesd_pair(latent_format) -> TAESD:
+    """TAESD's encoder and decoder from models/vae_approx (the learned editor's cheap RGB round trip),
+    loaded once per pair of files; a missing one is named with its folder."""
+    dec = latent_format.taesd_decoder_name
+    paths = []
+    for name in (dec.replace("decoder", "encoder") if dec else None, dec):
+        found = next((f for f in folder_paths.get_filename_list("vae_approx") if name and f.startswith(name)), None)
+        if found is None:
+            raise FileNotFoundError(
+                f"TiPAI: no TAESD file '{name}.*' in the models/vae_approx folder "
+                f"({', '.join(folder_paths.get_folder_paths('vae_approx'))}); the learned editor's 'taesd' round "
+                "trip needs the encoder and the decoder; put them there or use the 'vae' audit decoder"
+            )
+        paths.append(folder_paths.get_full_path("vae_approx", found))
+    key = "|".join(paths)
+    if key not in _TAESD_CACHE:
+        _TAESD_CACHE[key] = TAESD(paths[0], paths[1], latent_channels=latent_format.latent_channels).eval()
+    return _TAESD_CACHE[key]
+
+
 def model_family(model) -> str:
     """The base model family, named by its latent format's class ('sd15', 'sdxl', 'sd3', 'flux', ...)."""
     return type(model.latent_format).__name__.lower()
@@ -164,16 +184,23 @@ def model_family(model) -> str:
 
 class VAESpace:
     """The learned editor's RGB space for a ComfyUI model: a model-space latent -> RGB ``[B, 3, H, W]`` in
-    [0, 1] through the VAE's decoder, and RGB -> a model-space latent through its encoder."""
+    [0, 1], and RGB -> a model-space latent. ``vae`` (and ``latent_rgb``, which has no encoder): the VAE's
+    decoder and encoder; ``taesd``: TAESD's, from models/vae_approx (far cheaper at full size)."""
 
-    def __init__(self, vae, model):
+    def __init__(self, vae, model, mode: str = "vae"):
         self.vae, self.model = vae, model
+        self.taesd = load_taesd_pair(model.latent_format) if mode == "taesd" else None
 
     def to_rgb(self, latent: torch.Tensor) -> torch.Tensor:
+        if self.taesd is not None:  # TAESD works on the model-space latent, as ComfyUI's previewer
+            taesd = self.taesd.to(latent.device)
+            return ((taesd.decode(latent.float()) + 1.0) / 2.0).clamp(0, 1)
         img = self.vae.decode(self.model.process_latent_out(latent.float()))  # model space -> VAE space -> RGB
         return img.reshape(-1, *img.shape[-3:]).movedim(-1, 1).float().clamp(0, 1).to(latent.device)
 
     def from_rgb(self, rgb: torch.Tensor) -> torch.Tensor:
+        if self.taesd is not None:
+            return self.taesd.to(rgb.device).encode(rgb.clamp(0, 1).float() * 2 - 1)
         z = self.vae.encode(rgb.clamp(0, 1).movedim(1, -1).float())  # [B, H, W, 3], as ComfyUI's VAE takes it
         return self.model.process_latent_in(z.float()).to(rgb.device)
 

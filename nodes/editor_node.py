@@ -131,7 +131,8 @@ class TiPAIAuditorInpaint(io.ComfyNode):
                     options=list(AUDIT_DECODERS),
                     default=D.EDITOR_DECODER,
                     tooltip="How audit views are decoded: the VAE (TAESD when the checkpoint has it), "
-                    "TAESD from models/vae_approx, or the model's cheap latent-to-RGB map.",
+                    "TAESD from models/vae_approx, or the model's cheap latent-to-RGB map. The learned editor's "
+                    "round trip to RGB and back uses TAESD's decoder and encoder with 'taesd', else the VAE.",
                 ),
                 io.Model.Input("model", optional=True, tooltip="Standalone: the diffusion model."),
                 io.Conditioning.Input("positive", optional=True, tooltip="Standalone: positive conditioning."),

@@ -136,15 +136,16 @@ def learned_editor_file(path: str):
     return _editor_file(path, st.st_mtime, st.st_size)
 
 
-def learned_editor(path: str, auditor, model, vae) -> LearnedEditor:
+def learned_editor(path: str, auditor, model, vae, mode: str = "vae") -> LearnedEditor:
     """The file's editor for this ComfyUI model: refused for another model family or another text encoder,
-    its RGB space reached through the VAE (decode, and encode back into the model's space)."""
+    its RGB space reached through the VAE, or TAESD when the audit decoder is ``taesd`` (decode, and encode
+    back into the model's space)."""
     from .comfy_adapters import VAESpace, model_family
 
     net, identity = learned_editor_file(path)
     identity.check_family(model_family(model))
     identity.check_text_encoder(auditor.backbone.identity())
-    space = VAESpace(vae, model)
+    space = VAESpace(vae, model, mode)
     net = net.to(comfy.model_management.get_torch_device())
     return LearnedEditor(
         net,
@@ -203,7 +204,7 @@ class EditorSpec:
         if self.uses_learned:
             if auditor is None or model is None or vae is None:
                 raise ValueError(f"the {self.backend!r} editor backend needs the auditor, the model and the VAE")
-            learned = learned_editor(resolve(self.learned, "learned editor"), auditor, model, vae)
+            learned = learned_editor(resolve(self.learned, "learned editor"), auditor, model, vae, self.decoder)
             force = "learned" if self.backend == "learned" else None
             return RoutedEditor(DiffusionEditor(refine_iters=self.refine_iters), learned, force=force)
         if self.backend == "referee":

@@ -166,3 +166,27 @@ def test_a_file_for_another_family_is_refused_before_sampling(tmp_path, comfy_di
         _ksampler(node, sd, auditor, spec, 1000.0, _policy(node))
     with pytest.raises(ValueError, match="needs a learned_editor file"):
         _editor(node, "learned", "none")
+
+
+def test_the_taesd_round_trip(comfy_inproc, comfy_dir, sd, node, auditor, learned_file):
+    """audit_decoder 'taesd': the learned editor decodes and encodes with TAESD from models/vae_approx (both
+    files needed; a missing encoder is named with its folder)."""
+    from safetensors.torch import save_file
+    from tiny_families import taesd_state_dicts
+
+    enc, dec = taesd_state_dicts(4)
+    folder = comfy_dir / "models" / "vae_approx"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "taesd_encoder.safetensors", folder / "taesd_decoder.safetensors"]
+    try:
+        save_file(dec, str(paths[1]))
+        spec = node("TiPAIAuditorInpaint").execute("learned", 0, 2, "taesd", learned_editor=learned_file).args[0]
+        with pytest.raises(FileNotFoundError, match=r"no TAESD file 'taesd_encoder\.\*' in the models/vae_approx"):
+            _ksampler(node, sd, auditor, spec, 1000.0, _policy(node, 2))
+        save_file(enc, str(paths[0]))
+        kept, report = _ksampler(node, sd, auditor, spec, 1000.0, _policy(node, 2))
+        assert torch.equal(kept, _plain(comfy_inproc, sd)) and report["summary"]["candidates"] > 0
+        assert sum(r["costs"]["editor_images"] for r in report["records"]) > 0
+    finally:
+        for p in paths:
+            p.unlink(missing_ok=True)
