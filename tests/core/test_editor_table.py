@@ -64,8 +64,9 @@ def test_the_table_runs_the_learned_editor_against_the_diffusion_editor(pieces, 
     s.knobs["depth"] = ([1, 2], [0.5, 0.5])
     miner = SaliencyMiner(checker_saliency(), k=1, threshold=0.5)
     text, rows = et.editor_table(model, s, auditor, miner, out, n=2, log=lambda *_: None)
-    diffusion, learned, equal = rows
-    assert [r["editor"] for r in rows] == ["diffusion", "learned", "learned, equal evals"]
+    diffusion, learned, equal, bo = rows
+    assert [r["editor"] for r in rows][:3] == ["diffusion", "learned", "learned, equal evals"]
+    assert bo["editor"].startswith("best-of-") and len(bo["correct"]) == 2 and "paired differences" in text
     assert equal["n_candidates"] == round(2 * 2.5)  # N·E[d + 1] at equal denoiser compute
     assert diffusion["editor_forwards_per_image"] == 0 < learned["editor_forwards_per_image"]
     from tipai_core.eval.shapes.runs import run_plain
@@ -78,7 +79,7 @@ def test_the_table_runs_the_learned_editor_against_the_diffusion_editor(pieces, 
     assert extra_l == 2 * learned["tournaments"] + learned["accepted"] > 0
     extra_d = diffusion["denoiser_evals_per_image"] * 2 - plain - diffusion["accepted"]
     assert 2 * 2 * diffusion["tournaments"] <= extra_d <= 2 * 3 * diffusion["tournaments"]
-    for r in rows:
+    for r in rows[:3]:
         assert 0 <= r["accuracy"][0] <= 1 and 0 <= r["winnable"] <= 1
         assert {"delta_r", "delta_clip", "ring"} <= r.keys() and torch.isfinite(torch.tensor(r["ring"]))
     with pytest.raises(ValueError, match="trained for the 'sd15' model family; the model here is 'shapes'"):
