@@ -141,17 +141,20 @@ AUDIT_DECODERS = ("vae", "latent_rgb", "taesd")
 _TAESD_CACHE: dict[str, TAESD] = {}
 
 
-def load_taesd(latent_format) -> TAESD:
-    """The tiny decoder ComfyUI's previews use, from models/vae_approx (loaded once per file)."""
-    name = latent_format.taesd_decoder_name
+def _vae_approx_file(name: str | None, what: str) -> str:
+    """The models/vae_approx file whose name starts with ``name``, or a FileNotFoundError naming the folder."""
     found = next((f for f in folder_paths.get_filename_list("vae_approx") if name and f.startswith(name)), None)
     if found is None:
         raise FileNotFoundError(
-            f"TiPAI: no TAESD decoder '{name}.*' in the models/vae_approx folder "
-            f"({', '.join(folder_paths.get_folder_paths('vae_approx'))}); put it there or use "
-            "the 'vae' audit decoder"
+            f"TiPAI: no TAESD file '{name}.*' in the models/vae_approx folder "
+            f"({', '.join(folder_paths.get_folder_paths('vae_approx'))}); {what}"
         )
-    path = folder_paths.get_full_path("vae_approx", found)
+    return folder_paths.get_full_path("vae_approx", found)
+
+
+def load_taesd(latent_format) -> TAESD:
+    """The tiny decoder ComfyUI's previews use, from models/vae_approx (loaded once per file)."""
+    path = _vae_approx_file(latent_format.taesd_decoder_name, "put it there or use the 'vae' audit decoder")
     if path not in _TAESD_CACHE:
         _TAESD_CACHE[path] = TAESD(None, path, latent_channels=latent_format.latent_channels).eval()
     return _TAESD_CACHE[path]
@@ -161,16 +164,8 @@ def load_taesd_pair(latent_format) -> TAESD:
     """TAESD's encoder and decoder from models/vae_approx (the learned editor's cheap RGB round trip),
     loaded once per pair of files; a missing one is named with its folder."""
     dec = latent_format.taesd_decoder_name
-    paths = []
-    for name in (dec.replace("decoder", "encoder") if dec else None, dec):
-        found = next((f for f in folder_paths.get_filename_list("vae_approx") if name and f.startswith(name)), None)
-        if found is None:
-            raise FileNotFoundError(
-                f"TiPAI: no TAESD file '{name}.*' in the models/vae_approx folder "
-                f"({', '.join(folder_paths.get_folder_paths('vae_approx'))}); the learned editor's 'taesd' round "
-                "trip needs the encoder and the decoder; put them there or use the 'vae' audit decoder"
-            )
-        paths.append(folder_paths.get_full_path("vae_approx", found))
+    why = "the learned editor's 'taesd' round trip needs the encoder and the decoder; put them there or use 'vae'"
+    paths = [_vae_approx_file(name, why) for name in (dec.replace("decoder", "encoder") if dec else None, dec)]
     key = "|".join(paths)
     if key not in _TAESD_CACHE:
         _TAESD_CACHE[key] = TAESD(paths[0], paths[1], latent_channels=latent_format.latent_channels).eval()

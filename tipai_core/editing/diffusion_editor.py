@@ -46,10 +46,21 @@ def seeded_noise(seed: int, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(like.shape[1:], generator=gen, dtype=like.dtype).to(like.device)
 
 
-def check_actions(actions: Sequence[Action], i: int) -> None:
-    """At least one action, each of a diffusion kind and with d no deeper than the steps above step i."""
+def check_edit(ctx: EditContext, region_mask: torch.Tensor, actions: Sequence[Action]) -> None:
+    """What every editor needs: a finite control of one image, a region of its size that is not empty, N >= 1."""
+    check_latent(ctx.x, "x")
+    check_latent(ctx.x0, "x0")
+    if ctx.x.shape[0] != 1:
+        raise ValueError(f"the editor takes the control of one image, x has batch {ctx.x.shape[0]}")
+    check_mask_matches(region_mask, ctx.x, "region_mask")
+    if not (region_mask > 0).any():
+        raise ValueError("region_mask is all zero: nothing to edit")
     if len(actions) < 1:
         raise ValueError(f"N must be >= 1, got {len(actions)} actions")
+
+
+def check_actions(actions: Sequence[Action], i: int) -> None:
+    """Each action of a diffusion kind, with d no deeper than the steps above step i."""
     for a in actions:
         if a.editor == "learned":
             raise ValueError(
@@ -74,13 +85,7 @@ class DiffusionEditor:
 
     def __call__(self, ctx: EditContext, region_mask: torch.Tensor, actions: Sequence[Action]) -> EditResult:
         x, x0, i = ctx.x, ctx.x0, ctx.step
-        check_latent(x, "x")
-        check_latent(x0, "x0")
-        if x.shape[0] != 1:
-            raise ValueError(f"the editor takes the control of one image, x has batch {x.shape[0]}")
-        check_mask_matches(region_mask, x, "region_mask")
-        if not (region_mask > 0).any():
-            raise ValueError("region_mask is all zero: nothing to edit")
+        check_edit(ctx, region_mask, actions)
         check_actions(actions, i)
         if not ctx.sigmas[i] > 0:
             raise ValueError(f"cannot edit at sigma 0 (step {i})")

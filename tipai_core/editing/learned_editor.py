@@ -29,12 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import interrupt
-from ..diffusion.ddim import check_latent
-from ..mining.masks import check_mask_matches
 from ..policy.actions import Action
 from ..protocols import EditContext, EditResult
 from ..records.costs import Costs
-from .diffusion_editor import action_mask, seeded_noise
+from .diffusion_editor import action_mask, check_edit, seeded_noise
 from .learned_file import EditorIdentity
 from .learned_net import EditorNet
 
@@ -93,15 +91,7 @@ class LearnedEditor:
 
     def __call__(self, ctx: EditContext, region_mask: torch.Tensor, actions: Sequence[Action]) -> EditResult:
         x, x0, i = ctx.x, ctx.x0, ctx.step
-        check_latent(x, "x")
-        check_latent(x0, "x0")
-        if x.shape[0] != 1:
-            raise ValueError(f"the editor takes the control of one image, x has batch {x.shape[0]}")
-        check_mask_matches(region_mask, x, "region_mask")
-        if not (region_mask > 0).any():
-            raise ValueError("region_mask is all zero: nothing to edit")
-        if len(actions) < 1:
-            raise ValueError(f"N must be >= 1, got {len(actions)} actions")
+        check_edit(ctx, region_mask, actions)
         if not ctx.prompt or not ctx.prompt.strip():
             raise ValueError("the learned editor needs the tournament's prompt (EditContext.prompt is empty)")
         interrupt.check()
