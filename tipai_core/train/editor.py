@@ -49,7 +49,7 @@ from . import checkpoint
 from .checkpoint import complete_checkpoints, remove_checkpoints
 from .cli import StageParser, check_ranges, number, run_command, seed_option
 from .editor_losses import EditorLossWeights, editor_loss, region_metrics
-from .scorer import _accelerator, _pick_device
+from .scorer import _accelerator, _pick_device, curriculum_pool, split_pairs
 
 log = logging.getLogger("tipai.train.editor")
 CHECKPOINT_FORMAT = "tipai.editor.checkpoint/1"
@@ -254,14 +254,6 @@ def load_pairs(
     )
 
 
-def split(s: EditorSettings, train: PreferencePairs, held: PreferencePairs | None, gen: torch.Generator):
-    if held is not None:
-        return list(range(len(train))), list(range(len(held)))
-    perm = torch.randperm(len(train), generator=gen).tolist()
-    n_val = max(1, int(round(s.val_fraction * len(perm))))
-    return sorted(perm[n_val:]), sorted(perm[:n_val])
-
-
 # ----------------------------------------------------------------------------- the steps
 
 
@@ -308,13 +300,6 @@ def format_metrics(tag: str, m: dict[str, float]) -> str:
     return f"[editor] {tag:<22} " + "  ".join(f"{k}={v:+.4f}" for k, v in m.items())
 
 
-def curriculum_pool(s: EditorSettings, order: torch.Tensor, epoch: int, gen: torch.Generator) -> torch.Tensor:
-    anneal = max(1, s.curriculum_epochs if s.curriculum_epochs is not None else s.epochs // 2)
-    frac = min(1.0, s.curriculum_start + (1.0 - s.curriculum_start) * (epoch - 1) / anneal)
-    pool = order[: max(1, int(round(frac * len(order))))]
-    return pool[torch.randperm(len(pool), generator=gen)]
-
-
 @dataclass
 class EditorResult:
     out: Path | None = None
@@ -355,7 +340,7 @@ def prepare(s: EditorSettings, run: Run, gen: torch.Generator):
 
     train_set = PreferencePairs(s.data)
     held = PreferencePairs(s.val_data) if s.val_data else None
-    train_idx, val_idx = split(s, train_set, held, gen)
+    train_idx, val_idx = split_pairs(s, train_set, held, gen)
     kwargs: dict[str, Any] = {"device": run.device}
     if s.arch:
         kwargs.update(arch=s.arch, config_dir=s.config_dir, tokenizer_dir=s.tokenizer_dir)

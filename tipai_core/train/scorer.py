@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -514,8 +514,18 @@ class StageAData:
     skipped_val: list[SkippedRow] = field(default_factory=list)
 
 
+class SplitSettings(Protocol):
+    val_fraction: float
+
+
+class CurriculumSettings(Protocol):
+    epochs: int
+    curriculum_start: float
+    curriculum_epochs: int | None
+
+
 def split_pairs(
-    s: ScorerSettings, train_set: PreferencePairs, val_set: PreferencePairs | None, gen: torch.Generator
+    s: SplitSettings, train_set: PreferencePairs, val_set: PreferencePairs | None, gen: torch.Generator
 ) -> tuple[list[int], list[int]]:
     """(train, validation) row indices: all of each set with --val-data, else a --val-fraction split of --data."""
     if val_set is not None:
@@ -596,7 +606,7 @@ def _resume(
     return done + 1, step
 
 
-def curriculum_pool(s: ScorerSettings, order: torch.Tensor, epoch: int, gen: torch.Generator) -> torch.Tensor:
+def curriculum_pool(s: CurriculumSettings, order: torch.Tensor, epoch: int, gen: torch.Generator) -> torch.Tensor:
     """Epoch ``epoch``'s pairs, shuffled: the top frac(epoch) of ``order`` (highest margin first), with
     frac = min(1, start + (1 - start)·(epoch - 1)/anneal)."""
     anneal = max(1, s.curriculum_epochs if s.curriculum_epochs is not None else s.epochs // 2)

@@ -38,6 +38,7 @@ from ...worlds.shapes.checker import Checker
 from ...worlds.shapes.evaluate import held_out
 from ...worlds.shapes.model import PixelDecoder, to_model_space
 from ..bootstrap import interval, paired
+from .referee_table import _all_correct
 
 N_PAIRS, N_VAL, EPOCHS = 3000, 400, 12
 MAX_EDIT_AREA = 0.4  # a pair whose images differ on more of the image is the fresh-layout fallback
@@ -145,13 +146,6 @@ def shapes_learned_editor(path: Path, auditor, n_audit_call: bool = True) -> Lea
         from_space=to_model_space,
         audit_call=n_audit_call,
     )
-
-
-def _all_correct(images, prompts, checker) -> np.ndarray:
-    from ...worlds.shapes.evaluate import clause_accuracy
-
-    _, verdicts = clause_accuracy(images, prompts, checker)
-    return np.array([float(all(v)) for v in verdicts])
 
 
 def _line(row: dict, winnable: float, res, mean: dict) -> str:
